@@ -1,0 +1,33 @@
+//! `squadron generate`: synthetic traffic in the replay format.
+
+use crate::sim::{Scenario, generate as gen_events};
+use anyhow::Context;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub fn generate(
+    scenario: &str,
+    start: &str,
+    seed: Option<u64>,
+    output: Option<&Path>,
+) -> anyhow::Result<i32> {
+    let start = super::parse_time_arg(start)?;
+    let mut s = Scenario::by_name(scenario, start)
+        .with_context(|| format!("unknown scenario {scenario:?} (hour, storm)"))?;
+    if let Some(seed) = seed {
+        s.seed = seed;
+    }
+    let events = gen_events(&s);
+    let mut w: Box<dyn Write> = match output {
+        Some(p) => {
+            Box::new(std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?)
+        }
+        None => Box::new(std::io::stdout().lock()),
+    };
+    let mut w = BufWriter::new(&mut w);
+    for e in &events {
+        writeln!(w, "{}", e.to_replay_line())?;
+    }
+    w.flush()?;
+    Ok(0)
+}

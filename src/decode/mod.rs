@@ -1,0 +1,525 @@
+//! Decoding input messages into alerts, detecting the format from the shape.
+//!
+//! Supported shapes:
+//! - a single Prometheus alert object (`labels`, `annotations`, `startsAt`, `endsAt`, `generatorURL`);
+//! - a JSON array of them (the body Prometheus POSTs to Alertmanager's `/api/v2/alerts`);
+//! - an Alertmanager webhook payload (`"version": "4"`, `alerts` with `status`).
+//!
+//! A bad message is data, not an error of the process: [`decode`] returns a precise
+//! reason and never panics. In a batch, one bad alert is invalid alone.
+//! Strings are borrowed from the input whenever they contain no escapes.
+
+use crate::model::{Alert, LabelPairs, Labels, Status, Ts};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+use std::fmt;
+
+/// Which wire format a message was in. Bounded: used as a metric label.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    PrometheusAlert,
+    PrometheusBatch,
+    AlertmanagerWebhook,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [
+        Format::PrometheusAlert,
+        Format::PrometheusBatch,
+        Format::AlertmanagerWebhook,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::PrometheusAlert => "prometheus_alert",
+            Format::PrometheusBatch => "prometheus_batch",
+            Format::AlertmanagerWebhook => "alertmanager_webhook",
+        }
+    }
+}
+
+/// Why a message or an alert is invalid. The kind is bounded (a metric label);
+/// the detail says exactly what was wrong.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invalid {
+    pub kind: InvalidKind,
+    pub detail: String,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidKind {
+    NotUtf8,
+    NotJson,
+    UnknownShape,
+    EmptyLabels,
+    BadLabel,
+    BadTimestamp,
+    BadField,
+}
+
+impl InvalidKind {
+    pub const ALL: [InvalidKind; 7] = [
+        InvalidKind::NotUtf8,
+        InvalidKind::NotJson,
+        InvalidKind::UnknownShape,
+        InvalidKind::EmptyLabels,
+        InvalidKind::BadLabel,
+        InvalidKind::BadTimestamp,
+        InvalidKind::BadField,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InvalidKind::NotUtf8 => "not_utf8",
+            InvalidKind::NotJson => "not_json",
+            InvalidKind::UnknownShape => "unknown_shape",
+            InvalidKind::EmptyLabels => "empty_labels",
+            InvalidKind::BadLabel => "bad_label",
+            InvalidKind::BadTimestamp => "bad_timestamp",
+            InvalidKind::BadField => "bad_field",
+        }
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.kind.as_str(), self.detail)
+    }
+}
+
+impl Invalid {
+    fn new(kind: InvalidKind, detail: impl Into<String>) -> Invalid {
+        Invalid {
+            kind,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A decoded message: its format and each alert in it, valid or not.
+#[derive(Debug)]
+pub struct Decoded<'a> {
+    pub format: Format,
+    pub alerts: Vec<Result<Alert<'a>, Invalid>>,
+}
+
+/// Decodes one message. `Err` means the whole message is unusable (it counts as
+/// one invalid input); otherwise each alert is valid or invalid on its own.
+pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, Invalid> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| Invalid::new(InvalidKind::NotUtf8, e.to_string()))?;
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(not_json)?;
+            Ok(Decoded {
+                format: Format::PrometheusBatch,
+                alerts: decode_items(&items, false),
+            })
+        }
+        Some(b'{') => {
+            let obj: AlertObject = serde_json::from_str(text).map_err(not_json)?;
+            if let Some(items) = &obj.alerts {
+                if let Some(Str(v)) = obj.version.as_ref().filter(|v| v.0 != "4") {
+                    return Err(Invalid::new(
+                        InvalidKind::UnknownShape,
+                        format!("unsupported Alertmanager webhook version {v:?} (expected \"4\")"),
+                    ));
+                }
+                Ok(Decoded {
+                    format: Format::AlertmanagerWebhook,
+                    alerts: decode_items(items, true),
+                })
+            } else if obj.labels.is_some() {
+                Ok(Decoded {
+                    format: Format::PrometheusAlert,
+                    alerts: vec![obj.into_alert(false)],
+                })
+            } else {
+                Err(Invalid::new(
+                    InvalidKind::UnknownShape,
+                    "a JSON object that is neither an alert (no \"labels\") nor a webhook payload (no \"alerts\")",
+                ))
+            }
+        }
+        Some(_) => {
+            // Valid JSON of another type (a string, a number) is a shape error; anything else is not JSON.
+            match serde_json::from_str::<IgnoredAny>(text) {
+                Ok(_) => Err(Invalid::new(
+                    InvalidKind::UnknownShape,
+                    "expected a JSON object or array",
+                )),
+                Err(e) => Err(not_json(e)),
+            }
+        }
+        None => Err(Invalid::new(InvalidKind::NotJson, "empty message")),
+    }
+}
+
+fn not_json(e: serde_json::Error) -> Invalid {
+    Invalid::new(InvalidKind::NotJson, e.to_string())
+}
+
+fn decode_items<'a>(items: &[&'a RawValue], with_status: bool) -> Vec<Result<Alert<'a>, Invalid>> {
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, raw)| {
+            let obj: AlertObject<'a> = serde_json::from_str(raw.get()).map_err(|e| {
+                let kind = if raw.get().trim_start().starts_with('{') {
+                    InvalidKind::BadField
+                } else {
+                    InvalidKind::UnknownShape
+                };
+                Invalid::new(kind, format!("alert {i}: {e}"))
+            })?;
+            obj.into_alert(with_status).map_err(|mut e| {
+                e.detail = format!("alert {i}: {}", e.detail);
+                e
+            })
+        })
+        .collect()
+}
+
+/// Every field any supported object shape may carry; unknown fields are ignored
+/// (webhook payloads carry `groupKey`, `receiver` and more).
+#[derive(Deserialize)]
+struct AlertObject<'a> {
+    #[serde(borrow, default)]
+    labels: Option<LabelField<'a>>,
+    #[serde(borrow, default)]
+    annotations: Option<LabelField<'a>>,
+    #[serde(borrow, default, rename = "startsAt")]
+    starts_at: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "endsAt")]
+    ends_at: Option<Str<'a>>,
+    #[serde(borrow, default, rename = "generatorURL")]
+    generator_url: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    status: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    version: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    alerts: Option<Vec<&'a RawValue>>,
+}
+
+impl<'a> AlertObject<'a> {
+    fn into_alert(self, with_status: bool) -> Result<Alert<'a>, Invalid> {
+        let labels = match self.labels {
+            None => {
+                return Err(Invalid::new(
+                    InvalidKind::EmptyLabels,
+                    "alert has no labels",
+                ));
+            }
+            Some(l) => l.into_pairs("label")?,
+        };
+        if labels.is_empty() {
+            return Err(Invalid::new(
+                InvalidKind::EmptyLabels,
+                "alert has an empty label set",
+            ));
+        }
+        let annotations = match self.annotations {
+            None => Vec::new(),
+            Some(a) => a.into_pairs("annotation")?,
+        };
+        let ts = |field: &str, v: Option<Str<'a>>| -> Result<Option<Ts>, Invalid> {
+            match v {
+                None => Ok(None),
+                Some(Str(s)) if s.is_empty() => Ok(None),
+                Some(Str(s)) => Ts::parse_rfc3339(&s).map_err(|_| {
+                    Invalid::new(
+                        InvalidKind::BadTimestamp,
+                        format!("{field} {s:?} is not an RFC 3339 timestamp"),
+                    )
+                }),
+            }
+        };
+        let starts_at = ts("startsAt", self.starts_at)?;
+        let ends_at = ts("endsAt", self.ends_at)?;
+        let status = match (with_status, self.status) {
+            (_, None) => None,
+            (false, Some(_)) => None,
+            (true, Some(Str(s))) => match &*s {
+                "firing" => Some(Status::Firing),
+                "resolved" => Some(Status::Resolved),
+                other => {
+                    return Err(Invalid::new(
+                        InvalidKind::BadField,
+                        format!("status {other:?} is neither \"firing\" nor \"resolved\""),
+                    ));
+                }
+            },
+        };
+        let fingerprint = labels.fingerprint();
+        Ok(Alert {
+            labels,
+            annotations,
+            starts_at,
+            ends_at,
+            generator_url: self.generator_url.map(|s| s.0).filter(|s| !s.is_empty()),
+            status,
+            fingerprint,
+        })
+    }
+}
+
+/// A string borrowed from the input when it has no escapes.
+struct Str<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Str<'a>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Str<'de>, E> {
+                Ok(Str(Cow::Owned(v.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// A JSON object of string pairs. Problems that make the alert (not the message)
+/// invalid are recorded instead of failing the parse, so the reason is precise.
+struct LabelField<'a> {
+    pairs: LabelPairs<'a>,
+    problem: Option<String>,
+}
+
+impl<'a> LabelField<'a> {
+    fn into_pairs(mut self, what: &str) -> Result<LabelPairs<'a>, Invalid> {
+        if let Some(p) = self.problem {
+            return Err(Invalid::new(InvalidKind::BadLabel, format!("{what} {p}")));
+        }
+        self.pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if let Some(w) = self.pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(Invalid::new(
+                InvalidKind::BadLabel,
+                format!("{what} {:?} appears twice", w[0].0),
+            ));
+        }
+        Ok(self.pairs)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for LabelField<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<LabelField<'a>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LabelField<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an object of string names to string values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LabelField<'de>, A::Error> {
+                let mut field = LabelField {
+                    pairs: Vec::with_capacity(map.size_hint().unwrap_or(8)),
+                    problem: None,
+                };
+                while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
+                    match map.next_value::<StrOrOther<'de>>()? {
+                        StrOrOther::Str(v) => {
+                            if name.is_empty() && field.problem.is_none() {
+                                field.problem = Some("name is empty".into());
+                            }
+                            field.pairs.push((name, v));
+                        }
+                        StrOrOther::Other(kind) => {
+                            if field.problem.is_none() {
+                                field.problem = Some(format!(
+                                    "{name:?} has a {kind} value; values must be strings"
+                                ));
+                            }
+                        }
+                    }
+                }
+                Ok(field)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A string, or the name of the JSON type found instead.
+enum StrOrOther<'a> {
+    Str(Cow<'a, str>),
+    Other(&'static str),
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for StrOrOther<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrOrOther<'a>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = StrOrOther<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(StrOrOther::Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(StrOrOther::Str(Cow::Owned(v.to_owned())))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(StrOrOther::Other("boolean"))
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(StrOrOther::Other("number"))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(StrOrOther::Other("number"))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok(StrOrOther::Other("number"))
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(StrOrOther::Other("null"))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(StrOrOther::Other("array"))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(StrOrOther::Other("object"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(msg: &str) -> Result<Alert<'_>, Invalid> {
+        let d = decode(msg.as_bytes())?;
+        assert_eq!(d.alerts.len(), 1);
+        d.alerts.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn single_prometheus_alert() {
+        let msg = r#"{"labels":{"service":"checkout","alertname":"HighErrorRate"},
+            "annotations":{"summary":"5% errors"},"startsAt":"2026-11-26T10:00:00Z",
+            "endsAt":"2026-11-26T10:04:00Z","generatorURL":"http://prom/graph"}"#;
+        let d = decode(msg.as_bytes()).unwrap();
+        assert_eq!(d.format, Format::PrometheusAlert);
+        let a = d.alerts.into_iter().next().unwrap().unwrap();
+        assert_eq!(a.labels[0].0, "alertname", "labels are sorted by name");
+        assert_eq!(
+            a.fingerprint,
+            crate::model::LabelSet::from_labels(&a.labels).fingerprint()
+        );
+        let at = |s| Ts::parse_rfc3339(s).unwrap().unwrap();
+        assert_eq!(a.status_at(at("2026-11-26T10:01:00Z")), Status::Firing);
+        assert_eq!(
+            a.status_at(at("2026-11-26T10:04:00Z")),
+            Status::Resolved,
+            "endsAt at receipt is resolved"
+        );
+        assert!(
+            matches!(a.labels[0].0, Cow::Borrowed(_)),
+            "unescaped strings are borrowed"
+        );
+    }
+
+    #[test]
+    fn batch_keeps_good_neighbours_of_a_bad_alert() {
+        let msg = r#"[{"labels":{"a":"1"}},{"labels":{"a":2}},{"labels":{}},"nope",{"labels":{"b":"x"},"startsAt":"soon"}]"#;
+        let d = decode(msg.as_bytes()).unwrap();
+        assert_eq!(d.format, Format::PrometheusBatch);
+        let kinds: Vec<_> = d
+            .alerts
+            .iter()
+            .map(|r| r.as_ref().err().map(|e| e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                None,
+                Some(InvalidKind::BadLabel),
+                Some(InvalidKind::EmptyLabels),
+                Some(InvalidKind::UnknownShape),
+                Some(InvalidKind::BadTimestamp)
+            ]
+        );
+        let err = d.alerts[1].as_ref().unwrap_err();
+        assert!(
+            err.detail.contains("alert 1") && err.detail.contains("\"a\" has a number value"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn webhook_payload_carries_status() {
+        let msg = r#"{"version":"4","groupKey":"{}:{}","status":"resolved","receiver":"x",
+            "alerts":[{"status":"resolved","labels":{"alertname":"A"},"startsAt":"2026-11-26T10:00:00Z",
+            "endsAt":"2026-11-26T10:05:00Z","fingerprint":"0000000000000000"},
+            {"status":"firing","labels":{"alertname":"B"}}]}"#;
+        let d = decode(msg.as_bytes()).unwrap();
+        assert_eq!(d.format, Format::AlertmanagerWebhook);
+        let statuses: Vec<_> = d
+            .alerts
+            .iter()
+            .map(|a| a.as_ref().unwrap().status)
+            .collect();
+        assert_eq!(statuses, vec![Some(Status::Resolved), Some(Status::Firing)]);
+    }
+
+    #[test]
+    fn invalid_messages_have_precise_reasons() {
+        let kind = |m: &str| {
+            decode(m.as_bytes())
+                .err()
+                .map(|e| e.kind)
+                .or_else(|| one(m).err().map(|e| e.kind))
+        };
+        assert_eq!(kind("not json at all"), Some(InvalidKind::NotJson));
+        assert_eq!(kind("{\"labels\": "), Some(InvalidKind::NotJson));
+        assert_eq!(kind("42"), Some(InvalidKind::UnknownShape));
+        assert_eq!(kind(r#"{"foo":"bar"}"#), Some(InvalidKind::UnknownShape));
+        assert_eq!(kind(r#"{"labels":{}}"#), Some(InvalidKind::EmptyLabels));
+        assert_eq!(
+            kind(r#"{"labels":{"a":null}}"#),
+            Some(InvalidKind::BadLabel)
+        );
+        assert_eq!(
+            kind(r#"{"labels":{"a":"1","a":"2"}}"#),
+            Some(InvalidKind::BadLabel)
+        );
+        assert_eq!(kind(r#"{"labels":{"":"1"}}"#), Some(InvalidKind::BadLabel));
+        assert_eq!(
+            kind(r#"{"labels":{"a":"1"},"endsAt":"2026-99-01T00:00:00Z"}"#),
+            Some(InvalidKind::BadTimestamp)
+        );
+        assert_eq!(
+            kind(r#"{"labels":{"a":"1"},"annotations":{"x":[1]}}"#),
+            Some(InvalidKind::BadLabel)
+        );
+        assert_eq!(
+            kind(r#"{"version":"3","alerts":[]}"#),
+            Some(InvalidKind::UnknownShape)
+        );
+        assert_eq!(
+            decode(&[0xff, 0xfe]).unwrap_err().kind,
+            InvalidKind::NotUtf8
+        );
+        assert_eq!(decode(b"   ").unwrap_err().kind, InvalidKind::NotJson);
+    }
+
+    #[test]
+    fn escaped_strings_decode_and_unset_times_are_none() {
+        let a = one(r#"{"labels":{"msg":"a \"quoted\"\nline"},"startsAt":"0001-01-01T00:00:00Z","endsAt":""}"#).unwrap();
+        assert_eq!(a.labels[0].1, "a \"quoted\"\nline");
+        assert_eq!((a.starts_at, a.ends_at), (None, None));
+    }
+}

@@ -1,0 +1,790 @@
+//! The engine: a deterministic, sans-IO state machine that decides every
+//! alert's fate. It is fed alerts with the time they were received
+//! ([`Engine::receive`]) and the passage of time ([`Engine::tick`]); it writes
+//! fates and notifications into [`Outputs`].
+//!
+//! It knows nothing about Kafka, HTTP, files, threads or clocks. Given the same
+//! rules, inputs and times it produces the same outputs, and its state can be
+//! snapshotted to bytes and restored ([`Engine::snapshot`], [`Engine::restore`]).
+//!
+//! Pipeline for one input alert (see ARCHITECTURE.md):
+//! inhibition sources are updated from every valid alert; a remembered alert
+//! whose state is unchanged is deduplicated at once; a new alert is owned,
+//! then checked against impact rules, silences and inhibit rules, and admitted
+//! to its group. Its fate waits for the group's flush, where suppression is
+//! checked again (time intervals and sources may have changed), and the storm
+//! limit and flap detection apply.
+
+mod output;
+mod state;
+
+pub use output::{
+    Fate, FateKind, FateRecord, Folded, InputId, Notification, NotifiedAlert, NotifyReason, Outputs,
+};
+use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
+
+use crate::model::{Alert, Fingerprint, LabelSet, Labels, Status, Ts};
+use crate::rules::file::Action;
+use crate::rules::{Owner, RuleSet, SquadId, all_match};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often expired inhibition sources are swept out.
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+pub struct Engine {
+    rules: Arc<RuleSet>,
+    state: State,
+    /// Derived from `state.groups`: group key -> id.
+    group_index: HashMap<Arc<str>, GroupId>,
+    /// Derived from `state.groups` and the rules: each group's squad id.
+    group_squad: Vec<SquadId>,
+    /// Per time interval: (minute since epoch, active). Intervals have minute resolution.
+    interval_cache: Vec<Cell<(i64, bool)>>,
+    core_protected: Cell<u64>,
+}
+
+/// Counters that are not fates: kept for metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct EngineStats {
+    /// Drop rules that matched an alert from a core service and were skipped.
+    pub core_protected: u64,
+}
+
+impl Engine {
+    pub fn new(rules: Arc<RuleSet>) -> Engine {
+        let mut e = Engine {
+            rules: rules.clone(),
+            state: State::default(),
+            group_index: HashMap::new(),
+            group_squad: Vec::new(),
+            interval_cache: Vec::new(),
+            core_protected: Cell::new(0),
+        };
+        e.set_rules(rules);
+        e
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            core_protected: self.core_protected.get(),
+        }
+    }
+
+    /// Swaps in new rules, keeping all state: groups keep their timers,
+    /// remembered alerts stay, inhibition sources carry over for rules whose
+    /// name, sources and `equal` labels are unchanged.
+    pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        let mut old: HashMap<Arc<str>, Vec<SourceIndex>> = std::mem::take(&mut self.state.sources)
+            .into_iter()
+            .collect();
+        let old_rules = std::mem::replace(&mut self.rules, rules);
+        self.state.sources = self
+            .rules
+            .inhibit_rules
+            .iter()
+            .map(|r| {
+                let same = old_rules
+                    .inhibit_rules
+                    .iter()
+                    .find(|o| o.name == r.name)
+                    .is_some_and(|o| {
+                        o.equal == r.equal
+                            && o.sources.len() == r.sources.len()
+                            && o.sources
+                                .iter()
+                                .zip(&r.sources)
+                                .all(|(a, b)| display(a) == display(b))
+                    });
+                let idx = old
+                    .remove(&r.name)
+                    .filter(|i| same && i.len() == r.sources.len());
+                (
+                    r.name.clone(),
+                    idx.unwrap_or_else(|| vec![SourceIndex::default(); r.sources.len()]),
+                )
+            })
+            .collect();
+        self.interval_cache = vec![Cell::new((i64::MIN, false)); self.rules.time_intervals.len()];
+        self.rebuild_derived();
+    }
+
+    fn rebuild_derived(&mut self) {
+        self.group_index.clear();
+        self.group_squad.clear();
+        for (id, g) in self.state.groups.iter().enumerate() {
+            let squad = g
+                .as_ref()
+                .and_then(|g| self.rules.squad_by_name(&g.squad))
+                .unwrap_or(self.rules.fallback);
+            self.group_squad.push(squad);
+            if let Some(g) = g {
+                self.group_index.insert(g.key.clone(), id as GroupId);
+            }
+        }
+    }
+
+    /// Serializes the whole state (not the rules).
+    pub fn snapshot(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.state).expect("engine state serializes")
+    }
+
+    /// Restores a snapshot taken by [`Engine::snapshot`] under `rules`.
+    pub fn restore(rules: Arc<RuleSet>, bytes: &[u8]) -> Result<Engine, serde_json::Error> {
+        let mut e = Engine::new(rules.clone());
+        e.state = serde_json::from_slice(bytes)?;
+        // Aligns the restored inhibition sources with these rules by name, as a reload does.
+        e.set_rules(rules);
+        Ok(e)
+    }
+
+    /// Alerts remembered (admitted and not yet resolved and notified).
+    pub fn active_alerts(&self) -> usize {
+        self.state.alerts.len()
+    }
+
+    pub fn active_groups(&self) -> usize {
+        self.group_index.len()
+    }
+
+    /// Input alerts whose fate waits for a group flush.
+    pub fn pending_inputs(&self) -> usize {
+        self.state.alerts.values().map(|a| a.pending.len()).sum()
+    }
+
+    /// The smallest pending input id, if any: a driver must not acknowledge
+    /// its source before that input's fate is known.
+    pub fn min_pending_input(&self) -> Option<InputId> {
+        self.state
+            .alerts
+            .values()
+            .filter_map(|a| a.pending.iter().min().copied())
+            .min()
+    }
+
+    /// Approximate heap bytes of the state, for the state-size metric.
+    pub fn state_bytes(&self) -> usize {
+        let per_slot = std::mem::size_of::<(Fingerprint, StoredAlert)>() + 1;
+        self.state.alerts.capacity() * per_slot
+            + self
+                .state
+                .alerts
+                .values()
+                .map(StoredAlert::heap_bytes)
+                .sum::<usize>()
+            + self
+                .state
+                .groups
+                .iter()
+                .flatten()
+                .map(|g| {
+                    std::mem::size_of::<Group>()
+                        + g.key.len()
+                        + g.labels.heap_bytes()
+                        + g.members.capacity() * 8
+                })
+                .sum::<usize>()
+    }
+
+    /// When [`Engine::tick`] next has work to do.
+    pub fn next_deadline(&self) -> Option<Ts> {
+        self.state.timers.first().map(|(t, _)| *t)
+    }
+
+    /// Decides what to do with one valid input alert received at `now`.
+    /// Its fate is written to `out` now, or at the flush of its group.
+    pub fn receive(&mut self, input: InputId, alert: &Alert<'_>, now: Ts, out: &mut Outputs) {
+        let fp = alert.fingerprint;
+        let status = alert.status_at(now);
+        if !self.rules.inhibit_rules.is_empty() {
+            self.update_sources(fp, &alert.labels, alert.ends_at, status, now);
+        }
+
+        if let Some(stored) = self.state.alerts.get_mut(&fp) {
+            let squad = self.group_squad[stored.group as usize];
+            let before = stored.status(now);
+            match status {
+                Status::Firing => {
+                    stored.resolved = false;
+                    stored.ends_at = firing_until(alert.ends_at, now, self.rules.resolve_timeout);
+                }
+                Status::Resolved => {
+                    stored.resolved = true;
+                    stored.ends_at = stored.ends_at.min(alert.ends_at.unwrap_or(now));
+                }
+            }
+            if !stored.annotations.same_as(&alert.annotations) {
+                stored.annotations = LabelSet::from_labels(&alert.annotations);
+            }
+            let fate = if before == status {
+                if stored.flapping() {
+                    Some(Fate::Flapping)
+                } else {
+                    Some(Fate::Deduplicated)
+                }
+            } else if record_change(stored, now, self.rules.flap.as_ref()) {
+                Some(Fate::Flapping)
+            } else {
+                stored.pending.push(input);
+                None
+            };
+            if let Some(fate) = fate {
+                out.fates.push(FateRecord {
+                    input,
+                    squad,
+                    fingerprint: fp,
+                    fate,
+                });
+            }
+            return;
+        }
+
+        let owner = self.rules.owner(&alert.labels);
+        let record = |fate| FateRecord {
+            input,
+            squad: owner.squad,
+            fingerprint: fp,
+            fate,
+        };
+        if let Some(fate) = self.impact(&alert.labels, owner, now) {
+            out.fates.push(record(fate));
+            return;
+        }
+        if status == Status::Resolved {
+            // Nothing to resolve: it was never notified firing (or was already resolved).
+            out.fates.push(record(Fate::Deduplicated));
+            return;
+        }
+        if let Some(fate) = self.silenced_or_inhibited(fp, &alert.labels, owner, now) {
+            out.fates.push(record(fate));
+            return;
+        }
+        let group = self.group_for(&alert.labels, owner.squad, now);
+        self.state.groups[group as usize]
+            .as_mut()
+            .expect("live group")
+            .members
+            .push(fp);
+        self.state.alerts.insert(
+            fp,
+            StoredAlert {
+                labels: LabelSet::from_labels(&alert.labels),
+                annotations: LabelSet::from_labels(&alert.annotations),
+                generator_url: alert.generator_url.as_deref().map(Into::into),
+                starts_at: alert.starts_at.unwrap_or(now),
+                ends_at: firing_until(alert.ends_at, now, self.rules.resolve_timeout),
+                resolved: false,
+                notified: None,
+                group,
+                core: owner.core,
+                pending: vec![input],
+                flap: None,
+            },
+        );
+    }
+
+    /// Advances time to `now`: flushes every group due, emits storm summaries.
+    pub fn tick(&mut self, now: Ts, out: &mut Outputs) {
+        while let Some((due, _)) = self.state.timers.first() {
+            if *due > now {
+                break;
+            }
+            let (due, timer) = self.state.timers.pop_first().expect("non-empty");
+            match timer {
+                Timer::Flush(g) => self.flush(g, now, out),
+                Timer::StormSummary(squad) => self.storm_summary(&squad, due, out),
+            }
+        }
+        if now >= self.state.last_sweep.plus(SWEEP_EVERY) {
+            self.sweep_sources(now);
+            self.state.last_sweep = now;
+        }
+    }
+
+    /// Finds or creates the group for a new alert.
+    fn group_for(&mut self, labels: &impl Labels, squad: SquadId, now: Ts) -> GroupId {
+        let sq = &self.rules.squads[squad as usize];
+        let group_labels = if sq.grouping.group_by.iter().any(|l| &**l == "...") {
+            LabelSet::from_labels(labels)
+        } else {
+            LabelSet::from_pairs(
+                sq.grouping
+                    .group_by
+                    .iter()
+                    .filter_map(|l| labels.get(l).map(|v| (&**l, v))),
+            )
+        };
+        let key: Arc<str> = format!("{}:{}", sq.name, group_labels).into();
+        if let Some(&id) = self.group_index.get(&key) {
+            return id;
+        }
+        let due = now.plus(sq.grouping.group_wait);
+        let group = Group {
+            key: key.clone(),
+            squad: sq.name.clone(),
+            labels: group_labels,
+            members: Vec::new(),
+            next_flush: due,
+            last_notified: None,
+        };
+        let id = match self.state.free_groups.pop() {
+            Some(id) => {
+                self.state.groups[id as usize] = Some(group);
+                self.group_squad[id as usize] = squad;
+                id
+            }
+            None => {
+                self.state.groups.push(Some(group));
+                self.group_squad.push(squad);
+                (self.state.groups.len() - 1) as GroupId
+            }
+        };
+        self.group_index.insert(key, id);
+        self.state.timers.insert((due, Timer::Flush(id)));
+        id
+    }
+
+    fn interval_active(&self, i: usize, now: Ts) -> bool {
+        let minute = now.millis().div_euclid(60_000);
+        let cell = &self.interval_cache[i];
+        let (m, active) = cell.get();
+        if m == minute {
+            return active;
+        }
+        let active = self.rules.interval_active(i, now);
+        cell.set((minute, active));
+        active
+    }
+
+    /// The first impact rule that applies decides; `keep` stops the search.
+    /// A drop rule never drops a core service's alert unless it says `applies_to_core`.
+    fn impact(&self, labels: &impl Labels, owner: Owner, now: Ts) -> Option<Fate> {
+        for r in &self.rules.impact_rules {
+            if (!r.squads.is_empty() && !r.squads.contains(&owner.squad))
+                || (!r.intervals.is_empty()
+                    && !r.intervals.iter().any(|&i| self.interval_active(i, now)))
+                || !all_match(&r.matchers, labels)
+            {
+                continue;
+            }
+            match r.action {
+                Action::Keep => return None,
+                Action::Drop if owner.core && !r.applies_to_core => {
+                    self.core_protected.set(self.core_protected.get() + 1)
+                }
+                Action::Drop => {
+                    return Some(Fate::Dropped {
+                        rule: r.name.clone(),
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    fn silenced_or_inhibited(
+        &self,
+        fp: Fingerprint,
+        labels: &impl Labels,
+        owner: Owner,
+        now: Ts,
+    ) -> Option<Fate> {
+        if let Some(s) = self
+            .rules
+            .silences
+            .iter()
+            .find(|s| s.active_at(now) && all_match(&s.matchers, labels))
+        {
+            return Some(Fate::Silenced {
+                silence: s.id.clone(),
+            });
+        }
+        for (r, (_, sources)) in self.rules.inhibit_rules.iter().zip(&self.state.sources) {
+            if r.squad.is_some_and(|s| s != owner.squad) || !all_match(&r.targets, labels) {
+                continue;
+            }
+            let key = equal_key(&r.equal, labels);
+            let live = |idx: &SourceIndex| {
+                idx.by_key
+                    .get(key.as_str())
+                    .is_some_and(|v| v.iter().any(|&(src, until)| src != fp && until > now))
+            };
+            if sources.iter().all(live) {
+                return Some(Fate::Inhibited {
+                    rule: r.name.clone(),
+                });
+            }
+        }
+        None
+    }
+
+    /// Records a firing alert as a potential inhibition source (or forgets a resolved one).
+    fn update_sources(
+        &mut self,
+        fp: Fingerprint,
+        labels: &impl Labels,
+        ends_at: Option<Ts>,
+        status: Status,
+        now: Ts,
+    ) {
+        let until = firing_until(ends_at, now, self.rules.resolve_timeout);
+        for (r, (_, sources)) in self
+            .rules
+            .inhibit_rules
+            .iter()
+            .zip(self.state.sources.iter_mut())
+        {
+            for (matchers, idx) in r.sources.iter().zip(sources.iter_mut()) {
+                if !all_match(matchers, labels) {
+                    continue;
+                }
+                let key = equal_key(&r.equal, labels);
+                match status {
+                    Status::Firing => {
+                        let entries = idx.by_key.entry(key.into_boxed_str()).or_default();
+                        match entries.iter_mut().find(|(f, _)| *f == fp) {
+                            Some(e) => e.1 = until,
+                            None => entries.push((fp, until)),
+                        }
+                    }
+                    Status::Resolved => {
+                        if let Some(entries) = idx.by_key.get_mut(key.as_str()) {
+                            entries.retain(|(f, _)| *f != fp);
+                            if entries.is_empty() {
+                                idx.by_key.remove(key.as_str());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn sweep_sources(&mut self, now: Ts) {
+        for (_, sources) in &mut self.state.sources {
+            for idx in sources {
+                idx.by_key.retain(|_, v| {
+                    v.retain(|&(_, until)| until > now);
+                    !v.is_empty()
+                });
+            }
+        }
+    }
+
+    fn flush(&mut self, gid: GroupId, now: Ts, out: &mut Outputs) {
+        let Some(mut group) = self.state.groups[gid as usize].take() else {
+            return;
+        };
+        let squad = self.group_squad[gid as usize];
+        let flap = self.rules.flap;
+        let mut changed = false;
+        let mut included: Vec<Fingerprint> = Vec::new();
+        let mut members = std::mem::take(&mut group.members);
+        members.retain(|fp| {
+            let Some(a) = self.state.alerts.get(fp) else {
+                return false;
+            };
+            let owner = Owner {
+                squad,
+                core: a.core,
+            };
+            let suppressed = match self.impact(&a.labels, owner, now) {
+                Some(f) => Some(f),
+                None => self.silenced_or_inhibited(*fp, &a.labels, owner, now),
+            };
+            let a = self.state.alerts.get_mut(fp).expect("checked above");
+            if let Some(fate) = suppressed {
+                for input in a.pending.drain(..) {
+                    out.fates.push(FateRecord {
+                        input,
+                        squad,
+                        fingerprint: *fp,
+                        fate: fate.clone(),
+                    });
+                }
+                self.state.alerts.remove(fp);
+                return false;
+            }
+            if let (Some(f), Some(cfg)) = (a.flap.as_mut(), flap) {
+                if f.flapping && f.changes.back().is_none_or(|&t| now.since(t) >= cfg.window) {
+                    // Calm for a whole window: no longer flapping; its state is notified normally.
+                    f.flapping = false;
+                    f.announced = false;
+                    f.changes.clear();
+                }
+            }
+            let status = a.status(now);
+            if a.flapping() {
+                if !a.flap.as_ref().expect("flapping").announced {
+                    changed = true;
+                }
+                included.push(*fp);
+                return true;
+            }
+            if a.notified != Some(status) {
+                if status == Status::Resolved && a.notified.is_none() {
+                    // Resolved before anyone heard of it: nothing to tell.
+                    for input in a.pending.drain(..) {
+                        out.fates.push(FateRecord {
+                            input,
+                            squad,
+                            fingerprint: *fp,
+                            fate: Fate::Deduplicated,
+                        });
+                    }
+                    self.state.alerts.remove(fp);
+                    return false;
+                }
+                changed = true;
+            }
+            if status == Status::Firing || a.notified == Some(Status::Firing) {
+                included.push(*fp);
+            }
+            true
+        });
+        group.members = members;
+
+        let any_firing = included
+            .iter()
+            .any(|fp| self.state.alerts[fp].status(now) == Status::Firing);
+        let grouping = &self.rules.squads[squad as usize].grouping;
+        let reason = match group.last_notified {
+            None if any_firing => Some(NotifyReason::NewGroup),
+            None => None,
+            Some(_) if changed && !any_firing => Some(NotifyReason::Resolved),
+            Some(_) if changed => Some(NotifyReason::GroupChanged),
+            Some(last) if any_firing && now.since(last) >= grouping.repeat_interval => {
+                Some(NotifyReason::Repeat)
+            }
+            Some(_) => None,
+        };
+        let group_interval = grouping.group_interval;
+
+        if let Some(reason) = reason.filter(|_| !included.is_empty()) {
+            let core = included.iter().any(|fp| self.state.alerts[fp].core);
+            let fate = if self.storm_allows(squad, core, &group.key, included.len() as u32, now) {
+                out.notifications
+                    .push(self.notification(&group, squad, reason, core, &included, now));
+                Fate::Notified
+            } else {
+                Fate::Throttled
+            };
+            for fp in &included {
+                let a = self
+                    .state
+                    .alerts
+                    .get_mut(fp)
+                    .expect("included alerts are stored");
+                let status = a.status(now);
+                a.notified = Some(status);
+                if let Some(f) = a.flap.as_mut().filter(|f| f.flapping) {
+                    f.announced = true;
+                }
+                for input in a.pending.drain(..) {
+                    out.fates.push(FateRecord {
+                        input,
+                        squad,
+                        fingerprint: *fp,
+                        fate: fate.clone(),
+                    });
+                }
+            }
+            group.last_notified = Some(now);
+        }
+
+        // Inputs still pending changed nothing that needed telling (e.g. a flip and back).
+        // Resolved alerts that have been notified are forgotten.
+        group.members.retain(|fp| {
+            let a = self.state.alerts.get_mut(fp).expect("members are stored");
+            for input in a.pending.drain(..) {
+                out.fates.push(FateRecord {
+                    input,
+                    squad,
+                    fingerprint: *fp,
+                    fate: Fate::Deduplicated,
+                });
+            }
+            if a.status(now) == Status::Resolved
+                && a.notified == Some(Status::Resolved)
+                && !a.flapping()
+            {
+                self.state.alerts.remove(fp);
+                return false;
+            }
+            true
+        });
+
+        if group.members.is_empty() {
+            self.group_index.remove(&group.key);
+            self.state.free_groups.push(gid);
+        } else {
+            group.next_flush = now.plus(group_interval);
+            self.state
+                .timers
+                .insert((group.next_flush, Timer::Flush(gid)));
+            self.state.groups[gid as usize] = Some(group);
+        }
+    }
+
+    fn notification(
+        &self,
+        group: &Group,
+        squad: SquadId,
+        reason: NotifyReason,
+        core: bool,
+        included: &[Fingerprint],
+        now: Ts,
+    ) -> Notification {
+        let alerts: Vec<NotifiedAlert> = included
+            .iter()
+            .map(|fp| {
+                let a = &self.state.alerts[fp];
+                let status = a.status(now);
+                NotifiedAlert {
+                    fingerprint: *fp,
+                    status,
+                    labels: a.labels.clone(),
+                    annotations: a.annotations.clone(),
+                    starts_at: a.starts_at,
+                    ends_at: (status == Status::Resolved).then_some(a.ends_at.min(now)),
+                    generator_url: a.generator_url.clone(),
+                    flapping: a.flapping(),
+                }
+            })
+            .collect();
+        let status = if alerts.iter().any(|a| a.status == Status::Firing) {
+            Status::Firing
+        } else {
+            Status::Resolved
+        };
+        let sq = &self.rules.squads[squad as usize];
+        Notification {
+            at: now,
+            squad: sq.name.clone(),
+            goalkeeper: sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now)),
+            group_key: group.key.clone(),
+            group_labels: group.labels.clone(),
+            status,
+            reason,
+            core,
+            alerts,
+            folded: None,
+        }
+    }
+
+    /// Counts a notification against the squad's storm limit. Groups with a core
+    /// service's alert are counted but never folded.
+    fn storm_allows(
+        &mut self,
+        squad: SquadId,
+        core: bool,
+        key: &Arc<str>,
+        alerts: u32,
+        now: Ts,
+    ) -> bool {
+        let sq = &self.rules.squads[squad as usize];
+        let Some(limit) = sq.storm else { return true };
+        let w = self.state.storms.entry(sq.name.clone()).or_default();
+        if now >= w.start.plus(limit.interval) {
+            // What was folded stays until its summary timer fires (summaries sort
+            // before flushes at the same instant, so normally it already has).
+            w.start = now;
+            w.sent = 0;
+        }
+        w.sent += 1;
+        if core || w.sent <= limit.max_notifications {
+            return true;
+        }
+        if w.folded.notifications == 0 {
+            self.state.timers.insert((
+                w.start.plus(limit.interval),
+                Timer::StormSummary(sq.name.clone()),
+            ));
+        }
+        w.folded.notifications += 1;
+        w.folded.alerts += alerts;
+        if w.folded.groups.len() < 10 {
+            w.folded.groups.push(key.clone());
+        }
+        false
+    }
+
+    fn storm_summary(&mut self, squad_name: &Arc<str>, now: Ts, out: &mut Outputs) {
+        let Some(w) = self.state.storms.get_mut(squad_name) else {
+            return;
+        };
+        let folded = std::mem::take(&mut w.folded);
+        if folded.notifications == 0 {
+            return;
+        }
+        let squad = self
+            .rules
+            .squad_by_name(squad_name)
+            .unwrap_or(self.rules.fallback);
+        let sq = &self.rules.squads[squad as usize];
+        out.notifications.push(Notification {
+            at: now,
+            squad: sq.name.clone(),
+            goalkeeper: sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now)),
+            group_key: format!("{}:storm-summary", sq.name).into(),
+            group_labels: LabelSet::default(),
+            status: Status::Firing,
+            reason: NotifyReason::StormSummary,
+            core: false,
+            alerts: Vec::new(),
+            folded: Some(folded),
+        });
+    }
+}
+
+/// Records a state change for flap detection; returns whether the alert is now flapping.
+fn record_change(a: &mut StoredAlert, now: Ts, flap: Option<&crate::rules::FlapConfig>) -> bool {
+    let Some(cfg) = flap else { return false };
+    let f = a.flap.get_or_insert_with(|| Box::new(FlapState::default()));
+    f.changes.push_back(now);
+    while f
+        .changes
+        .front()
+        .is_some_and(|&t| now.since(t) > cfg.window)
+    {
+        f.changes.pop_front();
+    }
+    while f.changes.len() > cfg.max_changes as usize + 1 {
+        f.changes.pop_front();
+    }
+    if f.changes.len() > cfg.max_changes as usize {
+        f.flapping = true;
+    }
+    f.flapping
+}
+
+/// When a firing alert stops firing unless resent.
+fn firing_until(ends_at: Option<Ts>, now: Ts, resolve_timeout: Duration) -> Ts {
+    match ends_at {
+        Some(t) if t > now => t,
+        _ => now.plus(resolve_timeout),
+    }
+}
+
+/// The values of the `equal` labels, joined: sources and targets must agree on it.
+fn equal_key(equal: &[Box<str>], labels: &impl Labels) -> String {
+    let mut key = String::new();
+    for l in equal {
+        key.push_str(labels.get(l).unwrap_or(""));
+        key.push('\u{ff}');
+    }
+    key
+}
+
+fn display(m: &[crate::rules::Matcher]) -> Vec<String> {
+    m.iter().map(ToString::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests;

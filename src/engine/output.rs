@@ -1,0 +1,203 @@
+//! What the engine says: each input alert's fate, and notifications.
+
+use crate::decode::Invalid;
+use crate::model::{Fingerprint, LabelSet, Status, Ts};
+use crate::rules::SquadId;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Identifies one input alert for the driver (for Kafka: derived from the
+/// partition, offset and index in the message). The engine never interprets it.
+pub type InputId = u64;
+
+/// What became of one input alert. Every input alert gets exactly one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "fate", rename_all = "snake_case")]
+pub enum Fate {
+    /// Part of a notification that was sent.
+    Notified,
+    /// Told nothing new: a resend, a state already notified, or a resolve of an
+    /// alert that was never notified firing.
+    Deduplicated,
+    /// Dropped by an impact rule (the rule's name).
+    Dropped {
+        rule: Arc<str>,
+    },
+    Silenced {
+        silence: Arc<str>,
+    },
+    Inhibited {
+        rule: Arc<str>,
+    },
+    /// Held because the alert is flapping; the flap itself is notified once.
+    Flapping,
+    /// Folded into a storm summary notification.
+    Throttled,
+    Invalid {
+        reason: Invalid,
+    },
+}
+
+/// The bounded kind of a [`Fate`], for counting and metric labels.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FateKind {
+    Notified,
+    Deduplicated,
+    Dropped,
+    Silenced,
+    Inhibited,
+    Flapping,
+    Throttled,
+    Invalid,
+}
+
+impl FateKind {
+    pub const ALL: [FateKind; 8] = [
+        FateKind::Notified,
+        FateKind::Deduplicated,
+        FateKind::Dropped,
+        FateKind::Silenced,
+        FateKind::Inhibited,
+        FateKind::Flapping,
+        FateKind::Throttled,
+        FateKind::Invalid,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FateKind::Notified => "notified",
+            FateKind::Deduplicated => "deduplicated",
+            FateKind::Dropped => "dropped",
+            FateKind::Silenced => "silenced",
+            FateKind::Inhibited => "inhibited",
+            FateKind::Flapping => "flapping",
+            FateKind::Throttled => "throttled",
+            FateKind::Invalid => "invalid",
+        }
+    }
+}
+
+impl Fate {
+    pub fn kind(&self) -> FateKind {
+        match self {
+            Fate::Notified => FateKind::Notified,
+            Fate::Deduplicated => FateKind::Deduplicated,
+            Fate::Dropped { .. } => FateKind::Dropped,
+            Fate::Silenced { .. } => FateKind::Silenced,
+            Fate::Inhibited { .. } => FateKind::Inhibited,
+            Fate::Flapping => FateKind::Flapping,
+            Fate::Throttled => FateKind::Throttled,
+            Fate::Invalid { .. } => FateKind::Invalid,
+        }
+    }
+
+    /// The rule, silence or reason responsible, if any.
+    pub fn cause(&self) -> Option<&str> {
+        match self {
+            Fate::Dropped { rule } | Fate::Inhibited { rule } => Some(rule),
+            Fate::Silenced { silence } => Some(silence),
+            Fate::Invalid { reason } => Some(reason.kind.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// A fate decided for an input alert, with the squad that owns it
+/// (an index valid for the engine's current rules).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FateRecord {
+    pub input: InputId,
+    pub squad: SquadId,
+    pub fingerprint: Fingerprint,
+    pub fate: Fate,
+}
+
+/// Why a notification was sent.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotifyReason {
+    /// The group's first notification, after `group_wait`.
+    NewGroup,
+    /// Alerts joined, resolved, re-fired or started flapping since the last one.
+    GroupChanged,
+    /// Nothing changed for `repeat_interval`; still firing.
+    Repeat,
+    /// Every alert in the group has resolved.
+    Resolved,
+    /// The squad hit its storm limit; this summarizes what was folded.
+    StormSummary,
+}
+
+impl NotifyReason {
+    pub const ALL: [NotifyReason; 5] = [
+        NotifyReason::NewGroup,
+        NotifyReason::GroupChanged,
+        NotifyReason::Repeat,
+        NotifyReason::Resolved,
+        NotifyReason::StormSummary,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotifyReason::NewGroup => "new_group",
+            NotifyReason::GroupChanged => "group_changed",
+            NotifyReason::Repeat => "repeat",
+            NotifyReason::Resolved => "resolved",
+            NotifyReason::StormSummary => "storm_summary",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Notification {
+    pub at: Ts,
+    pub squad: Arc<str>,
+    /// The person on first-line duty for the squad at `at`.
+    pub goalkeeper: Option<Arc<str>>,
+    pub group_key: Arc<str>,
+    pub group_labels: LabelSet,
+    pub status: Status,
+    pub reason: NotifyReason,
+    /// Whether any alert in it belongs to a core service.
+    pub core: bool,
+    pub alerts: Vec<NotifiedAlert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded: Option<Folded>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct NotifiedAlert {
+    pub fingerprint: Fingerprint,
+    pub status: Status,
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    pub starts_at: Ts,
+    pub ends_at: Option<Ts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_url: Option<Box<str>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub flapping: bool,
+}
+
+/// What a storm summary folded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Folded {
+    pub notifications: u32,
+    pub alerts: u32,
+    /// Up to ten of the group keys folded, for a first look.
+    pub groups: Vec<Arc<str>>,
+}
+
+/// The engine writes here; the driver drains it after every call.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub fates: Vec<FateRecord>,
+    pub notifications: Vec<Notification>,
+}
+
+impl Outputs {
+    pub fn clear(&mut self) {
+        self.fates.clear();
+        self.notifications.clear();
+    }
+}

@@ -1,0 +1,136 @@
+//! The engine's state: remembered alerts, groups, timers, inhibition sources and
+//! storm windows. Plain data, serializable as one snapshot; the logic is in
+//! `engine/mod.rs`.
+
+use super::output::{Folded, InputId};
+use crate::model::{Fingerprint, LabelSet, Status, Ts};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+/// Fingerprints are already FNV hashes: hashing them again would only cost time.
+#[derive(Default, Clone, Copy)]
+pub struct FingerprintHasher(u64);
+
+impl Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        // Fold the high bits in: hashbrown takes its control bits from the top.
+        self.0 = v ^ v.rotate_left(32);
+    }
+}
+
+pub type FpMap<V> = HashMap<Fingerprint, V, BuildHasherDefault<FingerprintHasher>>;
+
+pub type GroupId = u32;
+
+/// An alert the engine remembers: admitted to a group, not yet resolved and notified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredAlert {
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_url: Option<Box<str>>,
+    pub starts_at: Ts,
+    /// When it stops firing unless resent (its `endsAt`, or receipt + resolve_timeout).
+    pub ends_at: Ts,
+    /// The last input said resolved.
+    pub resolved: bool,
+    /// What the last notification including it said.
+    pub notified: Option<Status>,
+    pub group: GroupId,
+    pub core: bool,
+    /// Inputs whose fate waits for the group's next flush.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<InputId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flap: Option<Box<FlapState>>,
+}
+
+impl StoredAlert {
+    pub fn status(&self, now: Ts) -> Status {
+        if self.resolved || self.ends_at <= now {
+            Status::Resolved
+        } else {
+            Status::Firing
+        }
+    }
+
+    pub fn flapping(&self) -> bool {
+        self.flap.as_ref().is_some_and(|f| f.flapping)
+    }
+
+    /// Heap bytes owned by this alert (not counting the map slot).
+    pub fn heap_bytes(&self) -> usize {
+        self.labels.heap_bytes()
+            + self.annotations.heap_bytes()
+            + self.generator_url.as_ref().map_or(0, |u| u.len())
+            + self.pending.capacity() * 8
+            + self.flap.as_ref().map_or(0, |f| {
+                std::mem::size_of::<FlapState>() + f.changes.capacity() * 8
+            })
+    }
+}
+
+/// State changes of one alert within the flap window.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FlapState {
+    pub changes: VecDeque<Ts>,
+    pub flapping: bool,
+    /// The flap has been announced in a notification.
+    pub announced: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Group {
+    pub key: Arc<str>,
+    pub squad: Arc<str>,
+    pub labels: LabelSet,
+    pub members: Vec<Fingerprint>,
+    pub next_flush: Ts,
+    pub last_notified: Option<Ts>,
+}
+
+/// A point in time at which the engine has work to do.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Timer {
+    /// Sorts first: a window's summary goes out before the next window's flushes.
+    StormSummary(Arc<str>),
+    Flush(GroupId),
+}
+
+/// Per squad: notifications in the current window and what was folded.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StormWindow {
+    pub start: Ts,
+    pub sent: u32,
+    pub folded: Folded,
+}
+
+/// Firing alerts matching one inhibit rule's source, by the values of its
+/// `equal` labels, each with the time it stops firing.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SourceIndex {
+    pub by_key: HashMap<Box<str>, Vec<(Fingerprint, Ts)>>,
+}
+
+/// Everything a snapshot holds.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct State {
+    pub alerts: FpMap<StoredAlert>,
+    pub groups: Vec<Option<Group>>,
+    pub free_groups: Vec<GroupId>,
+    pub timers: BTreeSet<(Ts, Timer)>,
+    /// Aligned with the rule set's inhibit rules: (rule name, one index per source).
+    pub sources: Vec<(Arc<str>, Vec<SourceIndex>)>,
+    pub storms: HashMap<Arc<str>, StormWindow>,
+    pub last_sweep: Ts,
+}

@@ -1,0 +1,131 @@
+//! The glue every driver shares: one input message at a time `now` becomes
+//! decoded alerts fed to the engine, and every fate is counted in a [`Ledger`].
+//! Replay, tests and the Kafka pipeline all go through [`feed`], so they account
+//! for alerts the same way.
+
+use crate::decode::{self, Format, Invalid};
+use crate::engine::{Engine, Fate, FateKind, FateRecord, InputId, Outputs};
+use crate::model::{Fingerprint, Ts};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What one message turned into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fed {
+    /// Input alerts counted (an undecodable message counts as one).
+    pub alerts: u32,
+    pub format: Option<Format>,
+}
+
+/// Decodes `message` and feeds its alerts to the engine, numbering them from
+/// `first_input`. Invalid alerts get their fate at once; the rest get theirs
+/// now or at a later flush, all written to `out`.
+pub fn feed(
+    engine: &mut Engine,
+    message: &[u8],
+    now: Ts,
+    first_input: InputId,
+    out: &mut Outputs,
+) -> Fed {
+    let invalid = |out: &mut Outputs, input, reason: Invalid| {
+        out.fates.push(FateRecord {
+            input,
+            squad: NO_SQUAD,
+            fingerprint: Fingerprint::default(),
+            fate: Fate::Invalid { reason },
+        })
+    };
+    match decode::decode(message) {
+        Err(reason) => {
+            invalid(out, first_input, reason);
+            Fed {
+                alerts: 1,
+                format: None,
+            }
+        }
+        Ok(decoded) => {
+            for (i, alert) in decoded.alerts.iter().enumerate() {
+                let input = first_input + i as InputId;
+                match alert {
+                    Ok(a) => engine.receive(input, a, now, out),
+                    Err(reason) => invalid(out, input, reason.clone()),
+                }
+            }
+            Fed {
+                alerts: decoded.alerts.len() as u32,
+                format: Some(decoded.format),
+            }
+        }
+    }
+}
+
+/// Invalid alerts have no owner; they are recorded against no squad.
+pub const NO_SQUAD: crate::rules::SquadId = crate::rules::SquadId::MAX;
+
+/// Counts of fates and notifications: the accounting every driver reports.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Ledger {
+    pub received: u64,
+    pub fates: BTreeMap<FateKind, u64>,
+    pub notifications: u64,
+    pub squads: BTreeMap<String, SquadCounts>,
+    /// Fates by the rule or silence responsible: `dropped/drop-info`, `invalid/not_json`.
+    pub causes: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SquadCounts {
+    pub notifications: u64,
+    /// Input alerts owned by the squad.
+    pub alerts: u64,
+}
+
+impl Ledger {
+    pub fn new() -> Ledger {
+        Ledger {
+            fates: FateKind::ALL.iter().map(|k| (*k, 0)).collect(),
+            ..Ledger::default()
+        }
+    }
+
+    /// Counts the outputs of one engine call. `engine` names the squads.
+    pub fn record(&mut self, engine: &Engine, out: &Outputs) {
+        let rules = engine.rules();
+        for f in &out.fates {
+            *self.fates.entry(f.fate.kind()).or_default() += 1;
+            if let Some(cause) = f.fate.cause() {
+                *self
+                    .causes
+                    .entry(format!("{}/{cause}", f.fate.kind().as_str()))
+                    .or_default() += 1;
+            }
+            if let Some(sq) = rules.squads.get(f.squad as usize) {
+                self.squad(&sq.name).alerts += 1;
+            }
+        }
+        for n in &out.notifications {
+            self.notifications += 1;
+            self.squad(&n.squad).notifications += 1;
+        }
+    }
+
+    fn squad(&mut self, name: &str) -> &mut SquadCounts {
+        if !self.squads.contains_key(name) {
+            self.squads.insert(name.to_owned(), SquadCounts::default());
+        }
+        self.squads.get_mut(name).expect("just inserted")
+    }
+
+    pub fn decided(&self) -> u64 {
+        self.fates.values().sum()
+    }
+
+    /// 1 - notifications / received: the share of input alerts that paged no one.
+    pub fn noise_reduction(&self) -> f64 {
+        if self.received == 0 {
+            0.0
+        } else {
+            1.0 - self.notifications as f64 / self.received as f64
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! squadron: alert noise reduction between monitoring systems and the squads
+//! that own the services. See README.md for use and ARCHITECTURE.md for the map.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod decode;
+pub mod engine;
+pub mod ingest;
+pub mod model;
+pub mod replay;
+pub mod rules;
+pub mod sim;

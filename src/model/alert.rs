@@ -1,0 +1,48 @@
+//! A decoded alert, borrowing from the message it came in.
+
+use super::{Fingerprint, LabelPairs, Ts};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Firing,
+    Resolved,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Firing => "firing",
+            Status::Resolved => "resolved",
+        }
+    }
+}
+
+/// One alert as decoded from any supported format. Labels and annotations are
+/// sorted by name with unique names; `fingerprint` is computed from the labels.
+#[derive(Debug, Clone)]
+pub struct Alert<'a> {
+    pub labels: LabelPairs<'a>,
+    pub annotations: LabelPairs<'a>,
+    pub starts_at: Option<Ts>,
+    pub ends_at: Option<Ts>,
+    pub generator_url: Option<Cow<'a, str>>,
+    /// An explicit status, as Alertmanager webhook payloads carry. Prometheus
+    /// alerts have none: their status follows from `ends_at`.
+    pub status: Option<Status>,
+    pub fingerprint: Fingerprint,
+}
+
+impl Alert<'_> {
+    /// An alert is resolved when it says so, or when its `endsAt` is at or before
+    /// the time it was received (Alertmanager's rule).
+    pub fn status_at(&self, received: Ts) -> Status {
+        match (self.status, self.ends_at) {
+            (Some(s), _) => s,
+            (None, Some(end)) if end <= received => Status::Resolved,
+            _ => Status::Firing,
+        }
+    }
+}

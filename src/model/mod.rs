@@ -1,0 +1,10 @@
+//! The vocabulary every stage shares: time, label sets, fingerprints, alerts.
+//! Nothing here performs I/O or knows which wire format an alert came in.
+
+mod alert;
+mod labels;
+mod time;
+
+pub use alert::{Alert, Status};
+pub use labels::{Fingerprint, LabelPairs, LabelSet, Labels};
+pub use time::{TimeError, Ts, format_duration, parse_duration};

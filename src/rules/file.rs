@@ -1,0 +1,241 @@
+//! The rule file schema as people write it (phase one of two). Every struct
+//! rejects unknown fields; [`super::compile`] turns these into a validated
+//! [`super::RuleSet`]. Field documentation lives in README.md ("Rule files").
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// One YAML file in the rules directory. Every section is optional; files merge.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleFile {
+    #[serde(default)]
+    pub ownership: Option<OwnershipFile>,
+    #[serde(default)]
+    pub grouping: Option<GroupingFile>,
+    #[serde(default)]
+    pub resolve_timeout: Option<String>,
+    #[serde(default)]
+    pub flap_detection: Option<FlapFile>,
+    #[serde(default)]
+    pub storm_limit: Option<StormFile>,
+    #[serde(default)]
+    pub time_intervals: Vec<TimeIntervalFile>,
+    #[serde(default)]
+    pub squads: Vec<SquadFile>,
+    #[serde(default)]
+    pub impact_rules: Vec<ImpactRuleFile>,
+    #[serde(default)]
+    pub silences: Vec<SilenceFile>,
+    #[serde(default)]
+    pub inhibit_rules: Vec<InhibitRuleFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipFile {
+    /// Labels naming the service, tried in order. Default `[service]`.
+    #[serde(default)]
+    pub service_labels: Option<Vec<String>>,
+    /// The squad that receives alerts no squad owns.
+    pub fallback_squad: String,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupingFile {
+    #[serde(default)]
+    pub group_by: Option<Vec<String>>,
+    #[serde(default)]
+    pub group_wait: Option<String>,
+    #[serde(default)]
+    pub group_interval: Option<String>,
+    #[serde(default)]
+    pub repeat_interval: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlapFile {
+    /// More than this many state changes within `window` makes an alert flapping.
+    pub max_changes: u32,
+    pub window: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StormFile {
+    /// At most this many notifications per squad per `interval`.
+    pub max_notifications: u32,
+    pub interval: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeIntervalFile {
+    pub name: String,
+    pub time_intervals: Vec<TimeSpecFile>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeSpecFile {
+    #[serde(default)]
+    pub times: Vec<TimeRangeFile>,
+    #[serde(default)]
+    pub weekdays: Vec<String>,
+    #[serde(default)]
+    pub days_of_month: Vec<String>,
+    #[serde(default)]
+    pub months: Vec<String>,
+    #[serde(default)]
+    pub years: Vec<String>,
+    #[serde(default)]
+    pub location: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeRangeFile {
+    pub start_time: String,
+    pub end_time: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SquadFile {
+    pub name: String,
+    /// Service names this squad owns (matched against the ownership labels).
+    #[serde(default)]
+    pub services: Vec<String>,
+    /// Alternatively, alerts matching all of these matchers belong to the squad.
+    #[serde(default, rename = "match")]
+    pub match_: Vec<String>,
+    /// Services on the path that delivers the product to users.
+    #[serde(default)]
+    pub core_services: Vec<String>,
+    #[serde(default)]
+    pub goalkeeper: Option<GoalkeeperFile>,
+    /// Kafka topic for this squad's notifications. Default `alerts.squad.<name>`.
+    #[serde(default)]
+    pub topic: Option<String>,
+    #[serde(default)]
+    pub receivers: Vec<ReceiverFile>,
+    #[serde(default)]
+    pub grouping: Option<GroupingFile>,
+    #[serde(default)]
+    pub storm_limit: Option<StormFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoalkeeperFile {
+    pub timezone: String,
+    /// Local time at which duty changes hands (`HH:MM`, default `00:00`).
+    #[serde(default)]
+    pub handover: Option<String>,
+    /// Weekday (or `monday:friday` range) -> person.
+    #[serde(default)]
+    pub weekdays: Option<BTreeMap<String, String>>,
+    /// People taking one day each, in order, from `start`.
+    #[serde(default)]
+    pub rotation: Option<RotationFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RotationFile {
+    pub start: String,
+    pub people: Vec<String>,
+}
+
+/// Declared now, delivered by the receivers stage. Exactly one kind per receiver.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverFile {
+    pub name: String,
+    #[serde(default)]
+    pub webhook: Option<UrlReceiverFile>,
+    #[serde(default)]
+    pub slack: Option<UrlReceiverFile>,
+    #[serde(default)]
+    pub pagerduty: Option<PagerDutyFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UrlReceiverFile {
+    pub url: String,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PagerDutyFile {
+    pub routing_key: String,
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Drop,
+    Keep,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImpactRuleFile {
+    pub name: String,
+    #[serde(rename = "match")]
+    pub match_: Vec<String>,
+    pub action: Action,
+    /// The rule applies only while one of these named time intervals is active.
+    #[serde(default)]
+    pub active_time_intervals: Vec<String>,
+    /// The rule applies only to alerts owned by these squads.
+    #[serde(default)]
+    pub squads: Vec<String>,
+    /// Without this a drop rule never drops an alert from a core service.
+    #[serde(default)]
+    pub applies_to_core: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SilenceFile {
+    #[serde(default)]
+    pub id: Option<String>,
+    pub matchers: Vec<String>,
+    pub starts_at: String,
+    pub ends_at: String,
+    pub created_by: String,
+    pub comment: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitRuleFile {
+    pub name: String,
+    /// Alertmanager's single source: a firing alert matching these inhibits.
+    #[serde(default)]
+    pub source_matchers: Vec<String>,
+    /// Several sources that must all be firing at once (AND).
+    #[serde(default)]
+    pub sources: Vec<InhibitSourceFile>,
+    pub target_matchers: Vec<String>,
+    /// Labels whose values must be equal in source and target.
+    #[serde(default)]
+    pub equal: Vec<String>,
+    /// The rule inhibits only targets owned by this squad.
+    #[serde(default)]
+    pub squad: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InhibitSourceFile {
+    pub matchers: Vec<String>,
+}
