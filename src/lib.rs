@@ -9,4 +9,5 @@ pub mod ingest;
 pub mod model;
 pub mod replay;
 pub mod rules;
+pub mod ruletest;
 pub mod sim;

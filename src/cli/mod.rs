@@ -12,6 +12,28 @@ pub use check::check;
 pub use generate::generate;
 pub use replay::replay;
 
+/// `squadron test`: runs rule test files, prints results and a diff per failure.
+pub fn test(paths: &[PathBuf]) -> anyhow::Result<i32> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| matches!(f.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                anyhow::bail!("{}: no test files (*.yaml) in directory", p.display());
+            }
+            files.extend(found);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let (_, failed) = crate::ruletest::run_and_report(&files, &mut std::io::stdout().lock())?;
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "squadron",
@@ -54,6 +76,15 @@ pub enum Command {
     /// {"received_at": "...", "raw": "<not JSON>"}, or a bare message (received
     /// at the previous line's time). `-` reads standard input.
     Replay(ReplayArgs),
+    /// Run declarative rule tests (YAML): alerts in at virtual times, expected
+    /// notifications and fates out. Directories are searched for *.yaml files.
+    ///
+    /// Exit status 0 when every test passes, 1 when any fails.
+    Test {
+        /// Test files or directories.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Write synthetic alert traffic in the replay format (deterministic).
     Generate {
         /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input)
@@ -93,6 +124,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Check { rules } => check(&rules),
         Command::Replay(args) => replay(&args),
+        Command::Test { files } => test(&files),
         Command::Generate {
             scenario,
             start,

@@ -223,12 +223,12 @@ impl Engine {
                 stored.annotations = LabelSet::from_labels(&alert.annotations);
             }
             let fate = if before == status {
-                if stored.flapping() {
+                if is_flapping(&self.state.flaps, &fp) {
                     Some(Fate::Flapping)
                 } else {
                     Some(Fate::Deduplicated)
                 }
-            } else if record_change(stored, now, self.rules.flap.as_ref()) {
+            } else if record_change(&mut self.state.flaps, fp, now, self.rules.flap.as_ref()) {
                 Some(Fate::Flapping)
             } else {
                 stored.pending.push(input);
@@ -265,6 +265,12 @@ impl Engine {
             out.fates.push(record(fate));
             return;
         }
+        // A fingerprint with flap history resolved before: this firing is a change too.
+        let flapping = self.state.flaps.contains_key(&fp)
+            && record_change(&mut self.state.flaps, fp, now, self.rules.flap.as_ref());
+        if flapping {
+            out.fates.push(record(Fate::Flapping));
+        }
         let group = self.group_for(&alert.labels, owner.squad, now);
         self.state.groups[group as usize]
             .as_mut()
@@ -283,8 +289,7 @@ impl Engine {
                 notified: None,
                 group,
                 core: owner.core,
-                pending: vec![input],
-                flap: None,
+                pending: if flapping { Vec::new() } else { vec![input] },
             },
         );
     }
@@ -303,6 +308,7 @@ impl Engine {
         }
         if now >= self.state.last_sweep.plus(SWEEP_EVERY) {
             self.sweep_sources(now);
+            self.sweep_flaps(now);
             self.state.last_sweep = now;
         }
     }
@@ -466,6 +472,20 @@ impl Engine {
         }
     }
 
+    /// Forgets flap history that has been calm for a whole window.
+    fn sweep_flaps(&mut self, now: Ts) {
+        let Some(cfg) = self.rules.flap else {
+            self.state.flaps.clear();
+            return;
+        };
+        let alerts = &self.state.alerts;
+        self.state.flaps.retain(|fp, f| {
+            let calm = f.changes.back().is_none_or(|&t| now.since(t) >= cfg.window);
+            // A flapping alert still stored is cleared at its group's flush.
+            !(calm && !(f.flapping && alerts.contains_key(fp)))
+        });
+    }
+
     fn sweep_sources(&mut self, now: Ts) {
         for (_, sources) in &mut self.state.sources {
             for idx in sources {
@@ -482,7 +502,7 @@ impl Engine {
             return;
         };
         let squad = self.group_squad[gid as usize];
-        let flap = self.rules.flap;
+        let flap_window = self.rules.flap.map(|f| f.window);
         let mut changed = false;
         let mut included: Vec<Fingerprint> = Vec::new();
         let mut members = std::mem::take(&mut group.members);
@@ -511,8 +531,8 @@ impl Engine {
                 self.state.alerts.remove(fp);
                 return false;
             }
-            if let (Some(f), Some(cfg)) = (a.flap.as_mut(), flap) {
-                if f.flapping && f.changes.back().is_none_or(|&t| now.since(t) >= cfg.window) {
+            if let (Some(f), Some(window)) = (self.state.flaps.get_mut(fp), flap_window) {
+                if f.flapping && f.changes.back().is_none_or(|&t| now.since(t) >= window) {
                     // Calm for a whole window: no longer flapping; its state is notified normally.
                     f.flapping = false;
                     f.announced = false;
@@ -520,8 +540,8 @@ impl Engine {
                 }
             }
             let status = a.status(now);
-            if a.flapping() {
-                if !a.flap.as_ref().expect("flapping").announced {
+            if let Some(f) = self.state.flaps.get(fp).filter(|f| f.flapping) {
+                if !f.announced {
                     changed = true;
                 }
                 included.push(*fp);
@@ -583,7 +603,7 @@ impl Engine {
                     .expect("included alerts are stored");
                 let status = a.status(now);
                 a.notified = Some(status);
-                if let Some(f) = a.flap.as_mut().filter(|f| f.flapping) {
+                if let Some(f) = self.state.flaps.get_mut(fp).filter(|f| f.flapping) {
                     f.announced = true;
                 }
                 for input in a.pending.drain(..) {
@@ -612,7 +632,7 @@ impl Engine {
             }
             if a.status(now) == Status::Resolved
                 && a.notified == Some(Status::Resolved)
-                && !a.flapping()
+                && !is_flapping(&self.state.flaps, fp)
             {
                 self.state.alerts.remove(fp);
                 return false;
@@ -654,7 +674,7 @@ impl Engine {
                     starts_at: a.starts_at,
                     ends_at: (status == Status::Resolved).then_some(a.ends_at.min(now)),
                     generator_url: a.generator_url.clone(),
-                    flapping: a.flapping(),
+                    flapping: is_flapping(&self.state.flaps, fp),
                 }
             })
             .collect();
@@ -743,10 +763,19 @@ impl Engine {
     }
 }
 
+fn is_flapping(flaps: &state::FpMap<FlapState>, fp: &Fingerprint) -> bool {
+    flaps.get(fp).is_some_and(|f| f.flapping)
+}
+
 /// Records a state change for flap detection; returns whether the alert is now flapping.
-fn record_change(a: &mut StoredAlert, now: Ts, flap: Option<&crate::rules::FlapConfig>) -> bool {
+fn record_change(
+    flaps: &mut state::FpMap<FlapState>,
+    fp: Fingerprint,
+    now: Ts,
+    flap: Option<&crate::rules::FlapConfig>,
+) -> bool {
     let Some(cfg) = flap else { return false };
-    let f = a.flap.get_or_insert_with(|| Box::new(FlapState::default()));
+    let f = flaps.entry(fp).or_default();
     f.changes.push_back(now);
     while f
         .changes

@@ -51,8 +51,6 @@ pub struct StoredAlert {
     /// Inputs whose fate waits for the group's next flush.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<InputId>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub flap: Option<Box<FlapState>>,
 }
 
 impl StoredAlert {
@@ -64,23 +62,18 @@ impl StoredAlert {
         }
     }
 
-    pub fn flapping(&self) -> bool {
-        self.flap.as_ref().is_some_and(|f| f.flapping)
-    }
-
     /// Heap bytes owned by this alert (not counting the map slot).
     pub fn heap_bytes(&self) -> usize {
         self.labels.heap_bytes()
             + self.annotations.heap_bytes()
             + self.generator_url.as_ref().map_or(0, |u| u.len())
             + self.pending.capacity() * 8
-            + self.flap.as_ref().map_or(0, |f| {
-                std::mem::size_of::<FlapState>() + f.changes.capacity() * 8
-            })
     }
 }
 
-/// State changes of one alert within the flap window.
+/// State changes of one fingerprint within the flap window. Kept apart from
+/// [`StoredAlert`] because an alert that resolves and re-fires is forgotten and
+/// re-admitted in between: its history must outlive it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct FlapState {
     pub changes: VecDeque<Ts>,
@@ -132,5 +125,7 @@ pub struct State {
     /// Aligned with the rule set's inhibit rules: (rule name, one index per source).
     pub sources: Vec<(Arc<str>, Vec<SourceIndex>)>,
     pub storms: HashMap<Arc<str>, StormWindow>,
+    /// Flap history of fingerprints that changed state within the window.
+    pub flaps: FpMap<FlapState>,
     pub last_sweep: Ts,
 }

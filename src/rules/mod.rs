@@ -280,7 +280,7 @@ pub fn compile(sources: &[(PathBuf, String)]) -> Result<RuleSet, RuleErrors> {
 }
 
 /// serde_yaml appends " at line L column C"; we print the location up front.
-fn strip_location(msg: &str) -> String {
+pub(crate) fn strip_location(msg: &str) -> String {
     match msg.find(" at line ") {
         Some(i) => msg[..i].to_owned(),
         None => msg.to_owned(),
