@@ -326,10 +326,7 @@ pub fn run_case(
         .transpose()
         .map_err(|e| format!("until: {e}"))?
         .map(|d| start.plus(d));
-    loop {
-        let Some(due) = engine.next_deadline() else {
-            break;
-        };
+    while let Some(due) = engine.next_deadline() {
         let undecided = fates.iter().any(Option::is_none);
         match until {
             Some(u) if due > u => break,

@@ -86,7 +86,7 @@ impl Scenario {
             start,
             duration: Duration::from_secs(3600),
             evaluation_interval: Duration::from_secs(30),
-            steady: 880,
+            steady: 800,
             episodic: 160,
             node_storm_pods: 300,
             region_storm: 48,
@@ -329,8 +329,8 @@ pub fn generate(s: &Scenario) -> Vec<Event> {
                     continue;
                 }
                 let mut firing = t < a.ends;
-                if a.flap_period > 0 {
-                    firing = (round / a.flap_period) % 2 == 0;
+                if let Some(phase) = round.checked_div(a.flap_period) {
+                    firing = phase % 2 == 0;
                 }
                 if !firing && (a.flap_period == 0 && t.since(a.ends) > Duration::from_secs(15 * 60))
                 {

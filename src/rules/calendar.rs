@@ -42,7 +42,7 @@ impl TimeSpec {
         let times = f
             .times
             .iter()
-            .map(|t| parse_time_range(t))
+            .map(parse_time_range)
             .collect::<Result<_, _>>()?;
         let weekdays = ranges(&f.weekdays, "weekday", |s| {
             weekday(s).map(|w| w.to_monday_zero_offset() as i64)

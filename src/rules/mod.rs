@@ -273,10 +273,17 @@ pub fn compile(sources: &[(PathBuf, String)]) -> Result<RuleSet, RuleErrors> {
     let mut c = Compiler { sources, errs };
     let rules = c.compile(&files);
     if c.errs.is_empty() {
-        Ok(rules)
-    } else {
-        Err(RuleErrors(c.errs))
+        return Ok(rules);
     }
+    let order = |e: &RuleError| {
+        (
+            sources.iter().position(|(p, _)| *p == e.file),
+            e.line,
+            e.column,
+        )
+    };
+    c.errs.sort_by_key(order);
+    Err(RuleErrors(c.errs))
 }
 
 /// serde_yaml appends " at line L column C"; we print the location up front.

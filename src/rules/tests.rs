@@ -1,1 +1,221 @@
+//! Rule compilation: every error is found, and each names file, line and rule.
 
+use super::*;
+
+fn compile_one(text: &str) -> Result<RuleSet, RuleErrors> {
+    compile(&[("rules/x.yaml".into(), text.to_owned())])
+}
+
+fn errors(text: &str) -> Vec<RuleError> {
+    compile_one(text).expect_err("rules should be rejected").0
+}
+
+#[test]
+fn shipped_example_rules_compile() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let rules = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    assert!(rules.squads.len() >= 4);
+    assert!(rules.squads.iter().any(|s| !s.core_services.is_empty()));
+    assert!(rules.squads.iter().all(|s| s.goalkeeper.is_some()));
+    assert!(!rules.inhibit_rules.is_empty() && !rules.impact_rules.is_empty());
+}
+
+#[test]
+fn yaml_syntax_error_names_line_and_column() {
+    let e = errors("squads:\n  - name: a\n    services: [x, y\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].file, PathBuf::from("rules/x.yaml"));
+    assert!(e[0].line >= 3, "{}", e[0]);
+}
+
+#[test]
+fn unknown_field_is_rejected_with_its_location() {
+    let e = errors("squads:\n  - name: a\n    servces: [x]\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].line, 3, "{}", e[0]);
+    assert!(e[0].message.contains("unknown field `servces`"), "{}", e[0]);
+}
+
+#[test]
+fn invalid_matcher_and_regex_name_the_rule_and_line() {
+    let text = "squads:\n  - name: a\n    services: [x]\nimpact_rules:\n  - name: r1\n    match: ['severity']\n    action: drop\n  - name: r2\n    match: ['env=~\"(unclosed\"']\n    action: drop\n";
+    let e = errors(text);
+    assert_eq!(e.len(), 2, "all errors are reported: {e:?}");
+    assert_eq!(
+        (e[0].line, e[0].rule.as_deref()),
+        (6, Some("impact rule \"r1\""))
+    );
+    assert!(e[0].message.contains("expected one of"));
+    assert_eq!(
+        (e[1].line, e[1].rule.as_deref()),
+        (9, Some("impact rule \"r2\""))
+    );
+    assert!(e[1].message.contains("invalid regular expression"));
+    assert!(e[1].to_string().starts_with("rules/x.yaml:9:"), "{}", e[1]);
+}
+
+#[test]
+fn unknown_squad_references_are_errors() {
+    let text = "ownership:\n  fallback_squad: nobody\nsquads:\n  - name: a\n    services: [x]\nimpact_rules:\n  - name: r\n    squads: [ghost]\n    match: ['a=b']\n    action: drop\ninhibit_rules:\n  - name: i\n    squad: phantom\n    source_matchers: ['a=b']\n    target_matchers: ['c=d']\n";
+    let e = errors(text);
+    let msgs: Vec<String> = e
+        .iter()
+        .map(|e| format!("{}:{}", e.line, e.message))
+        .collect();
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("2:") && m.contains("\"nobody\"")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("8:") && m.contains("unknown squad \"ghost\"")),
+        "{msgs:?}"
+    );
+    assert!(
+        msgs.iter()
+            .any(|m| m.starts_with("13:") && m.contains("unknown squad \"phantom\"")),
+        "{msgs:?}"
+    );
+}
+
+#[test]
+fn errors_across_files_are_all_reported() {
+    let e = compile(&[
+        (
+            "rules/a.yaml".into(),
+            "squads:\n  - name: a\n    services: [x]\n".into(),
+        ),
+        (
+            "rules/b.yaml".into(),
+            "squads:\n  - name: b\n    services: [x]\n".into(),
+        ),
+        (
+            "rules/c.yaml".into(),
+            "grouping:\n  group_wait: soon\n".into(),
+        ),
+    ])
+    .unwrap_err()
+    .0;
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert_eq!(e[0].file, PathBuf::from("rules/b.yaml"));
+    assert!(e[0].message.contains("already owned by squad \"a\""));
+    assert_eq!((e[1].file.to_str(), e[1].line), (Some("rules/c.yaml"), 2));
+}
+
+#[test]
+fn semantic_checks() {
+    let cases = [
+        (
+            "squads:\n  - name: a\n  - name: a\n",
+            "duplicate squad name",
+        ),
+        (
+            "squads:\n  - name: a\n    services: [x]\n    core_services: [y]\n",
+            "not among the squad's services",
+        ),
+        (
+            "squads:\n  - name: a\n    topic: 'bad topic!'\n",
+            "legal Kafka topic",
+        ),
+        (
+            "squads:\n  - name: a\n    goalkeeper: {timezone: Mars/Base}\n",
+            "unknown time zone",
+        ),
+        (
+            "squads:\n  - name: a\n    receivers: [{name: r, webhook: {url: 'ftp://x'}}]\n",
+            "http://",
+        ),
+        (
+            "squads:\n  - name: a\n    receivers: [{name: r}]\n",
+            "exactly one of",
+        ),
+        (
+            "impact_rules:\n  - name: r\n    match: ['a=b']\n    action: drop\n    active_time_intervals: [never]\n",
+            "unknown time interval",
+        ),
+        (
+            "impact_rules:\n  - name: r\n    match: []\n    action: drop\n",
+            "match is empty",
+        ),
+        (
+            "silences:\n  - matchers: ['a=b']\n    starts_at: '2026-01-02T00:00:00Z'\n    ends_at: '2026-01-01T00:00:00Z'\n    created_by: x\n    comment: y\n",
+            "after starts_at",
+        ),
+        (
+            "inhibit_rules:\n  - name: i\n    target_matchers: ['a=b']\n",
+            "source_matchers or sources",
+        ),
+        (
+            "flap_detection: {max_changes: 0, window: 5m}\n",
+            "max_changes >= 1",
+        ),
+        ("grouping: {group_interval: 0s}\n", "greater than 0"),
+    ];
+    for (text, want) in cases {
+        let e = errors(text);
+        assert!(
+            e.iter().any(|e| e.message.contains(want)),
+            "{text:?}: want {want:?}, got {e:?}"
+        );
+    }
+}
+
+#[test]
+fn a_section_may_be_set_in_one_file_only() {
+    let e = compile(&[
+        ("a.yaml".into(), "grouping: {group_wait: 1s}\n".into()),
+        ("b.yaml".into(), "grouping: {group_wait: 2s}\n".into()),
+    ])
+    .unwrap_err()
+    .0;
+    assert!(e[0].message.contains("already set in a.yaml"), "{e:?}");
+}
+
+#[test]
+fn defaults_are_alertmanagers() {
+    let r = compile_one("").unwrap();
+    assert_eq!(&*r.squads[r.fallback as usize].name, DEFAULT_FALLBACK_SQUAD);
+    let g = &r.squads[0].grouping;
+    assert_eq!(
+        (g.group_wait, g.group_interval, g.repeat_interval),
+        (
+            DEFAULT_GROUP_WAIT,
+            DEFAULT_GROUP_INTERVAL,
+            DEFAULT_REPEAT_INTERVAL
+        )
+    );
+    assert_eq!(
+        g.group_by,
+        vec!["alertname".into(), "service".into()] as Vec<Box<str>>
+    );
+}
+
+#[test]
+fn per_squad_grouping_overrides_only_what_it_sets() {
+    let r = compile_one("grouping: {group_wait: 5s, repeat_interval: 1h}\nsquads:\n  - name: a\n    grouping: {group_wait: 1s}\n").unwrap();
+    let g = &r.squads[0].grouping;
+    assert_eq!(g.group_wait, Duration::from_secs(1));
+    assert_eq!(g.repeat_interval, Duration::from_secs(3600));
+}
+
+#[test]
+fn ownership_resolution_order() {
+    let r = compile_one(
+        "ownership: {service_labels: [service, app], fallback_squad: ops}\nsquads:\n  - name: ops\n  - name: web\n    services: [site]\n    core_services: [site]\n  - name: data\n    match: ['namespace=\"etl\"']\n",
+    )
+    .unwrap();
+    let owner = |pairs: &[(&str, &str)]| {
+        let o = r.owner(&crate::model::LabelSet::from_pairs(pairs.iter().copied()));
+        (r.squads[o.squad as usize].name.to_string(), o.core)
+    };
+    assert_eq!(owner(&[("service", "site")]), ("web".into(), true));
+    assert_eq!(owner(&[("app", "site")]), ("web".into(), true));
+    assert_eq!(
+        owner(&[("service", ""), ("app", "site")]),
+        ("web".into(), true),
+        "empty values are absent"
+    );
+    assert_eq!(owner(&[("namespace", "etl")]), ("data".into(), false));
+    assert_eq!(owner(&[("service", "mystery")]), ("ops".into(), false));
+}

@@ -1,0 +1,244 @@
+//! The command line as a user runs it: exit codes, error locations, replay
+//! accounting on an hour of generated traffic, rule tests and their diffs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn squadron(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("run squadron")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// A fresh scratch directory under the target dir, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    /// A copy of the shipped rules (files only) to break.
+    fn with_rules(name: &str) -> Scratch {
+        let s = Scratch::new(name);
+        for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_file() {
+                std::fs::copy(&p, s.0.join(p.file_name().unwrap())).unwrap();
+            }
+        }
+        s
+    }
+
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn check_accepts_the_shipped_rules() {
+    let out = squadron(&["check", "rules"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("valid"));
+}
+
+#[test]
+fn check_rejects_broken_rule_files_naming_file_and_line() {
+    let breakages: &[(&str, &str, &str)] = &[
+        (
+            "syntax.yaml",
+            "squads:\n  - name: broken\n    services: [a, b\n",
+            "syntax.yaml:",
+        ),
+        (
+            "unknown-field.yaml",
+            "squads:\n  - name: x\n    owner: someone\n",
+            "unknown-field.yaml:3:",
+        ),
+        (
+            "bad-matcher.yaml",
+            "impact_rules:\n  - name: m\n    match: ['severity']\n    action: drop\n",
+            "bad-matcher.yaml:3:",
+        ),
+        (
+            "bad-regex.yaml",
+            "impact_rules:\n  - name: re\n    match: ['env=~\"(prod\"']\n    action: drop\n",
+            "bad-regex.yaml:3:",
+        ),
+        (
+            "unknown-squad.yaml",
+            "impact_rules:\n  - name: u\n    squads: [ghosts]\n    match: ['a=b']\n    action: drop\n",
+            "unknown-squad.yaml:3:",
+        ),
+    ];
+    for (file, content, want) in breakages {
+        let s = Scratch::with_rules("check");
+        std::fs::write(s.path(file), content).unwrap();
+        let out = squadron(&["check", s.0.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{file}: {err}");
+        assert!(err.contains(want), "{file}: expected {want:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn replay_of_an_hour_accounts_for_every_alert_and_pages_for_under_5_percent() {
+    let s = Scratch::new("hour");
+    let file = s.path("hour.jsonl");
+    let generated = squadron(&["generate", "hour", "-o", file.to_str().unwrap()]);
+    assert!(generated.status.success(), "{}", text(&generated.stderr));
+    let notes = s.path("notifications.jsonl");
+    let out = squadron(&[
+        "replay",
+        "--rules",
+        "rules",
+        "--json",
+        "--notifications",
+        notes.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let received = v["received"].as_u64().unwrap();
+    assert!(
+        (100_000..=140_000).contains(&received),
+        "about 120,000 alerts: {received}"
+    );
+    let fates: u64 = v["fates"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|n| n.as_u64().unwrap())
+        .sum();
+    assert_eq!(fates, received, "fates sum to received: {v}");
+    for kind in [
+        "notified",
+        "deduplicated",
+        "dropped",
+        "inhibited",
+        "flapping",
+        "invalid",
+    ] {
+        assert!(
+            v["fates"][kind].as_u64().unwrap() > 0,
+            "the hour exercises {kind}: {v}"
+        );
+    }
+    let invalid = v["fates"]["invalid"].as_u64().unwrap() as f64 / received as f64;
+    assert!(
+        (0.002..0.01).contains(&invalid),
+        "about 0.5% bad input: {invalid}"
+    );
+    let notifications = v["notifications"].as_u64().unwrap();
+    assert!(
+        1.0 - notifications as f64 / received as f64 >= 0.95,
+        "noise reduction: {v}"
+    );
+    let per_squad: u64 = v["squads"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["notifications"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_squad, notifications);
+    let lines = std::fs::read_to_string(&notes).unwrap();
+    assert_eq!(
+        lines.lines().count() as u64,
+        notifications,
+        "--notifications writes each one"
+    );
+    let first: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
+    assert!(
+        first["squad"].is_string()
+            && first["alerts"][0]["fingerprint"].as_str().unwrap().len() == 16
+    );
+}
+
+#[test]
+fn replay_reads_standard_input_bare_lines_and_raw_payloads() {
+    let input = concat!(
+        "{\"received_at\":\"2026-11-26T10:00:00Z\",\"message\":{\"labels\":{\"alertname\":\"A\",\"service\":\"checkout\"}}}\n",
+        "{\"labels\":{\"alertname\":\"A\",\"service\":\"checkout\"}}\n",
+        "{\"received_at\":\"2026-11-26T10:00:01Z\",\"raw\":\"<html>oops\"}\n",
+        "[{\"labels\":{\"alertname\":\"B\",\"service\":\"search-api\"}},{\"labels\":{\"x\":1}}]\n",
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args(["replay", "--rules", "rules", "--json", "-"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["received"], 5);
+    assert_eq!(v["fates"]["notified"], 2, "{v}");
+    assert_eq!(v["fates"]["deduplicated"], 1, "{v}");
+    assert_eq!(v["fates"]["invalid"], 2, "{v}");
+    assert_eq!(v["notifications"], 2);
+}
+
+#[test]
+fn shipped_rule_tests_pass() {
+    let out = squadron(&["test", "rules/tests"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).contains(" 0 failed"));
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_a_readable_diff() {
+    let s = Scratch::new("wrong");
+    let rules = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let test = format!(
+        "rules: {}\nstart: \"2026-11-26T10:00:00Z\"\ntests:\n  - name: wrong on purpose\n    alerts:\n      - {{at: 0s, labels: {{alertname: A, service: checkout, env: staging}}, fate: notified}}\n    notifications:\n      - {{squad: search, reason: repeat}}\n",
+        rules.display()
+    );
+    std::fs::write(s.path("wrong.yaml"), test).unwrap();
+    let out = squadron(&["test", s.path("wrong.yaml").to_str().unwrap()]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("FAIL"), "{stdout}");
+    assert!(stdout.contains("- expected fate: notified"), "{stdout}");
+    assert!(
+        stdout.contains("+ actual fate:   dropped by drop-non-production"),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .contains("notification 1: - expected squad=search reason=repeat, but it was not sent"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("0 passed, 1 failed"), "{stdout}");
+}
+
+#[test]
+fn help_describes_every_command() {
+    let out = squadron(&["--help"]);
+    let help = text(&out.stdout);
+    for cmd in ["check", "replay", "test", "generate"] {
+        assert!(help.contains(cmd), "{help}");
+    }
+}
