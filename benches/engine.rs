@@ -1,1 +1,152 @@
-fn main() {}
+//! Throughput of decoding and of the engine, in alerts per second.
+//!
+//! Run: `cargo bench --bench engine`. Workloads:
+//! - `decode/*`: a single Prometheus alert, and a batch of 64 as Prometheus POSTs them;
+//! - `engine/resend`: 1,000 firing alerts re-sent every 30 s (the steady state: dedup);
+//! - `engine/node_down_storm`: a node dies, 300 pod alerts arrive and are inhibited;
+//! - `engine/distinct`: every alert new (admission, grouping, memory);
+//! - `replay/hour`: decode + engine over the generated hour (~120,000 alerts), in virtual time.
+
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use squadron::decode::decode;
+use squadron::engine::{Engine, Outputs};
+use squadron::ingest::feed;
+use squadron::model::Ts;
+use squadron::rules::{RuleSet, load_dir};
+use squadron::sim::{Scenario, distinct_alerts, generate};
+use std::hint::black_box;
+use std::path::Path;
+use std::sync::Arc;
+
+const START: Ts = Ts(1_764_147_600_000); // 2025-11-26T09:00:00Z
+
+fn rules() -> Arc<RuleSet> {
+    Arc::new(load_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap())
+}
+
+/// Feeds messages in time order, running due timers first, as every driver does.
+fn drive(engine: &mut Engine, messages: &[(Ts, Vec<u8>)], out: &mut Outputs) -> u64 {
+    let mut input = 0;
+    for (at, m) in messages {
+        while let Some(d) = engine.next_deadline().filter(|d| d <= at) {
+            engine.tick(d, out);
+        }
+        input += feed(engine, m, *at, input, out).alerts as u64;
+        out.clear();
+    }
+    input
+}
+
+fn bench_decode(c: &mut Criterion) {
+    let single = distinct_alerts(1, START, 1).remove(0);
+    let batch: Vec<serde_json::Value> = distinct_alerts(64, START, 2)
+        .iter()
+        .map(|m| serde_json::from_slice(m).unwrap())
+        .collect();
+    let batch = serde_json::to_vec(&batch).unwrap();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("single_alert", |b| {
+        b.iter(|| decode(black_box(&single)).unwrap().alerts.len())
+    });
+    g.throughput(Throughput::Elements(64));
+    g.bench_function("batch_of_64", |b| {
+        b.iter(|| decode(black_box(&batch)).unwrap().alerts.len())
+    });
+    g.finish();
+}
+
+fn bench_engine(c: &mut Criterion) {
+    let rules = rules();
+    let mut g = c.benchmark_group("engine");
+
+    // Steady state: 1,000 firing alerts already known, re-sent in batches of 64.
+    let alerts: Vec<serde_json::Value> = distinct_alerts(1000, START, 3)
+        .iter()
+        .map(|m| serde_json::from_slice(m).unwrap())
+        .collect();
+    let resend: Vec<(Ts, Vec<u8>)> = alerts
+        .chunks(64)
+        .map(|c| (START, serde_json::to_vec(c).unwrap()))
+        .collect();
+    let mut warm = Engine::new(rules.clone());
+    let mut out = Outputs::default();
+    drive(&mut warm, &resend, &mut out);
+    let snapshot = warm.snapshot();
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("resend", |b| {
+        b.iter_batched_ref(
+            || Engine::restore(rules.clone(), &snapshot).unwrap(),
+            |engine| drive(engine, &resend, &mut Outputs::default()),
+            BatchSize::LargeInput,
+        )
+    });
+
+    // A node-down storm: the node alert, then 300 pod alerts on it, re-sent 4 times.
+    let mut storm_alerts = vec![
+        serde_json::json!({"labels": {"alertname": "NodeDown", "service": "kubernetes", "cluster": "eu-1", "node": "node-17", "severity": "critical"}}),
+    ];
+    for p in 0..300 {
+        storm_alerts.push(serde_json::json!({"labels": {"alertname": "KubePodNotReady", "service": "checkout", "cluster": "eu-1", "node": "node-17", "pod": format!("p-{p}"), "namespace": "payments", "severity": "warning", "env": "production"}}));
+    }
+    let storm: Vec<(Ts, Vec<u8>)> = (0..4)
+        .flat_map(|r| {
+            storm_alerts.chunks(64).map(move |c| {
+                (
+                    START.plus(std::time::Duration::from_secs(30 * r)),
+                    serde_json::to_vec(c).unwrap(),
+                )
+            })
+        })
+        .collect();
+    g.throughput(Throughput::Elements(301 * 4));
+    g.bench_function("node_down_storm", |b| {
+        b.iter_batched_ref(
+            || Engine::new(rules.clone()),
+            |engine| drive(engine, &storm, &mut Outputs::default()),
+            BatchSize::LargeInput,
+        )
+    });
+
+    // Mostly distinct: every alert is new.
+    let distinct: Vec<(Ts, Vec<u8>)> = distinct_alerts(10_000, START, 4)
+        .into_iter()
+        .map(|m| (START, m))
+        .collect();
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("distinct", |b| {
+        b.iter_batched_ref(
+            || Engine::new(rules.clone()),
+            |engine| drive(engine, &distinct, &mut Outputs::default()),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_replay(c: &mut Criterion) {
+    let rules = rules();
+    let messages: Vec<(Ts, Vec<u8>)> = generate(&Scenario::hour(START))
+        .into_iter()
+        .map(|e| (e.at, e.message))
+        .collect();
+    let alerts = drive(
+        &mut Engine::new(rules.clone()),
+        &messages,
+        &mut Outputs::default(),
+    );
+    let mut g = c.benchmark_group("replay");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(alerts));
+    g.bench_function("hour", |b| {
+        b.iter_batched_ref(
+            || Engine::new(rules.clone()),
+            |engine| drive(engine, &messages, &mut Outputs::default()),
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench_decode, bench_engine, bench_replay);
+criterion_main!(benches);

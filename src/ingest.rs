@@ -5,7 +5,7 @@
 
 use crate::decode::{self, Format, Invalid};
 use crate::engine::{Engine, Fate, FateKind, FateRecord, InputId, Outputs};
-use crate::model::{Fingerprint, Ts};
+use crate::model::Ts;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -31,7 +31,7 @@ pub fn feed(
         out.fates.push(FateRecord {
             input,
             squad: NO_SQUAD,
-            fingerprint: Fingerprint::default(),
+            fingerprint: None,
             fate: Fate::Invalid { reason },
         })
     };

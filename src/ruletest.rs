@@ -314,7 +314,6 @@ pub fn run_case(
             ends_at: s.ends_at,
             generator_url: None,
             status: (s.status == Status::Resolved).then_some(Status::Resolved),
-            fingerprint: s.labels.fingerprint(),
         };
         engine.receive(i as u64, &alert, s.at, &mut out);
         collect(&mut out, &mut fates);

@@ -9,7 +9,7 @@
 //! reason and never panics. In a batch, one bad alert is invalid alone.
 //! Strings are borrowed from the input whenever they contain no escapes.
 
-use crate::model::{Alert, LabelPairs, Labels, Status, Ts};
+use crate::model::{Alert, LabelPairs, Status, Ts};
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -96,6 +96,12 @@ impl Invalid {
             detail: detail.into(),
         }
     }
+
+    /// Names the alert's position in its message.
+    fn at(mut self, index: usize) -> Invalid {
+        self.detail = format!("alert {index}: {}", self.detail);
+        self
+    }
 }
 
 /// A decoded message: its format and each alert in it, valid or not.
@@ -108,52 +114,64 @@ pub struct Decoded<'a> {
 /// Decodes one message. `Err` means the whole message is unusable (it counts as
 /// one invalid input); otherwise each alert is valid or invalid on its own.
 pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, Invalid> {
+    // One SIMD pass validates UTF-8; serde_json then reads strings without re-checking.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Invalid::new(InvalidKind::NotUtf8, e.to_string()))?;
     match text.trim_start().as_bytes().first() {
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(not_json)?;
-            Ok(Decoded {
-                format: Format::PrometheusBatch,
-                alerts: decode_items(&items, false),
-            })
-        }
-        Some(b'{') => {
-            let obj: AlertObject = serde_json::from_str(text).map_err(not_json)?;
-            if let Some(items) = &obj.alerts {
-                if let Some(Str(v)) = obj.version.as_ref().filter(|v| v.0 != "4") {
-                    return Err(Invalid::new(
-                        InvalidKind::UnknownShape,
-                        format!("unsupported Alertmanager webhook version {v:?} (expected \"4\")"),
-                    ));
-                }
-                Ok(Decoded {
-                    format: Format::AlertmanagerWebhook,
-                    alerts: decode_items(items, true),
-                })
-            } else if obj.labels.is_some() {
-                Ok(Decoded {
-                    format: Format::PrometheusAlert,
-                    alerts: vec![obj.into_alert(false)],
-                })
-            } else {
-                Err(Invalid::new(
-                    InvalidKind::UnknownShape,
-                    "a JSON object that is neither an alert (no \"labels\") nor a webhook payload (no \"alerts\")",
-                ))
-            }
-        }
-        Some(_) => {
-            // Valid JSON of another type (a string, a number) is a shape error; anything else is not JSON.
-            match serde_json::from_str::<IgnoredAny>(text) {
-                Ok(_) => Err(Invalid::new(
-                    InvalidKind::UnknownShape,
-                    "expected a JSON object or array",
-                )),
-                Err(e) => Err(not_json(e)),
-            }
-        }
+        Some(b'[') => decode_batch(text),
+        Some(b'{') => decode_object(text),
+        Some(_) => match serde_json::from_str::<IgnoredAny>(text) {
+            // Valid JSON of another type (a string, a number) is a shape error.
+            Ok(_) => Err(Invalid::new(
+                InvalidKind::UnknownShape,
+                "expected a JSON object or array",
+            )),
+            Err(e) => Err(not_json(e)),
+        },
         None => Err(Invalid::new(InvalidKind::NotJson, "empty message")),
+    }
+}
+
+fn decode_batch(text: &str) -> Result<Decoded<'_>, Invalid> {
+    // One pass when every element is an alert object (the common case). If any
+    // element is not, split the array and decode each element on its own, so
+    // one bad alert is invalid alone.
+    let alerts = match serde_json::from_str::<Batch>(text) {
+        Ok(Batch(alerts)) => alerts,
+        Err(_) => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(not_json)?;
+            decode_items(&items, false)
+        }
+    };
+    Ok(Decoded {
+        format: Format::PrometheusBatch,
+        alerts,
+    })
+}
+
+fn decode_object(text: &str) -> Result<Decoded<'_>, Invalid> {
+    let obj: AlertObject = serde_json::from_str(text).map_err(not_json)?;
+    if let Some(items) = &obj.alerts {
+        if let Some(Str(v)) = obj.version.as_ref().filter(|v| v.0 != "4") {
+            return Err(Invalid::new(
+                InvalidKind::UnknownShape,
+                format!("unsupported Alertmanager webhook version {v:?} (expected \"4\")"),
+            ));
+        }
+        Ok(Decoded {
+            format: Format::AlertmanagerWebhook,
+            alerts: decode_items(items, true),
+        })
+    } else if obj.labels.is_some() {
+        Ok(Decoded {
+            format: Format::PrometheusAlert,
+            alerts: vec![obj.into_alert(false, &mut TimeCache::default())],
+        })
+    } else {
+        Err(Invalid::new(
+            InvalidKind::UnknownShape,
+            "a JSON object that is neither an alert (no \"labels\") nor a webhook payload (no \"alerts\")",
+        ))
     }
 }
 
@@ -162,24 +180,49 @@ fn not_json(e: serde_json::Error) -> Invalid {
 }
 
 fn decode_items<'a>(items: &[&'a RawValue], with_status: bool) -> Vec<Result<Alert<'a>, Invalid>> {
+    let mut times = TimeCache::default();
     items
         .iter()
         .enumerate()
         .map(|(i, raw)| {
             let obj: AlertObject<'a> = serde_json::from_str(raw.get()).map_err(|e| {
-                let kind = if raw.get().trim_start().starts_with('{') {
+                let kind = if raw.get().starts_with('{') {
                     InvalidKind::BadField
                 } else {
                     InvalidKind::UnknownShape
                 };
-                Invalid::new(kind, format!("alert {i}: {e}"))
+                Invalid::new(kind, e.to_string()).at(i)
             })?;
-            obj.into_alert(with_status).map_err(|mut e| {
-                e.detail = format!("alert {i}: {}", e.detail);
-                e
-            })
+            obj.into_alert(with_status, &mut times).map_err(|e| e.at(i))
         })
         .collect()
+}
+
+/// A JSON array of alert objects, each converted as soon as it is parsed (no
+/// intermediate vector of objects: this is the hot path).
+struct Batch<'a>(Vec<Result<Alert<'a>, Invalid>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Batch<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Batch<'a>, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Batch<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array of alert objects")
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Batch<'de>, A::Error> {
+                // Prometheus sends up to 64 alerts a request.
+                let mut alerts = Vec::with_capacity(seq.size_hint().unwrap_or(64));
+                let mut times = TimeCache::default();
+                while let Some(obj) = seq.next_element::<AlertObject<'de>>()? {
+                    let i = alerts.len();
+                    alerts.push(obj.into_alert(false, &mut times).map_err(|e| e.at(i)));
+                }
+                Ok(Batch(alerts))
+            }
+        }
+        d.deserialize_seq(V)
+    }
 }
 
 /// Every field any supported object shape may carry; unknown fields are ignored
@@ -205,7 +248,11 @@ struct AlertObject<'a> {
 }
 
 impl<'a> AlertObject<'a> {
-    fn into_alert(self, with_status: bool) -> Result<Alert<'a>, Invalid> {
+    fn into_alert(
+        self,
+        with_status: bool,
+        times: &mut TimeCache<'a>,
+    ) -> Result<Alert<'a>, Invalid> {
         let labels = match self.labels {
             None => {
                 return Err(Invalid::new(
@@ -225,20 +272,8 @@ impl<'a> AlertObject<'a> {
             None => Vec::new(),
             Some(a) => a.into_pairs("annotation")?,
         };
-        let ts = |field: &str, v: Option<Str<'a>>| -> Result<Option<Ts>, Invalid> {
-            match v {
-                None => Ok(None),
-                Some(Str(s)) if s.is_empty() => Ok(None),
-                Some(Str(s)) => Ts::parse_rfc3339(&s).map_err(|_| {
-                    Invalid::new(
-                        InvalidKind::BadTimestamp,
-                        format!("{field} {s:?} is not an RFC 3339 timestamp"),
-                    )
-                }),
-            }
-        };
-        let starts_at = ts("startsAt", self.starts_at)?;
-        let ends_at = ts("endsAt", self.ends_at)?;
+        let starts_at = times.starts.parse("startsAt", self.starts_at)?;
+        let ends_at = times.ends.parse("endsAt", self.ends_at)?;
         let status = match (with_status, self.status) {
             (_, None) => None,
             (false, Some(_)) => None,
@@ -253,7 +288,6 @@ impl<'a> AlertObject<'a> {
                 }
             },
         };
-        let fingerprint = labels.fingerprint();
         Ok(Alert {
             labels,
             annotations,
@@ -261,8 +295,41 @@ impl<'a> AlertObject<'a> {
             ends_at,
             generator_url: self.generator_url.map(|s| s.0).filter(|s| !s.is_empty()),
             status,
-            fingerprint,
         })
+    }
+}
+
+/// The last timestamp parsed per field. Prometheus stamps a whole batch with
+/// one `endsAt` and re-sends the same `startsAt`: most parses are repeats.
+#[derive(Default)]
+struct TimeCache<'a> {
+    starts: LastTime<'a>,
+    ends: LastTime<'a>,
+}
+
+#[derive(Default)]
+struct LastTime<'a>(Option<(Cow<'a, str>, Option<Ts>)>);
+
+impl<'a> LastTime<'a> {
+    fn parse(&mut self, field: &str, v: Option<Str<'a>>) -> Result<Option<Ts>, Invalid> {
+        let s = match v {
+            None => return Ok(None),
+            Some(Str(s)) if s.is_empty() => return Ok(None),
+            Some(Str(s)) => s,
+        };
+        if let Some((last, ts)) = &self.0 {
+            if *last == s {
+                return Ok(*ts);
+            }
+        }
+        let ts = Ts::parse_rfc3339(&s).map_err(|_| {
+            Invalid::new(
+                InvalidKind::BadTimestamp,
+                format!("{field} {s:?} is not an RFC 3339 timestamp"),
+            )
+        })?;
+        self.0 = Some((s, ts));
+        Ok(ts)
     }
 }
 
@@ -399,6 +466,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for StrOrOther<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Labels;
 
     fn one(msg: &str) -> Result<Alert<'_>, Invalid> {
         let d = decode(msg.as_bytes())?;
@@ -416,7 +484,7 @@ mod tests {
         let a = d.alerts.into_iter().next().unwrap().unwrap();
         assert_eq!(a.labels[0].0, "alertname", "labels are sorted by name");
         assert_eq!(
-            a.fingerprint,
+            a.fingerprint(),
             crate::model::LabelSet::from_labels(&a.labels).fingerprint()
         );
         let at = |s| Ts::parse_rfc3339(s).unwrap().unwrap();

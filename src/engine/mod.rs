@@ -23,7 +23,7 @@ pub use output::{
 };
 use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
 
-use crate::model::{Alert, Fingerprint, LabelSet, Labels, Status, Ts};
+use crate::model::{Alert, AlertKey, LabelSet, Labels, Status, Ts};
 use crate::rules::file::Action;
 use crate::rules::{Owner, RuleSet, SquadId, all_match};
 use std::cell::Cell;
@@ -44,6 +44,8 @@ pub struct Engine {
     /// Per time interval: (minute since epoch, active). Intervals have minute resolution.
     interval_cache: Vec<Cell<(i64, bool)>>,
     core_protected: Cell<u64>,
+    /// Reused for computing alert keys without an allocation per alert.
+    scratch: Vec<u8>,
 }
 
 /// Counters that are not fates: kept for metrics.
@@ -62,6 +64,7 @@ impl Engine {
             group_squad: Vec::new(),
             interval_cache: Vec::new(),
             core_protected: Cell::new(0),
+            scratch: Vec::with_capacity(512),
         };
         e.set_rules(rules);
         e
@@ -170,7 +173,7 @@ impl Engine {
 
     /// Approximate heap bytes of the state, for the state-size metric.
     pub fn state_bytes(&self) -> usize {
-        let per_slot = std::mem::size_of::<(Fingerprint, StoredAlert)>() + 1;
+        let per_slot = std::mem::size_of::<(AlertKey, StoredAlert)>() + 1;
         self.state.alerts.capacity() * per_slot
             + self
                 .state
@@ -200,13 +203,13 @@ impl Engine {
     /// Decides what to do with one valid input alert received at `now`.
     /// Its fate is written to `out` now, or at the flush of its group.
     pub fn receive(&mut self, input: InputId, alert: &Alert<'_>, now: Ts, out: &mut Outputs) {
-        let fp = alert.fingerprint;
+        let key = AlertKey::of(&alert.labels, &mut self.scratch);
         let status = alert.status_at(now);
         if !self.rules.inhibit_rules.is_empty() {
-            self.update_sources(fp, &alert.labels, alert.ends_at, status, now);
+            self.update_sources(key, &alert.labels, alert.ends_at, status, now);
         }
 
-        if let Some(stored) = self.state.alerts.get_mut(&fp) {
+        if let Some(stored) = self.state.alerts.get_mut(&key) {
             let squad = self.group_squad[stored.group as usize];
             let before = stored.status(now);
             match status {
@@ -223,12 +226,12 @@ impl Engine {
                 stored.annotations = LabelSet::from_labels(&alert.annotations);
             }
             let fate = if before == status {
-                if is_flapping(&self.state.flaps, &fp) {
+                if is_flapping(&self.state.flaps, &key) {
                     Some(Fate::Flapping)
                 } else {
                     Some(Fate::Deduplicated)
                 }
-            } else if record_change(&mut self.state.flaps, fp, now, self.rules.flap.as_ref()) {
+            } else if record_change(&mut self.state.flaps, key, now, self.rules.flap.as_ref()) {
                 Some(Fate::Flapping)
             } else {
                 stored.pending.push(input);
@@ -238,7 +241,7 @@ impl Engine {
                 out.fates.push(FateRecord {
                     input,
                     squad,
-                    fingerprint: fp,
+                    fingerprint: Some(stored.fingerprint),
                     fate,
                 });
             }
@@ -249,7 +252,7 @@ impl Engine {
         let record = |fate| FateRecord {
             input,
             squad: owner.squad,
-            fingerprint: fp,
+            fingerprint: None,
             fate,
         };
         if let Some(fate) = self.impact(&alert.labels, owner, now) {
@@ -261,13 +264,13 @@ impl Engine {
             out.fates.push(record(Fate::Deduplicated));
             return;
         }
-        if let Some(fate) = self.silenced_or_inhibited(fp, &alert.labels, owner, now) {
+        if let Some(fate) = self.silenced_or_inhibited(key, &alert.labels, owner, now) {
             out.fates.push(record(fate));
             return;
         }
         // A fingerprint with flap history resolved before: this firing is a change too.
-        let flapping = self.state.flaps.contains_key(&fp)
-            && record_change(&mut self.state.flaps, fp, now, self.rules.flap.as_ref());
+        let flapping = self.state.flaps.contains_key(&key)
+            && record_change(&mut self.state.flaps, key, now, self.rules.flap.as_ref());
         if flapping {
             out.fates.push(record(Fate::Flapping));
         }
@@ -276,10 +279,11 @@ impl Engine {
             .as_mut()
             .expect("live group")
             .members
-            .push(fp);
+            .push(key);
         self.state.alerts.insert(
-            fp,
+            key,
             StoredAlert {
+                fingerprint: alert.fingerprint(),
                 labels: LabelSet::from_labels(&alert.labels),
                 annotations: LabelSet::from_labels(&alert.annotations),
                 generator_url: alert.generator_url.as_deref().map(Into::into),
@@ -396,7 +400,7 @@ impl Engine {
 
     fn silenced_or_inhibited(
         &self,
-        fp: Fingerprint,
+        key: AlertKey,
         labels: &impl Labels,
         owner: Owner,
         now: Ts,
@@ -415,11 +419,11 @@ impl Engine {
             if r.squad.is_some_and(|s| s != owner.squad) || !all_match(&r.targets, labels) {
                 continue;
             }
-            let key = equal_key(&r.equal, labels);
+            let shared = equal_key(&r.equal, labels);
             let live = |idx: &SourceIndex| {
                 idx.by_key
-                    .get(key.as_str())
-                    .is_some_and(|v| v.iter().any(|&(src, until)| src != fp && until > now))
+                    .get(shared.as_str())
+                    .is_some_and(|v| v.iter().any(|&(src, until)| src != key && until > now))
             };
             if sources.iter().all(live) {
                 return Some(Fate::Inhibited {
@@ -433,7 +437,7 @@ impl Engine {
     /// Records a firing alert as a potential inhibition source (or forgets a resolved one).
     fn update_sources(
         &mut self,
-        fp: Fingerprint,
+        key: AlertKey,
         labels: &impl Labels,
         ends_at: Option<Ts>,
         status: Status,
@@ -450,20 +454,20 @@ impl Engine {
                 if !all_match(matchers, labels) {
                     continue;
                 }
-                let key = equal_key(&r.equal, labels);
+                let shared = equal_key(&r.equal, labels);
                 match status {
                     Status::Firing => {
-                        let entries = idx.by_key.entry(key.into_boxed_str()).or_default();
-                        match entries.iter_mut().find(|(f, _)| *f == fp) {
+                        let entries = idx.by_key.entry(shared.into_boxed_str()).or_default();
+                        match entries.iter_mut().find(|(f, _)| *f == key) {
                             Some(e) => e.1 = until,
-                            None => entries.push((fp, until)),
+                            None => entries.push((key, until)),
                         }
                     }
                     Status::Resolved => {
-                        if let Some(entries) = idx.by_key.get_mut(key.as_str()) {
-                            entries.retain(|(f, _)| *f != fp);
+                        if let Some(entries) = idx.by_key.get_mut(shared.as_str()) {
+                            entries.retain(|(f, _)| *f != key);
                             if entries.is_empty() {
-                                idx.by_key.remove(key.as_str());
+                                idx.by_key.remove(shared.as_str());
                             }
                         }
                     }
@@ -479,10 +483,10 @@ impl Engine {
             return;
         };
         let alerts = &self.state.alerts;
-        self.state.flaps.retain(|fp, f| {
+        self.state.flaps.retain(|key, f| {
             let calm = f.changes.back().is_none_or(|&t| now.since(t) >= cfg.window);
             // A flapping alert still stored is cleared at its group's flush.
-            !(calm && !(f.flapping && alerts.contains_key(fp)))
+            !(calm && !(f.flapping && alerts.contains_key(key)))
         });
     }
 
@@ -504,10 +508,10 @@ impl Engine {
         let squad = self.group_squad[gid as usize];
         let flap_window = self.rules.flap.map(|f| f.window);
         let mut changed = false;
-        let mut included: Vec<Fingerprint> = Vec::new();
+        let mut included: Vec<AlertKey> = Vec::new();
         let mut members = std::mem::take(&mut group.members);
-        members.retain(|fp| {
-            let Some(a) = self.state.alerts.get(fp) else {
+        members.retain(|key| {
+            let Some(a) = self.state.alerts.get(key) else {
                 return false;
             };
             let owner = Owner {
@@ -516,22 +520,22 @@ impl Engine {
             };
             let suppressed = match self.impact(&a.labels, owner, now) {
                 Some(f) => Some(f),
-                None => self.silenced_or_inhibited(*fp, &a.labels, owner, now),
+                None => self.silenced_or_inhibited(*key, &a.labels, owner, now),
             };
-            let a = self.state.alerts.get_mut(fp).expect("checked above");
+            let a = self.state.alerts.get_mut(key).expect("checked above");
             if let Some(fate) = suppressed {
                 for input in a.pending.drain(..) {
                     out.fates.push(FateRecord {
                         input,
                         squad,
-                        fingerprint: *fp,
+                        fingerprint: Some(a.fingerprint),
                         fate: fate.clone(),
                     });
                 }
-                self.state.alerts.remove(fp);
+                self.state.alerts.remove(key);
                 return false;
             }
-            if let (Some(f), Some(window)) = (self.state.flaps.get_mut(fp), flap_window) {
+            if let (Some(f), Some(window)) = (self.state.flaps.get_mut(key), flap_window) {
                 if f.flapping && f.changes.back().is_none_or(|&t| now.since(t) >= window) {
                     // Calm for a whole window: no longer flapping; its state is notified normally.
                     f.flapping = false;
@@ -540,11 +544,11 @@ impl Engine {
                 }
             }
             let status = a.status(now);
-            if let Some(f) = self.state.flaps.get(fp).filter(|f| f.flapping) {
+            if let Some(f) = self.state.flaps.get(key).filter(|f| f.flapping) {
                 if !f.announced {
                     changed = true;
                 }
-                included.push(*fp);
+                included.push(*key);
                 return true;
             }
             if a.notified != Some(status) {
@@ -554,17 +558,17 @@ impl Engine {
                         out.fates.push(FateRecord {
                             input,
                             squad,
-                            fingerprint: *fp,
+                            fingerprint: Some(a.fingerprint),
                             fate: Fate::Deduplicated,
                         });
                     }
-                    self.state.alerts.remove(fp);
+                    self.state.alerts.remove(key);
                     return false;
                 }
                 changed = true;
             }
             if status == Status::Firing || a.notified == Some(Status::Firing) {
-                included.push(*fp);
+                included.push(*key);
             }
             true
         });
@@ -572,7 +576,7 @@ impl Engine {
 
         let any_firing = included
             .iter()
-            .any(|fp| self.state.alerts[fp].status(now) == Status::Firing);
+            .any(|key| self.state.alerts[key].status(now) == Status::Firing);
         let grouping = &self.rules.squads[squad as usize].grouping;
         let reason = match group.last_notified {
             None if any_firing => Some(NotifyReason::NewGroup),
@@ -587,7 +591,7 @@ impl Engine {
         let group_interval = grouping.group_interval;
 
         if let Some(reason) = reason.filter(|_| !included.is_empty()) {
-            let core = included.iter().any(|fp| self.state.alerts[fp].core);
+            let core = included.iter().any(|key| self.state.alerts[key].core);
             let fate = if self.storm_allows(squad, core, &group.key, included.len() as u32, now) {
                 out.notifications
                     .push(self.notification(&group, squad, reason, core, &included, now));
@@ -595,22 +599,22 @@ impl Engine {
             } else {
                 Fate::Throttled
             };
-            for fp in &included {
+            for key in &included {
                 let a = self
                     .state
                     .alerts
-                    .get_mut(fp)
+                    .get_mut(key)
                     .expect("included alerts are stored");
                 let status = a.status(now);
                 a.notified = Some(status);
-                if let Some(f) = self.state.flaps.get_mut(fp).filter(|f| f.flapping) {
+                if let Some(f) = self.state.flaps.get_mut(key).filter(|f| f.flapping) {
                     f.announced = true;
                 }
                 for input in a.pending.drain(..) {
                     out.fates.push(FateRecord {
                         input,
                         squad,
-                        fingerprint: *fp,
+                        fingerprint: Some(a.fingerprint),
                         fate: fate.clone(),
                     });
                 }
@@ -620,21 +624,21 @@ impl Engine {
 
         // Inputs still pending changed nothing that needed telling (e.g. a flip and back).
         // Resolved alerts that have been notified are forgotten.
-        group.members.retain(|fp| {
-            let a = self.state.alerts.get_mut(fp).expect("members are stored");
+        group.members.retain(|key| {
+            let a = self.state.alerts.get_mut(key).expect("members are stored");
             for input in a.pending.drain(..) {
                 out.fates.push(FateRecord {
                     input,
                     squad,
-                    fingerprint: *fp,
+                    fingerprint: Some(a.fingerprint),
                     fate: Fate::Deduplicated,
                 });
             }
             if a.status(now) == Status::Resolved
                 && a.notified == Some(Status::Resolved)
-                && !is_flapping(&self.state.flaps, fp)
+                && !is_flapping(&self.state.flaps, key)
             {
-                self.state.alerts.remove(fp);
+                self.state.alerts.remove(key);
                 return false;
             }
             true
@@ -658,23 +662,23 @@ impl Engine {
         squad: SquadId,
         reason: NotifyReason,
         core: bool,
-        included: &[Fingerprint],
+        included: &[AlertKey],
         now: Ts,
     ) -> Notification {
         let alerts: Vec<NotifiedAlert> = included
             .iter()
-            .map(|fp| {
-                let a = &self.state.alerts[fp];
+            .map(|key| {
+                let a = &self.state.alerts[key];
                 let status = a.status(now);
                 NotifiedAlert {
-                    fingerprint: *fp,
+                    fingerprint: a.fingerprint,
                     status,
                     labels: a.labels.clone(),
                     annotations: a.annotations.clone(),
                     starts_at: a.starts_at,
                     ends_at: (status == Status::Resolved).then_some(a.ends_at.min(now)),
                     generator_url: a.generator_url.clone(),
-                    flapping: is_flapping(&self.state.flaps, fp),
+                    flapping: is_flapping(&self.state.flaps, key),
                 }
             })
             .collect();
@@ -763,19 +767,19 @@ impl Engine {
     }
 }
 
-fn is_flapping(flaps: &state::FpMap<FlapState>, fp: &Fingerprint) -> bool {
-    flaps.get(fp).is_some_and(|f| f.flapping)
+fn is_flapping(flaps: &state::KeyMap<FlapState>, key: &AlertKey) -> bool {
+    flaps.get(key).is_some_and(|f| f.flapping)
 }
 
 /// Records a state change for flap detection; returns whether the alert is now flapping.
 fn record_change(
-    flaps: &mut state::FpMap<FlapState>,
-    fp: Fingerprint,
+    flaps: &mut state::KeyMap<FlapState>,
+    key: AlertKey,
     now: Ts,
     flap: Option<&crate::rules::FlapConfig>,
 ) -> bool {
     let Some(cfg) = flap else { return false };
-    let f = flaps.entry(fp).or_default();
+    let f = flaps.entry(key).or_default();
     f.changes.push_back(now);
     while f
         .changes

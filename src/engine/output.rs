@@ -109,7 +109,9 @@ impl Fate {
 pub struct FateRecord {
     pub input: InputId,
     pub squad: SquadId,
-    pub fingerprint: Fingerprint,
+    /// Known for alerts the engine remembers; `None` for a fate decided on
+    /// receipt (the driver holds that alert: [`crate::model::Alert::fingerprint`]).
+    pub fingerprint: Option<Fingerprint>,
     pub fate: Fate,
 }
 

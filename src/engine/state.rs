@@ -3,17 +3,17 @@
 //! `engine/mod.rs`.
 
 use super::output::{Folded, InputId};
-use crate::model::{Fingerprint, LabelSet, Status, Ts};
+use crate::model::{AlertKey, Fingerprint, LabelSet, Status, Ts};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
-/// Fingerprints are already FNV hashes: hashing them again would only cost time.
+/// Alert keys are already hashes: hashing them again would only cost time.
 #[derive(Default, Clone, Copy)]
-pub struct FingerprintHasher(u64);
+pub struct KeyHasher(u64);
 
-impl Hasher for FingerprintHasher {
+impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
         self.0
     }
@@ -22,19 +22,19 @@ impl Hasher for FingerprintHasher {
             self.0 = (self.0 ^ b as u64).wrapping_mul(0x100_0000_01b3);
         }
     }
-    fn write_u64(&mut self, v: u64) {
-        // Fold the high bits in: hashbrown takes its control bits from the top.
-        self.0 = v ^ v.rotate_left(32);
+    fn write_u128(&mut self, v: u128) {
+        self.0 = v as u64 ^ (v >> 64) as u64;
     }
 }
 
-pub type FpMap<V> = HashMap<Fingerprint, V, BuildHasherDefault<FingerprintHasher>>;
+pub type KeyMap<V> = HashMap<AlertKey, V, BuildHasherDefault<KeyHasher>>;
 
 pub type GroupId = u32;
 
 /// An alert the engine remembers: admitted to a group, not yet resolved and notified.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredAlert {
+    pub fingerprint: Fingerprint,
     pub labels: LabelSet,
     pub annotations: LabelSet,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -87,7 +87,7 @@ pub struct Group {
     pub key: Arc<str>,
     pub squad: Arc<str>,
     pub labels: LabelSet,
-    pub members: Vec<Fingerprint>,
+    pub members: Vec<AlertKey>,
     pub next_flush: Ts,
     pub last_notified: Option<Ts>,
 }
@@ -112,13 +112,13 @@ pub struct StormWindow {
 /// `equal` labels, each with the time it stops firing.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SourceIndex {
-    pub by_key: HashMap<Box<str>, Vec<(Fingerprint, Ts)>>,
+    pub by_key: crate::model::StrMap<Vec<(AlertKey, Ts)>>,
 }
 
 /// Everything a snapshot holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
-    pub alerts: FpMap<StoredAlert>,
+    pub alerts: KeyMap<StoredAlert>,
     pub groups: Vec<Option<Group>>,
     pub free_groups: Vec<GroupId>,
     pub timers: BTreeSet<(Ts, Timer)>,
@@ -126,6 +126,6 @@ pub struct State {
     pub sources: Vec<(Arc<str>, Vec<SourceIndex>)>,
     pub storms: HashMap<Arc<str>, StormWindow>,
     /// Flap history of fingerprints that changed state within the window.
-    pub flaps: FpMap<FlapState>,
+    pub flaps: KeyMap<FlapState>,
     pub last_sweep: Ts,
 }

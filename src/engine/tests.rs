@@ -183,7 +183,7 @@ fn reload_keeps_groups_and_their_timers() {
         vec![FateRecord {
             input: 0,
             squad: 0,
-            fingerprint: alert.alerts[0].as_ref().unwrap().fingerprint,
+            fingerprint: Some(alert.alerts[0].as_ref().unwrap().fingerprint()),
             fate: Fate::Notified
         }]
     );

@@ -1,6 +1,6 @@
 //! A decoded alert, borrowing from the message it came in.
 
-use super::{Fingerprint, LabelPairs, Ts};
+use super::{Fingerprint, LabelPairs, Labels, Ts};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 
@@ -21,7 +21,7 @@ impl Status {
 }
 
 /// One alert as decoded from any supported format. Labels and annotations are
-/// sorted by name with unique names; `fingerprint` is computed from the labels.
+/// sorted by name with unique names.
 #[derive(Debug, Clone)]
 pub struct Alert<'a> {
     pub labels: LabelPairs<'a>,
@@ -32,10 +32,14 @@ pub struct Alert<'a> {
     /// An explicit status, as Alertmanager webhook payloads carry. Prometheus
     /// alerts have none: their status follows from `ends_at`.
     pub status: Option<Status>,
-    pub fingerprint: Fingerprint,
 }
 
 impl Alert<'_> {
+    /// Alertmanager's fingerprint of the labels (computed on demand: FNV is slow).
+    pub fn fingerprint(&self) -> Fingerprint {
+        self.labels.fingerprint()
+    }
+
     /// An alert is resolved when it says so, or when its `endsAt` is at or before
     /// the time it was received (Alertmanager's rule).
     pub fn status_at(&self, received: Ts) -> Status {

@@ -6,5 +6,5 @@ mod labels;
 mod time;
 
 pub use alert::{Alert, Status};
-pub use labels::{Fingerprint, LabelPairs, LabelSet, Labels};
+pub use labels::{AlertKey, Fingerprint, FnvHasher, LabelPairs, LabelSet, Labels, StrMap};
 pub use time::{TimeError, Ts, format_duration, parse_duration};

@@ -15,7 +15,7 @@ use crate::model::{Labels, Ts, parse_duration};
 pub use calendar::{Goalkeeper, TimeInterval, TimeSpec};
 use file::{Action, GroupingFile, RuleFile, StormFile};
 pub use matcher::{Matcher, all_match};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ pub struct RuleSet {
     pub squads: Vec<Squad>,
     pub fallback: SquadId,
     pub service_labels: Vec<Box<str>>,
-    service_owner: HashMap<Box<str>, SquadId>,
+    service_owner: crate::model::StrMap<SquadId>,
     squad_matchers: Vec<(SquadId, Vec<Matcher>)>,
     pub impact_rules: Vec<ImpactRule>,
     pub silences: Vec<Silence>,
@@ -542,7 +542,7 @@ impl Compiler<'_> {
         // Squads.
         let mut squads: Vec<Squad> = Vec::new();
         let mut squad_at: Vec<Anchor> = Vec::new();
-        let mut service_owner: HashMap<Box<str>, SquadId> = HashMap::new();
+        let mut service_owner = crate::model::StrMap::default();
         let mut squad_matchers = Vec::new();
         for (fi, f) in files {
             for s in &f.squads {
