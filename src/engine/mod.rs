@@ -173,26 +173,56 @@ impl Engine {
 
     /// Approximate heap bytes of the state, for the state-size metric.
     pub fn state_bytes(&self) -> usize {
-        let per_slot = std::mem::size_of::<(AlertKey, StoredAlert)>() + 1;
-        self.state.alerts.capacity() * per_slot
-            + self
-                .state
-                .alerts
-                .values()
-                .map(StoredAlert::heap_bytes)
-                .sum::<usize>()
+        use std::mem::size_of;
+        // hashbrown: one slot plus one control byte per bucket.
+        let slots = |cap: usize, slot: usize| cap * (slot + 1);
+        let alerts = slots(
+            self.state.alerts.capacity(),
+            size_of::<(AlertKey, StoredAlert)>(),
+        ) + self
+            .state
+            .alerts
+            .values()
+            .map(StoredAlert::heap_bytes)
+            .sum::<usize>();
+        let groups = self.state.groups.capacity() * size_of::<Option<Group>>()
             + self
                 .state
                 .groups
                 .iter()
                 .flatten()
                 .map(|g| {
-                    std::mem::size_of::<Group>()
-                        + g.key.len()
+                    g.key.len()
                         + g.labels.heap_bytes()
-                        + g.members.capacity() * 8
+                        + g.members.capacity() * size_of::<AlertKey>()
                 })
-                .sum::<usize>()
+                .sum::<usize>();
+        let sources = self
+            .state
+            .sources
+            .iter()
+            .flat_map(|(_, idx)| idx)
+            .map(|idx| {
+                slots(
+                    idx.by_key.capacity(),
+                    size_of::<(Box<str>, Vec<(AlertKey, Ts)>)>(),
+                ) + idx
+                    .by_key
+                    .iter()
+                    .map(|(k, v)| k.len() + v.capacity() * size_of::<(AlertKey, Ts)>())
+                    .sum::<usize>()
+            })
+            .sum::<usize>();
+        let flaps = slots(
+            self.state.flaps.capacity(),
+            size_of::<(AlertKey, FlapState)>(),
+        ) + self
+            .state
+            .flaps
+            .values()
+            .map(|f| f.changes.capacity() * size_of::<Ts>())
+            .sum::<usize>();
+        alerts + groups + sources + flaps
     }
 
     /// When [`Engine::tick`] next has work to do.
@@ -460,7 +490,11 @@ impl Engine {
                         let entries = idx.by_key.entry(shared.into_boxed_str()).or_default();
                         match entries.iter_mut().find(|(f, _)| *f == key) {
                             Some(e) => e.1 = until,
-                            None => entries.push((key, until)),
+                            None => {
+                                // Usually one source per key: do not over-allocate.
+                                entries.reserve_exact(1);
+                                entries.push((key, until));
+                            }
                         }
                     }
                     Status::Resolved => {
@@ -524,7 +558,7 @@ impl Engine {
             };
             let a = self.state.alerts.get_mut(key).expect("checked above");
             if let Some(fate) = suppressed {
-                for input in a.pending.drain(..) {
+                for input in std::mem::take(&mut a.pending) {
                     out.fates.push(FateRecord {
                         input,
                         squad,
@@ -554,7 +588,7 @@ impl Engine {
             if a.notified != Some(status) {
                 if status == Status::Resolved && a.notified.is_none() {
                     // Resolved before anyone heard of it: nothing to tell.
-                    for input in a.pending.drain(..) {
+                    for input in std::mem::take(&mut a.pending) {
                         out.fates.push(FateRecord {
                             input,
                             squad,
@@ -610,7 +644,7 @@ impl Engine {
                 if let Some(f) = self.state.flaps.get_mut(key).filter(|f| f.flapping) {
                     f.announced = true;
                 }
-                for input in a.pending.drain(..) {
+                for input in std::mem::take(&mut a.pending) {
                     out.fates.push(FateRecord {
                         input,
                         squad,
@@ -626,7 +660,7 @@ impl Engine {
         // Resolved alerts that have been notified are forgotten.
         group.members.retain(|key| {
             let a = self.state.alerts.get_mut(key).expect("members are stored");
-            for input in a.pending.drain(..) {
+            for input in std::mem::take(&mut a.pending) {
                 out.fates.push(FateRecord {
                     input,
                     squad,
