@@ -5,7 +5,8 @@
 //! - `engine/resend`: 1,000 firing alerts re-sent every 30 s (the steady state: dedup);
 //! - `engine/node_down_storm`: a node dies, 300 pod alerts arrive and are inhibited;
 //! - `engine/distinct`: every alert new (admission, grouping, memory);
-//! - `replay/hour`: decode + engine over the generated hour (~120,000 alerts), in virtual time.
+//! - `replay/hour`: decode + engine over the generated hour (~120,000 alerts), in virtual time;
+//! - `replay/baseline_serde_json_value`: the same bytes parsed into `serde_json::Value` (the baseline).
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use squadron::decode::decode;
@@ -144,6 +145,17 @@ fn bench_replay(c: &mut Criterion) {
             |engine| drive(engine, &messages, &mut Outputs::default()),
             BatchSize::LargeInput,
         )
+    });
+    // Baseline, same run and same bytes: parsing every message into a generic
+    // serde_json::Value, the least any JSON consumer pays. BENCHMARKS.md reports
+    // replay/hour as a ratio to this, since absolute numbers drift on shared machines.
+    g.bench_function("baseline_serde_json_value", |b| {
+        b.iter(|| {
+            messages
+                .iter()
+                .filter(|(_, m)| serde_json::from_slice::<serde_json::Value>(m).is_ok())
+                .count()
+        })
     });
     g.finish();
 }

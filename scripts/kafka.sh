@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# A real single-node Apache Kafka (KRaft) on loopback, for tests and benchmarks.
+#
+#   scripts/kafka.sh fetch    download the broker's jars from Maven Central (once, cached)
+#   scripts/kafka.sh start    fetch if needed, format storage, start, wait until ready
+#   scripts/kafka.sh stop     stop the broker started by `start`
+#   scripts/kafka.sh status   say whether it runs
+#
+# Settings (environment):
+#   KAFKA_VERSION         default 4.1.1
+#   SQUADRON_CACHE        where jars are cached; default ~/.cache/squadron
+#   SQUADRON_KAFKA_PORT   broker port on 127.0.0.1; default 19092 (controller: port+1)
+#   SQUADRON_KAFKA_DIR    data, config, log and pid; default /tmp/squadron-kafka-$PORT
+# Needs: a JDK 17+ (java) and Maven (mvn). Listens on 127.0.0.1 only.
+set -euo pipefail
+
+VERSION="${KAFKA_VERSION:-4.1.1}"
+CACHE="${SQUADRON_CACHE:-$HOME/.cache/squadron}"
+LIBS="$CACHE/kafka-$VERSION/libs"
+PORT="${SQUADRON_KAFKA_PORT:-19092}"
+CONTROLLER_PORT=$((PORT + 1))
+DIR="${SQUADRON_KAFKA_DIR:-/tmp/squadron-kafka-$PORT}"
+PIDFILE="$DIR/kafka.pid"
+
+log() { echo "kafka.sh: $*" >&2; }
+
+fetch() {
+  if [ -f "$LIBS/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || { log "mvn not found: install Maven (Debian package maven)"; exit 1; }
+  log "fetching Apache Kafka $VERSION jars from Maven Central into $LIBS (once)"
+  local work; work="$(mktemp -d)"
+  cat >"$work/pom.xml" <<EOF
+<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>squadron</groupId><artifactId>kafka-broker</artifactId><version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId><version>$VERSION</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId><version>$VERSION</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId><version>2.24.3</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId><version>2.24.3</version></dependency>
+  </dependencies>
+</project>
+EOF
+  rm -rf "$LIBS" && mkdir -p "$LIBS"
+  (cd "$work" && mvn -q -B -ntp dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS") || {
+    log "maven could not fetch the broker's jars"; rm -rf "$work"; exit 1; }
+  rm -rf "$work"
+  touch "$LIBS/.complete"
+  log "fetched $(ls "$LIBS" | wc -l) jars"
+}
+
+running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() {
+  if running; then log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
+  if port_open "$PORT"; then log "port $PORT is taken by another process; set SQUADRON_KAFKA_PORT"; exit 1; fi
+  fetch
+  command -v java >/dev/null || { log "java not found: install a JDK 17+"; exit 1; }
+  rm -rf "$DIR" && mkdir -p "$DIR/data"
+  cat >"$DIR/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$DIR/data
+num.partitions=4
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=2
+log.segment.bytes=67108864
+EOF
+  cat >"$DIR/log4j2.properties" <<EOF
+rootLogger.level=WARN
+rootLogger.appenderRef.file.ref=FILE
+appender.file.type=File
+appender.file.name=FILE
+appender.file.fileName=$DIR/server.log
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+logger.kafka.name=kafka
+logger.kafka.level=INFO
+EOF
+  local cp="$LIBS/*"
+  local cluster_id
+  cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
+  java -cp "$cp" -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
+    kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 || {
+    log "formatting storage failed:"; cat "$DIR/format.log" >&2; exit 1; }
+  nohup java -Xms256m -Xmx1g -XX:+UseG1GC -cp "$cp" \
+    -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
+    kafka.Kafka "$DIR/server.properties" >"$DIR/stdout.log" 2>&1 &
+  echo $! >"$PIDFILE"
+  # Ready when the broker says it started and its port accepts connections.
+  for _ in $(seq 1 120); do
+    if ! running; then log "broker exited during startup:"; tail -n 40 "$DIR/stdout.log" "$DIR/server.log" >&2 || true; exit 1; fi
+    if port_open "$PORT" && grep -q "Kafka Server started" "$DIR/server.log" "$DIR/stdout.log" 2>/dev/null; then
+      log "Apache Kafka $VERSION ready on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), logs in $DIR)"
+      return 0
+    fi
+    sleep 0.5
+  done
+  log "broker not ready after 60s:"; tail -n 40 "$DIR/server.log" >&2 || true; stop; exit 1
+}
+
+stop() {
+  if ! running; then log "not running"; rm -f "$PIDFILE"; return 0; fi
+  local pid; pid="$(cat "$PIDFILE")"
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$PIDFILE"
+  log "stopped"
+}
+
+case "${1:-}" in
+  fetch) fetch ;;
+  start) start ;;
+  stop) stop ;;
+  status) if running; then echo "running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; else echo "not running"; exit 1; fi ;;
+  *) echo "usage: $0 fetch|start|stop|status" >&2; exit 2 ;;
+esac
