@@ -27,6 +27,37 @@ pub fn feed(
     first_input: InputId,
     out: &mut Outputs,
 ) -> Fed {
+    feed_with(
+        engine,
+        message,
+        now,
+        first_input,
+        out,
+        InputIds::PerAlert,
+        false,
+    )
+}
+
+/// How input ids are given to a message's alerts.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum InputIds {
+    /// `first_input`, `first_input + 1`, ...: one id per alert (replay, tests).
+    PerAlert,
+    /// Every alert carries `first_input` (the Kafka driver counts per message).
+    PerMessage,
+}
+
+/// [`feed`] with options. With `fingerprints`, fates decided on receipt carry
+/// the alert's fingerprint (an FNV pass per alert: only for the audit trail).
+pub fn feed_with(
+    engine: &mut Engine,
+    message: &[u8],
+    now: Ts,
+    first_input: InputId,
+    out: &mut Outputs,
+    ids: InputIds,
+    fingerprints: bool,
+) -> Fed {
     let invalid = |out: &mut Outputs, input, reason: Invalid| {
         out.fates.push(FateRecord {
             input,
@@ -45,9 +76,20 @@ pub fn feed(
         }
         Ok(decoded) => {
             for (i, alert) in decoded.alerts.iter().enumerate() {
-                let input = first_input + i as InputId;
+                let input = match ids {
+                    InputIds::PerAlert => first_input + i as InputId,
+                    InputIds::PerMessage => first_input,
+                };
                 match alert {
-                    Ok(a) => engine.receive(input, a, now, out),
+                    Ok(a) => {
+                        let before = out.fates.len();
+                        engine.receive(input, a, now, out);
+                        if fingerprints {
+                            for f in &mut out.fates[before..] {
+                                f.fingerprint.get_or_insert_with(|| a.fingerprint());
+                            }
+                        }
+                    }
                     Err(reason) => invalid(out, input, reason.clone()),
                 }
             }

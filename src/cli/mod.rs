@@ -4,6 +4,7 @@
 mod check;
 mod generate;
 mod replay;
+pub mod run;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -85,6 +86,10 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Run the Kafka pipeline: consume input topics, decide, produce to squad
+    /// topics, the dead-letter topic and the audit topic. Stops gracefully on
+    /// SIGTERM or SIGINT.
+    Run(run::RunArgs),
     /// Write synthetic alert traffic in the replay format (deterministic).
     Generate {
         /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input)
@@ -125,6 +130,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Check { rules } => check(&rules),
         Command::Replay(args) => replay(&args),
         Command::Test { files } => test(&files),
+        Command::Run(args) => run::run(&args),
         Command::Generate {
             scenario,
             start,

@@ -1,0 +1,181 @@
+//! `squadron run`: the Kafka pipeline, with its HTTP endpoints, until SIGTERM or SIGINT.
+
+use crate::pipeline::{self, AuditMode, Config, Handles};
+use crate::rules::{RuleSet, load_dir};
+use crate::telemetry::http::{self, Shared, Status};
+use crate::telemetry::metrics::Metrics;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// Settings for `run`; each overrides the config file. Environment variables
+/// override the file too, flags override both.
+#[derive(clap::Args, Debug, Default)]
+pub struct RunArgs {
+    /// YAML config file (README.md, "Configuration"). Without it, defaults apply.
+    #[arg(long, short, env = "SQUADRON_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Rules directory.
+    #[arg(long, env = "SQUADRON_RULES")]
+    pub rules: Option<PathBuf>,
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "SQUADRON_BOOTSTRAP_SERVERS")]
+    pub bootstrap_servers: Option<String>,
+    /// Consumer group.
+    #[arg(long, env = "SQUADRON_GROUP_ID")]
+    pub group_id: Option<String>,
+    /// Input topics, comma-separated.
+    #[arg(long, env = "SQUADRON_INPUT_TOPICS", value_delimiter = ',')]
+    pub input_topics: Vec<String>,
+    #[arg(long, env = "SQUADRON_DEAD_LETTER_TOPIC")]
+    pub dead_letter_topic: Option<String>,
+    #[arg(long, env = "SQUADRON_AUDIT_TOPIC")]
+    pub audit_topic: Option<String>,
+    /// Which fates go to the audit topic.
+    #[arg(long, env = "SQUADRON_AUDIT", value_enum)]
+    pub audit: Option<AuditMode>,
+    /// HTTP address for /metrics, /healthz, /readyz, /api/v1/status; `off` disables.
+    #[arg(long, env = "SQUADRON_HTTP_LISTEN")]
+    pub http_listen: Option<String>,
+    /// A librdkafka property for consumer and producer, `key=value`; repeatable
+    /// (environment: comma-separated).
+    #[arg(long = "kafka-property", env = "SQUADRON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = crate::pipeline::config::parse_property)]
+    pub kafka_properties: Vec<(String, String)>,
+    /// Produced records awaiting acknowledgement before consumption pauses.
+    #[arg(long, env = "SQUADRON_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<u64>,
+}
+
+impl RunArgs {
+    /// The config file with every given setting applied over it.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut cfg = Config::load(self.config.as_deref())?;
+        if let Some(r) = &self.rules {
+            cfg.rules = r.clone();
+        }
+        if let Some(v) = &self.bootstrap_servers {
+            cfg.kafka.bootstrap_servers = v.clone();
+        }
+        if let Some(v) = &self.group_id {
+            cfg.kafka.group_id = v.clone();
+        }
+        if !self.input_topics.is_empty() {
+            cfg.kafka.input_topics = self.input_topics.clone();
+        }
+        if let Some(v) = &self.dead_letter_topic {
+            cfg.kafka.dead_letter_topic = v.clone();
+        }
+        if let Some(v) = &self.audit_topic {
+            cfg.kafka.audit_topic = v.clone();
+        }
+        if let Some(v) = self.audit {
+            cfg.pipeline.audit = v;
+        }
+        if let Some(v) = &self.http_listen {
+            cfg.http.listen = match v.as_str() {
+                "off" | "" => None,
+                addr => Some(addr.parse().with_context(|| {
+                    format!("--http-listen {addr:?} is not an address (host:port)")
+                })?),
+            };
+        }
+        for (k, v) in &self.kafka_properties {
+            cfg.kafka.properties.insert(k.clone(), v.clone());
+        }
+        if let Some(v) = self.max_in_flight {
+            cfg.pipeline.max_in_flight = v;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+pub fn load_rules(dir: &std::path::Path) -> anyhow::Result<Arc<RuleSet>> {
+    match load_dir(dir) {
+        Ok(r) => Ok(Arc::new(r)),
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::error!(error = %e, "rule file rejected");
+            }
+            anyhow::bail!(
+                "rules in {} are invalid ({} errors)",
+                dir.display(),
+                errors.0.len()
+            )
+        }
+    }
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
+    let cfg = args.resolve()?;
+    let rules = load_rules(&cfg.rules)?;
+    tracing::info!(rules = %cfg.rules.display(), digest = %rules.digest, squads = rules.squads.len(), "rules loaded");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        let shared = start_http(&cfg, shutdown.clone()).await?;
+        let summary = pipeline::run(
+            cfg,
+            rules,
+            Handles {
+                metrics: shared.metrics.clone(),
+                status: shared.status.clone(),
+                shutdown: shutdown.clone(),
+            },
+        )
+        .await?;
+        shutdown.cancel();
+        tracing::info!(
+            received = summary.received,
+            notifications = summary.notifications,
+            dead_letters = summary.dead_letters,
+            "done"
+        );
+        Ok(0)
+    })
+}
+
+/// Metrics, status and (when configured) the HTTP server serving them.
+pub async fn start_http(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<Shared> {
+    let shared = Shared {
+        metrics: Arc::new(Metrics::new(prometheus::Registry::new())?),
+        status: Arc::new(Mutex::new(Status::default())),
+    };
+    if let Some(addr) = cfg.http.listen {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let s = shared.clone();
+        tokio::spawn(async move {
+            if let Err(error) = http::serve(addr, s, shutdown, tx).await {
+                tracing::error!(%error, %addr, "http server failed");
+            }
+        });
+        rx.await
+            .with_context(|| format!("cannot serve HTTP on {addr}"))?;
+    }
+    Ok(shared)
+}
+
+/// SIGTERM and SIGINT start a graceful shutdown; a second one exits at once.
+pub fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            tracing::warn!("cannot install signal handlers");
+            return;
+        };
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::info!("signal received: shutting down");
+        shutdown.cancel();
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,310 @@
+//! squadron's own Prometheus metrics. One struct registers everything into a
+//! registry passed in (no global registry); the hot path uses cached handles:
+//! fates by kind are an array, suppressions by rule are cached by the rule
+//! name's `Arc` pointer, so no label lookup happens per alert.
+
+use crate::decode::{Format, InvalidKind};
+use crate::engine::{Fate, FateKind, FateRecord, Notification};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct Metrics {
+    pub registry: Registry,
+    received: IntCounterVec,
+    received_by_format: [IntCounter; 3],
+    fates: [IntCounter; 8],
+    suppressions: IntCounterVec,
+    invalid: IntCounterVec,
+    notifications: IntCounterVec,
+    pub dead_letters: IntCounter,
+    pub audit_records: IntCounter,
+    pub produce_errors: IntCounterVec,
+    pub active_alerts: IntGauge,
+    pub active_groups: IntGauge,
+    pub state_bytes: IntGauge,
+    pub in_flight: IntGauge,
+    pub open_messages: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub commits: IntCounter,
+    pub latency: Histogram,
+    pub rule_reloads: IntCounterVec,
+    pub last_reload: IntGauge,
+    pub rules_valid: IntGauge,
+    pub core_protected: IntCounter,
+}
+
+/// Per-caller cache of labelled handles (not shared: the pipeline task owns one).
+#[derive(Default)]
+pub struct HandleCache {
+    by_rule: HashMap<(FateKind, usize), IntCounter>,
+    by_squad: HashMap<(Arc<str>, &'static str), IntCounter>,
+}
+
+impl Metrics {
+    pub fn new(registry: Registry) -> prometheus::Result<Metrics> {
+        let reg = registry.clone();
+        let counter_vec =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntCounterVec> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
+            let g = IntGauge::new(name, help)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let received = counter_vec(
+            "squadron_alerts_received_total",
+            "Input alerts received, by wire format.",
+            &["format"],
+        )?;
+        let fates_vec = counter_vec(
+            "squadron_alert_fates_total",
+            "Input alerts by fate; every input alert gets exactly one.",
+            &["fate"],
+        )?;
+        let invalid = counter_vec(
+            "squadron_invalid_alerts_total",
+            "Invalid input alerts and messages, by reason.",
+            &["reason"],
+        )?;
+        for k in InvalidKind::ALL {
+            invalid.with_label_values(&[k.as_str()]);
+        }
+        let m = Metrics {
+            registry: reg,
+            received_by_format: Format::ALL.map(|f| received.with_label_values(&[f.as_str()])),
+            received,
+            fates: FateKind::ALL.map(|k| fates_vec.with_label_values(&[k.as_str()])),
+            suppressions: counter_vec(
+                "squadron_alert_suppressions_total",
+                "Alerts dropped, silenced or inhibited, by fate and the rule or silence responsible.",
+                &["fate", "rule"],
+            )?,
+            invalid,
+            notifications: counter_vec(
+                "squadron_notifications_total",
+                "Notifications sent, by squad and reason.",
+                &["squad", "reason"],
+            )?,
+            dead_letters: {
+                let c = IntCounter::new(
+                    "squadron_dead_letters_total",
+                    "Messages written to the dead-letter topic.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            audit_records: {
+                let c = IntCounter::new(
+                    "squadron_audit_records_total",
+                    "Fates written to the audit topic.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            produce_errors: counter_vec(
+                "squadron_produce_errors_total",
+                "Failed produce attempts (retried), by output.",
+                &["output"],
+            )?,
+            active_alerts: gauge(
+                "squadron_active_alerts",
+                "Alerts the engine remembers (in a group).",
+            )?,
+            active_groups: gauge("squadron_active_groups", "Alert groups the engine holds.")?,
+            state_bytes: gauge(
+                "squadron_engine_state_bytes",
+                "Approximate heap bytes of the engine's state.",
+            )?,
+            in_flight: gauge(
+                "squadron_produce_in_flight",
+                "Records produced and not yet acknowledged by the broker.",
+            )?,
+            open_messages: gauge(
+                "squadron_input_messages_open",
+                "Input messages not yet committable (undecided alerts or unacknowledged outputs).",
+            )?,
+            consumer_lag: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "squadron_consumer_lag_messages",
+                        "Messages between the committed position and the partition's end.",
+                    ),
+                    &["topic", "partition"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            commits: {
+                let c = IntCounter::new(
+                    "squadron_offset_commits_total",
+                    "Offset commits sent to the broker.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            latency: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "squadron_pipeline_latency_seconds",
+                        "From an input message's broker timestamp to the notification derived from it being handed to the producer.",
+                    )
+                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            rule_reloads: counter_vec(
+                "squadron_rule_reloads_total",
+                "Rule reloads, by result.",
+                &["result"],
+            )?,
+            last_reload: gauge(
+                "squadron_rules_last_reload_success_timestamp_seconds",
+                "When rules were last loaded successfully.",
+            )?,
+            rules_valid: gauge(
+                "squadron_rules_valid",
+                "1 when the last rule load succeeded, 0 when the old rules are still serving.",
+            )?,
+            core_protected: {
+                let c = IntCounter::new(
+                    "squadron_core_protected_total",
+                    "Drop rules that matched a core service's alert and were skipped.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+        };
+        for r in ["success", "failure"] {
+            m.rule_reloads.with_label_values(&[r]);
+        }
+        let info = IntGaugeVec::new(
+            Opts::new("squadron_build_info", "squadron's version."),
+            &["version"],
+        )?;
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(info))?;
+        Ok(m)
+    }
+
+    pub fn received(&self, format: Option<Format>, alerts: u32) {
+        match format {
+            Some(f) => self.received_by_format
+                [Format::ALL.iter().position(|x| *x == f).expect("listed")]
+            .inc_by(alerts as u64),
+            None => self
+                .received
+                .with_label_values(&["undecodable"])
+                .inc_by(alerts as u64),
+        }
+    }
+
+    /// Counts fates and notifications of one engine step.
+    pub fn record(
+        &self,
+        cache: &mut HandleCache,
+        fates: &[FateRecord],
+        notifications: &[Notification],
+    ) {
+        for f in fates {
+            let kind = f.fate.kind();
+            self.fates[kind as usize].inc();
+            match &f.fate {
+                Fate::Dropped { rule }
+                | Fate::Inhibited { rule }
+                | Fate::Silenced { silence: rule } => {
+                    let key = (kind, Arc::as_ptr(rule) as *const u8 as usize);
+                    cache
+                        .by_rule
+                        .entry(key)
+                        .or_insert_with(|| {
+                            self.suppressions.with_label_values(&[kind.as_str(), rule])
+                        })
+                        .inc();
+                }
+                Fate::Invalid { reason } => self
+                    .invalid
+                    .with_label_values(&[reason.kind.as_str()])
+                    .inc(),
+                _ => {}
+            }
+        }
+        for n in notifications {
+            cache
+                .by_squad
+                .entry((n.squad.clone(), n.reason.as_str()))
+                .or_insert_with(|| {
+                    self.notifications
+                        .with_label_values(&[&n.squad, n.reason.as_str()])
+                })
+                .inc();
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> Vec<u8> {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding");
+        buf
+    }
+}
+
+impl HandleCache {
+    /// Forgets handles keyed by rule pointers (after a reload the rule names are new `Arc`s).
+    pub fn clear_rules(&mut self) {
+        self.by_rule.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_bounded_labels() {
+        let m = Metrics::new(Registry::new()).unwrap();
+        let mut cache = HandleCache::default();
+        let rule: Arc<str> = "drop-info".into();
+        let fates = vec![
+            FateRecord {
+                input: 0,
+                squad: 0,
+                fingerprint: None,
+                fate: Fate::Dropped { rule: rule.clone() },
+            },
+            FateRecord {
+                input: 1,
+                squad: 0,
+                fingerprint: None,
+                fate: Fate::Dropped { rule },
+            },
+            FateRecord {
+                input: 2,
+                squad: 0,
+                fingerprint: None,
+                fate: Fate::Deduplicated,
+            },
+        ];
+        m.record(&mut cache, &fates, &[]);
+        m.received(Some(Format::PrometheusBatch), 3);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(
+            text.contains(
+                "squadron_alert_suppressions_total{fate=\"dropped\",rule=\"drop-info\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("squadron_alert_fates_total{fate=\"deduplicated\"} 1"));
+        assert!(text.contains("squadron_alerts_received_total{format=\"prometheus_batch\"} 3"));
+        assert!(text.contains("squadron_build_info{version="));
+    }
+}

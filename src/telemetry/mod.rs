@@ -1,0 +1,4 @@
+//! squadron's own observability: Prometheus metrics and the HTTP endpoints.
+
+pub mod http;
+pub mod metrics;

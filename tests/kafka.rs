@@ -1,0 +1,566 @@
+//! The pipeline against a real Apache Kafka broker (scripts/kafka.sh).
+//!
+//! Needs `SQUADRON_TEST_KAFKA=host:port`; scripts/test.sh starts the broker and
+//! sets it, and checks that these tests ran. Without it each test says so and
+//! returns. Every test uses its own topics and consumer group.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+fn broker() -> Option<String> {
+    match std::env::var("SQUADRON_TEST_KAFKA") {
+        Ok(b) if !b.is_empty() => Some(b),
+        _ => {
+            eprintln!(
+                "SQUADRON_TEST_KAFKA is not set: skipping (scripts/test.sh starts a broker and sets it)"
+            );
+            None
+        }
+    }
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+struct Topics {
+    input: String,
+    dead_letter: String,
+    audit: String,
+    payments: String,
+    platform: String,
+    group: String,
+}
+
+impl Topics {
+    fn new(test: &str) -> Topics {
+        let id = unique(test);
+        Topics {
+            input: format!("in-{id}"),
+            dead_letter: format!("dlq-{id}"),
+            audit: format!("audit-{id}"),
+            payments: format!("payments-{id}"),
+            platform: format!("platform-{id}"),
+            group: format!("group-{id}"),
+        }
+    }
+
+    fn all(&self) -> Vec<&str> {
+        vec![
+            &self.input,
+            &self.dead_letter,
+            &self.audit,
+            &self.payments,
+            &self.platform,
+        ]
+    }
+}
+
+fn rules_dir(t: &Topics, group_wait: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("rules"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rules.yaml"),
+        format!(
+            r#"
+ownership: {{fallback_squad: platform}}
+grouping: {{group_wait: {group_wait}, group_interval: 1s, repeat_interval: 4h}}
+squads:
+  - name: payments
+    services: [checkout]
+    topic: {payments}
+  - name: platform
+    services: [kubernetes]
+    topic: {platform}
+impact_rules:
+  - name: drop-staging
+    match: ['env="staging"']
+    action: drop
+inhibit_rules:
+  - name: node-down
+    source_matchers: ['alertname="NodeDown"']
+    target_matchers: ['alertname="PodNotReady"']
+    equal: [node]
+"#,
+            payments = t.payments,
+            platform = t.platform
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn create_topics(broker: &str, t: &Topics) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    let new: Vec<NewTopic> = t
+        .all()
+        .into_iter()
+        .map(|name| {
+            NewTopic::new(
+                name,
+                if name == t.input { 4 } else { 1 },
+                TopicReplication::Fixed(1),
+            )
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for r in rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .unwrap()
+    {
+        r.unwrap();
+    }
+}
+
+fn producer(broker: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("linger.ms", "1")
+        .create()
+        .unwrap()
+}
+
+/// Produces messages round-robin over the input's partitions.
+fn produce(broker: &str, topic: &str, messages: &[Vec<u8>]) {
+    let p = producer(broker);
+    for (i, m) in messages.iter().enumerate() {
+        let key = format!("k{i}");
+        p.send(
+            BaseRecord::to(topic)
+                .key(&key)
+                .payload(m)
+                .partition((i % 4) as i32),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+}
+
+/// Every record of a topic: (partition, offset, headers, payload).
+fn read_all(
+    broker: &str,
+    topic: &str,
+    want_at_least: usize,
+    timeout: Duration,
+) -> Vec<(i32, i64, HashMap<String, String>, Vec<u8>)> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    c.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut quiet_since = Instant::now();
+    while start.elapsed() < timeout {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_owned(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default())
+                                        .into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push((
+                    m.partition(),
+                    m.offset(),
+                    headers,
+                    m.payload().unwrap_or_default().to_vec(),
+                ));
+                quiet_since = Instant::now();
+            }
+            _ if out.len() >= want_at_least && quiet_since.elapsed() > Duration::from_secs(2) => {
+                break;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Committed offset of the group per input partition.
+fn committed(broker: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(topic, p);
+    }
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    got.elements()
+        .iter()
+        .map(|e| {
+            (
+                e.partition(),
+                if let Offset::Offset(o) = e.offset() {
+                    o
+                } else {
+                    -1
+                },
+            )
+        })
+        .collect()
+}
+
+fn end_offsets(broker: &str, topic: &str) -> BTreeMap<i32, i64> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    (0..4)
+        .map(|p| {
+            (
+                p,
+                c.fetch_watermarks(topic, p, Duration::from_secs(10))
+                    .unwrap()
+                    .1,
+            )
+        })
+        .collect()
+}
+
+fn wait_until(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn alert(labels: Value) -> Value {
+    json!({"labels": labels, "annotations": {"summary": "test"}})
+}
+
+fn squadron(args: &[&str], envs: &[(&str, String)]) -> std::process::Child {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"));
+    cmd.args(args).env("SQUADRON_LOG", "squadron=info,warn");
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn run_env(broker: &str, t: &Topics, rules: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("SQUADRON_BOOTSTRAP_SERVERS", broker.to_owned()),
+        ("SQUADRON_GROUP_ID", t.group.clone()),
+        ("SQUADRON_INPUT_TOPICS", t.input.clone()),
+        ("SQUADRON_DEAD_LETTER_TOPIC", t.dead_letter.clone()),
+        ("SQUADRON_AUDIT_TOPIC", t.audit.clone()),
+        ("SQUADRON_RULES", rules.display().to_string()),
+        ("SQUADRON_HTTP_LISTEN", "off".to_owned()),
+    ]
+}
+
+fn stop(mut child: std::process::Child) -> String {
+    // SAFETY-free SIGTERM: ask politely through the kill command.
+    let _ = std::process::Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            assert!(status.success(), "squadron exited with {status}: {err}");
+            return err;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(40),
+            "squadron did not stop within 40s of SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn routes_to_squad_topics_dead_letters_bad_input_and_commits() {
+    let Some(broker) = broker() else { return };
+    let t = Topics::new("route");
+    create_topics(&broker, &t);
+    let rules = rules_dir(&t, "1s");
+    let checkout = |inst: &str| {
+        alert(json!({"alertname": "HighErrorRate", "service": "checkout", "instance": inst}))
+    };
+    let messages: Vec<Vec<u8>> = vec![
+        serde_json::to_vec(&json!([
+            checkout("a"),
+            alert(json!({"alertname": "X", "service": "checkout", "env": "staging"}))
+        ]))
+        .unwrap(),
+        serde_json::to_vec(&json!([checkout("a")])).unwrap(),
+        b"<html>502 Bad Gateway</html>".to_vec(),
+        serde_json::to_vec(&json!([checkout("b"), {"labels": {"alertname": 7}}])).unwrap(),
+        serde_json::to_vec(&alert(
+            json!({"alertname": "NodeDown", "service": "kubernetes", "node": "n1"}),
+        ))
+        .unwrap(),
+        serde_json::to_vec(&json!([alert(
+            json!({"alertname": "PodNotReady", "service": "checkout", "node": "n1"})
+        )]))
+        .unwrap(),
+    ];
+    produce(&broker, &t.input, &messages);
+    let child = squadron(
+        &["run", "--audit", "suppressed"],
+        &run_env(&broker, &t, &rules),
+    );
+
+    let notes = read_all(&broker, &t.payments, 1, Duration::from_secs(60));
+    let platform = read_all(&broker, &t.platform, 1, Duration::from_secs(30));
+    let dlq = read_all(&broker, &t.dead_letter, 2, Duration::from_secs(30));
+    let ends = end_offsets(&broker, &t.input);
+    wait_until(
+        Duration::from_secs(30),
+        "offsets committed to the end",
+        || committed(&broker, &t.group, &t.input) == ends,
+    );
+    let log = stop(child);
+
+    // payments: one group for HighErrorRate holding a and b (b arrived in the same group_wait or the next interval).
+    let payloads: Vec<Value> = notes
+        .iter()
+        .map(|(_, _, _, p)| serde_json::from_slice(p).unwrap())
+        .collect();
+    let instances: Vec<&str> = payloads
+        .iter()
+        .flat_map(|p| p["alerts"].as_array().unwrap())
+        .filter_map(|a| a["labels"]["instance"].as_str())
+        .collect();
+    assert!(
+        instances.contains(&"a") && instances.contains(&"b"),
+        "{payloads:?}"
+    );
+    for p in &payloads {
+        assert_eq!(p["version"], "4");
+        assert_eq!(p["squad"], "payments");
+        assert_eq!(
+            p["groupLabels"],
+            json!({"alertname": "HighErrorRate", "service": "checkout"})
+        );
+        assert!(
+            !p["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["labels"]["alertname"] == "X"),
+            "staging is dropped"
+        );
+        assert!(
+            !p["alerts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["labels"]["alertname"] == "PodNotReady"),
+            "inhibited"
+        );
+    }
+    assert_eq!(
+        notes[0].2.get("squadron.reason").map(String::as_str),
+        Some("new_group")
+    );
+    // platform: NodeDown only.
+    let platform: Vec<Value> = platform
+        .iter()
+        .map(|(_, _, _, p)| serde_json::from_slice(p).unwrap())
+        .collect();
+    assert_eq!(platform.len(), 1, "{platform:?}");
+    assert_eq!(platform[0]["alerts"][0]["labels"]["alertname"], "NodeDown");
+    // Dead letters: the original bytes, with reason and source headers.
+    assert_eq!(dlq.len(), 2, "{dlq:?}");
+    let html = dlq
+        .iter()
+        .find(|d| d.3 == b"<html>502 Bad Gateway</html>")
+        .expect("the HTML body is dead-lettered verbatim");
+    assert_eq!(html.2["squadron.reason.kind"], "not_json");
+    assert_eq!(html.2["squadron.source.topic"], t.input);
+    assert!(html.2["squadron.source.offset"].parse::<i64>().is_ok());
+    assert!(html.2.contains_key("squadron.time"));
+    let partial = dlq
+        .iter()
+        .find(|d| d.3 != b"<html>502 Bad Gateway</html>")
+        .unwrap();
+    assert_eq!(partial.2["squadron.reason.kind"], "bad_label");
+    assert_eq!(partial.2["squadron.invalid.alerts"], "1/2");
+    // Audit (suppressed): the drop, the inhibition and both invalid inputs, each with its cause.
+    let audit: Vec<Value> = read_all(&broker, &t.audit, 4, Duration::from_secs(20))
+        .iter()
+        .map(|(_, _, _, p)| serde_json::from_slice(p).unwrap())
+        .collect();
+    let causes: Vec<(String, String)> = audit
+        .iter()
+        .map(|a| {
+            (
+                a["fate"].as_str().unwrap().to_owned(),
+                a["cause"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("dropped", "drop-staging"),
+        ("inhibited", "node-down"),
+        ("invalid", "not_json"),
+        ("invalid", "bad_label"),
+    ] {
+        assert!(
+            causes.iter().any(|(f, c)| f == want.0 && c == want.1),
+            "audit has {want:?}: {causes:?}"
+        );
+    }
+    assert!(
+        audit
+            .iter()
+            .all(|a| a["topic"] == t.input.as_str() && a["offset"].as_i64().unwrap() >= 0),
+        "{audit:?}"
+    );
+    assert!(log.contains("stopped"), "{log}");
+}
+
+#[test]
+fn sigkill_mid_stream_and_restart_loses_no_alert() {
+    let Some(broker) = broker() else { return };
+    let t = Topics::new("kill");
+    create_topics(&broker, &t);
+    let rules = rules_dir(&t, "200ms");
+    let per_message = 5;
+    let total_messages = 400;
+    let message = move |m: usize| -> Vec<u8> {
+        let alerts: Vec<Value> = (0..per_message)
+            .map(|i| alert(json!({"alertname": "HighErrorRate", "service": "checkout", "seq": format!("{m}-{i}")})))
+            .collect();
+        serde_json::to_vec(&alerts).unwrap()
+    };
+    let env = run_env(&broker, &t, &rules);
+    let mut first = squadron(&["run", "--audit", "all"], &env);
+
+    // Produce gradually so the kill lands mid-stream.
+    let (b, topic) = (broker.clone(), t.input.clone());
+    let producer_thread = std::thread::spawn(move || {
+        let p = producer(&b);
+        for m in 0..total_messages {
+            p.send(
+                BaseRecord::to(&topic)
+                    .key("k")
+                    .payload(&message(m))
+                    .partition((m % 4) as i32),
+            )
+            .unwrap();
+            if m % 20 == 19 {
+                p.flush(Duration::from_secs(10)).unwrap();
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+    });
+    // Wait until the first instance has decided some alerts, then kill it without warning.
+    wait_until(
+        Duration::from_secs(60),
+        "first fates in the audit topic",
+        || !read_all(&broker, &t.audit, 1, Duration::from_secs(2)).is_empty(),
+    );
+    assert!(
+        !producer_thread.is_finished(),
+        "the kill must land mid-stream"
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let second = squadron(&["run", "--audit", "all"], &env);
+    producer_thread.join().unwrap();
+
+    let ends = end_offsets(&broker, &t.input);
+    assert_eq!(ends.values().sum::<i64>(), total_messages as i64);
+    wait_until(
+        Duration::from_secs(90),
+        "every input offset committed",
+        || committed(&broker, &t.group, &t.input) == ends,
+    );
+    stop(second);
+
+    // Every input message's alerts have fates in the audit topic (at least once:
+    // some were decided twice, by the killed instance and again after restart).
+    let audit = read_all(
+        &broker,
+        &t.audit,
+        total_messages * per_message,
+        Duration::from_secs(60),
+    );
+    let mut fates: HashMap<(i64, i64), usize> = HashMap::new();
+    for (_, _, _, p) in &audit {
+        let v: Value = serde_json::from_slice(p).unwrap();
+        *fates
+            .entry((
+                v["partition"].as_i64().unwrap(),
+                v["offset"].as_i64().unwrap(),
+            ))
+            .or_default() += 1;
+    }
+    let mut missing = Vec::new();
+    for (p, end) in &ends {
+        for o in 0..*end {
+            if fates.get(&(*p as i64, o)).copied().unwrap_or(0) < per_message {
+                missing.push((p, o));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "inputs without a fate for every alert: {:?} (of {})",
+        &missing[..missing.len().min(10)],
+        total_messages
+    );
+    // And every alert reached the squad: each seq label appears in some notification.
+    let notes = read_all(&broker, &t.payments, 1, Duration::from_secs(20));
+    let mut seen = std::collections::HashSet::new();
+    for (_, _, _, p) in &notes {
+        let v: Value = serde_json::from_slice(p).unwrap();
+        for a in v["alerts"].as_array().unwrap() {
+            seen.insert(a["labels"]["seq"].as_str().unwrap().to_owned());
+        }
+    }
+    assert_eq!(
+        seen.len(),
+        total_messages * per_message,
+        "every alert was notified at least once"
+    );
+}
