@@ -110,6 +110,21 @@ impl Scenario {
         }
     }
 
+    /// Live traffic for `squadron demo`: Prometheus evaluating every 2 s, a
+    /// node-down storm and a regional storm a third of the way in.
+    pub fn demo(start: Ts, duration: Duration) -> Scenario {
+        Scenario {
+            duration,
+            evaluation_interval: Duration::from_secs(2),
+            steady: 150,
+            episodic: 40,
+            node_storm_pods: 120,
+            region_storm: 40,
+            flapping: 2,
+            ..Scenario::hour(start)
+        }
+    }
+
     pub fn by_name(name: &str, start: Ts) -> Option<Scenario> {
         match name {
             "hour" => Some(Scenario::hour(start)),

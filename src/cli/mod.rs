@@ -2,6 +2,7 @@
 //! Commands return an exit code; main.rs only parses, sets up logging and calls.
 
 mod check;
+pub mod demo;
 mod generate;
 mod replay;
 pub mod run;
@@ -86,6 +87,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// The whole pipeline with nothing installed: an in-process Kafka, a live
+    /// alert storm, the rules in rules/, a live summary and /metrics.
+    Demo(demo::DemoArgs),
     /// Run the Kafka pipeline: consume input topics, decide, produce to squad
     /// topics, the dead-letter topic and the audit topic. Stops gracefully on
     /// SIGTERM or SIGINT.
@@ -131,6 +135,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Replay(args) => replay(&args),
         Command::Test { files } => test(&files),
         Command::Run(args) => run::run(&args),
+        Command::Demo(args) => demo::demo(&args),
         Command::Generate {
             scenario,
             start,

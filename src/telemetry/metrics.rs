@@ -5,6 +5,7 @@
 
 use crate::decode::{Format, InvalidKind};
 use crate::engine::{Fate, FateKind, FateRecord, Notification};
+use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -246,6 +247,31 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Fates so far, by kind (for summaries; the registry has the same numbers).
+    pub fn fate_counts(&self) -> Vec<(FateKind, u64)> {
+        FateKind::ALL
+            .iter()
+            .map(|k| (*k, self.fates[*k as usize].get()))
+            .collect()
+    }
+
+    /// Notifications so far, by squad.
+    pub fn notifications_by_squad(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for family in self.notifications.collect() {
+            for m in family.get_metric() {
+                let squad = m
+                    .get_label()
+                    .iter()
+                    .find(|l| l.name() == "squad")
+                    .map(|l| l.value().to_owned())
+                    .unwrap_or_default();
+                *out.entry(squad).or_default() += m.get_counter().get_value() as u64;
+            }
+        }
+        out
     }
 
     /// The text exposition format.
