@@ -95,7 +95,13 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         let produced = generator.await??;
         let summary_run = pipeline.await??;
         println!("{}", summary(&shared.metrics, started.elapsed(), args.duration));
-        println!("generated {produced} messages; pipeline read {} messages, {} alerts", summary_run.messages, summary_run.received);
+        let (decided, _, _) = counts(&shared.metrics);
+        println!(
+            "generated {produced} messages; the pipeline read {} messages holding {} alerts; {} alerts were still waiting in groups (their messages stay uncommitted and are re-read on restart)",
+            summary_run.messages,
+            summary_run.received,
+            summary_run.received.saturating_sub(decided)
+        );
         drop(mock);
         Ok(0)
     })
