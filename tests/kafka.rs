@@ -154,13 +154,11 @@ fn produce(broker: &str, topic: &str, messages: &[Vec<u8>]) {
     p.flush(Duration::from_secs(10)).unwrap();
 }
 
-/// Every record of a topic: (partition, offset, headers, payload).
-fn read_all(
-    broker: &str,
-    topic: &str,
-    want_at_least: usize,
-    timeout: Duration,
-) -> Vec<(i32, i64, HashMap<String, String>, Vec<u8>)> {
+/// A record read back: (partition, offset, headers, payload).
+type Record = (i32, i64, HashMap<String, String>, Vec<u8>);
+
+/// Every record of a topic.
+fn read_all(broker: &str, topic: &str, want_at_least: usize, timeout: Duration) -> Vec<Record> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .set("group.id", unique("reader"))

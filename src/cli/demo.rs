@@ -43,8 +43,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
     runtime.block_on(async move {
         let mock = MockCluster::new(1).context("starting the in-process Kafka")?;
         let brokers = mock.bootstrap_servers();
-        let mut cfg = Config::default();
-        cfg.rules = args.rules.clone();
+        let mut cfg = Config { rules: args.rules.clone(), ..Config::default() };
         cfg.kafka.bootstrap_servers = brokers.clone();
         cfg.kafka.group_id = "squadron-demo".into();
         cfg.http.listen = match args.http_listen.as_str() {

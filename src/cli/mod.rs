@@ -1,6 +1,7 @@
 //! The command line: argument definitions and one function per command.
 //! Commands return an exit code; main.rs only parses, sets up logging and calls.
 
+pub mod bench;
 mod check;
 pub mod demo;
 mod generate;
@@ -94,6 +95,9 @@ pub enum Command {
     /// topics, the dead-letter topic and the audit topic. Stops gracefully on
     /// SIGTERM or SIGINT.
     Run(run::RunArgs),
+    /// End-to-end load generator against a real broker: throughput (with a
+    /// bare-consumer baseline in the same run) and latency with group_wait 0.
+    Bench(bench::BenchArgs),
     /// Write synthetic alert traffic in the replay format (deterministic).
     Generate {
         /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input)
@@ -136,6 +140,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Test { files } => test(&files),
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::demo(&args),
+        Command::Bench(args) => bench::bench(&args),
         Command::Generate {
             scenario,
             start,

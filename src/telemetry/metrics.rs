@@ -36,6 +36,8 @@ pub struct Metrics {
     pub last_reload: IntGauge,
     pub rules_valid: IntGauge,
     pub core_protected: IntCounter,
+    /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
+    pub busy: prometheus::Counter,
 }
 
 /// Per-caller cache of labelled handles (not shared: the pipeline task owns one).
@@ -78,6 +80,14 @@ impl Metrics {
             invalid.with_label_values(&[k.as_str()]);
         }
         let m = Metrics {
+            busy: {
+                let c = prometheus::Counter::new(
+                    "squadron_pipeline_busy_seconds_total",
+                    "Time the pipeline task spent handling messages and timers, not waiting.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             registry: reg,
             received_by_format: Format::ALL.map(|f| received.with_label_values(&[f.as_str()])),
             received,
@@ -247,6 +257,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    /// Input alerts received so far, over all formats.
+    pub fn received_total(&self) -> u64 {
+        self.received_by_format
+            .iter()
+            .map(IntCounter::get)
+            .sum::<u64>()
+            + self.received.with_label_values(&["undecodable"]).get()
     }
 
     /// Fates so far, by kind (for summaries; the registry has the same numbers).

@@ -1,0 +1,393 @@
+//! `squadron bench`: the end-to-end load generator against a real broker.
+//!
+//! 1. Throughput: preloads N alerts (Prometheus-style batches of 64, the
+//!    generated hour repeated) into a fresh input topic, then measures
+//!    - the baseline: a bare consumer reading the same topic (no decoding), and
+//!    - the pipeline: `pipeline::run` with the rules given, from its first
+//!      consumed message until all N alerts are decided or waiting in a group.
+//! 2. Latency: rules with `group_wait: 0`, input paced at a fraction of the
+//!    measured rate; each batch carries one new probe alert whose notification
+//!    is timed from the input's broker append time to the notification's broker
+//!    append time (both topics use LogAppendTime: one clock).
+
+use crate::model::Ts;
+use crate::pipeline::{self, Config, Handles, wall_clock};
+use crate::sim::{Scenario, generate};
+use crate::telemetry::http::Status;
+use crate::telemetry::metrics::Metrics;
+use anyhow::Context;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+#[derive(clap::Args, Debug)]
+pub struct BenchArgs {
+    /// Kafka bootstrap servers (scripts/kafka.sh start: 127.0.0.1:19092).
+    #[arg(
+        long,
+        env = "SQUADRON_BOOTSTRAP_SERVERS",
+        default_value = "127.0.0.1:19092"
+    )]
+    pub bootstrap_servers: String,
+    /// Rules for the throughput run.
+    #[arg(long, default_value = "rules")]
+    pub rules: PathBuf,
+    /// Alerts to preload for the throughput run.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub alerts: u64,
+    /// Latency run: input rate as a fraction of the measured pipeline throughput.
+    #[arg(long, default_value_t = 0.5)]
+    pub latency_load: f64,
+    /// Latency run: input rate in alerts/s (overrides --latency-load).
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
+    /// Latency run: how long to send.
+    #[arg(long, default_value = "15s", value_parser = |s: &str| crate::model::parse_duration(s))]
+    pub latency_duration: Duration,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let id = format!("{}-{}", std::process::id(), wall_clock().millis() % 100_000_000);
+        let b = &args.bootstrap_servers;
+        // Throughput.
+        let input = format!("bench-in-{id}");
+        create_topics(b, &[(&input, 4)]).await?;
+        eprintln!("bench: preloading {} alerts into {input}", args.alerts);
+        let (messages, alerts) = preload(b, &input, args.alerts).await?;
+        eprintln!("bench: preloaded {messages} messages, {alerts} alerts; baseline: a bare consumer");
+        let baseline = consume_all(b, &input, messages).await?;
+        eprintln!("bench: baseline read {messages} messages in {:.2}s; now the pipeline", baseline.as_secs_f64());
+        let rules = super::run::load_rules(&args.rules)?;
+        let mut cfg = Config::default();
+        cfg.kafka.bootstrap_servers = b.clone();
+        cfg.kafka.group_id = format!("bench-{id}");
+        cfg.kafka.input_topics = vec![input.clone()];
+        cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
+        cfg.http.listen = None;
+        let (elapsed, metrics) = run_until(cfg, rules, alerts).await?;
+        let rate = alerts as f64 / elapsed.as_secs_f64();
+        let baseline_rate = alerts as f64 / baseline.as_secs_f64();
+        eprintln!(
+            "bench: pipeline decided {alerts} alerts in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it)",
+            elapsed.as_secs_f64(),
+            metrics.busy.get()
+        );
+        let fates = metrics.fate_counts();
+
+        // Latency.
+        let latency_rate = args.latency_rate.unwrap_or(rate * args.latency_load);
+        let (lat_in, lat_out) = (format!("bench-lat-in-{id}"), format!("bench-lat-out-{id}"));
+        create_topics(b, &[(&lat_in, 4), (&lat_out, 1)]).await?;
+        let dir = std::env::temp_dir().join(format!("squadron-bench-rules-{id}"));
+        std::fs::create_dir_all(&dir)?;
+        std::fs::write(
+            dir.join("bench.yaml"),
+            format!(
+                "ownership: {{fallback_squad: bench}}\nsquads:\n  - name: bench\n    topic: {lat_out}\n    grouping: {{group_by: [alertname, probe], group_wait: 0s, group_interval: 5m}}\n"
+            ),
+        )?;
+        let rules = super::run::load_rules(&dir)?;
+        let mut cfg = Config::default();
+        cfg.kafka.bootstrap_servers = b.clone();
+        cfg.kafka.group_id = format!("bench-lat-{id}");
+        cfg.kafka.input_topics = vec![lat_in.clone()];
+        cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
+        cfg.http.listen = None;
+        eprintln!("bench: latency run at {latency_rate:.0} alerts/s for {}s (group_wait 0)", args.latency_duration.as_secs());
+        let (latencies, sent_batches) = latency_run(cfg, rules, b, &lat_in, &lat_out, latency_rate, args.latency_duration).await?;
+        // What the generator achieved, which can fall short of the target on a loaded machine.
+        let achieved_rate = sent_batches as f64 * 64.0 / args.latency_duration.as_secs_f64();
+        let _ = std::fs::remove_dir_all(&dir);
+        let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(-1);
+
+        let result = json!({
+            "alerts": alerts,
+            "messages": messages,
+            "pipeline_seconds": elapsed.as_secs_f64(),
+            "pipeline_alerts_per_second": rate,
+            "baseline_consume_seconds": baseline.as_secs_f64(),
+            "baseline_alerts_per_second": baseline_rate,
+            "ratio_pipeline_to_baseline": rate / baseline_rate,
+            "fates": fates.iter().map(|(k, n)| (k.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "latency": {"target_alerts_per_second": latency_rate, "achieved_alerts_per_second": achieved_rate, "probes": latencies.len(), "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last().copied().unwrap_or(-1)},
+        });
+        if args.json {
+            println!("{result}");
+        } else {
+            println!("end-to-end through {b}");
+            println!("  throughput  {alerts} alerts in {:.2}s = {rate:.0} alerts/s", elapsed.as_secs_f64());
+            println!("  baseline    bare consumer over the same topic: {baseline_rate:.0} alerts/s (pipeline/baseline = {:.2})", rate / baseline_rate);
+            println!(
+                "  latency     at {achieved_rate:.0} alerts/s (target {latency_rate:.0}), group_wait 0, {} probes: p50 {} ms, p99 {} ms, max {} ms",
+                latencies.len(),
+                pct(0.5),
+                pct(0.99),
+                latencies.last().copied().unwrap_or(-1)
+            );
+        }
+        Ok(0)
+    })
+}
+
+async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(t, p)| {
+            NewTopic::new(t, *p, TopicReplication::Fixed(1))
+                .set("message.timestamp.type", "LogAppendTime")
+        })
+        .collect();
+    for r in admin.create_topics(&new, &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("creating {t}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn producer(brokers: &str) -> anyhow::Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
+}
+
+/// Preloads at least `want` alerts: the generated hour's messages, repeated.
+async fn preload(brokers: &str, topic: &str, want: u64) -> anyhow::Result<(u64, u64)> {
+    let events = generate(&Scenario::hour(wall_clock()));
+    let p = producer(brokers)?;
+    let (mut messages, mut alerts) = (0u64, 0u64);
+    let mut pending = FuturesUnordered::new();
+    'outer: loop {
+        for e in &events {
+            if alerts >= want {
+                break 'outer;
+            }
+            let n = crate::decode::decode(&e.message)
+                .map(|d| d.alerts.len() as u64)
+                .unwrap_or(1);
+            let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(topic)
+                .payload(&e.message[..])
+                .partition((messages % 4) as i32);
+            pending.push(p.send(record, Duration::from_secs(30)));
+            messages += 1;
+            alerts += n;
+            if pending.len() > 10_000 {
+                pending
+                    .next()
+                    .await
+                    .expect("non-empty")
+                    .map_err(|(e, _)| anyhow::anyhow!("preload: {e}"))?;
+            }
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r.map_err(|(e, _)| anyhow::anyhow!("preload: {e}"))?;
+    }
+    Ok((messages, alerts))
+}
+
+/// The baseline: reads `messages` messages with a bare consumer; timed from the first.
+async fn consume_all(brokers: &str, topic: &str, messages: u64) -> anyhow::Result<Duration> {
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set(
+            "group.id",
+            format!("bench-baseline-{}", wall_clock().millis()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    c.subscribe(&[topic])?;
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    let mut first: Option<Instant> = None;
+    while n < messages {
+        let m = tokio::time::timeout(Duration::from_secs(60), c.recv())
+            .await
+            .context("baseline consumer stalled")??;
+        first.get_or_insert_with(Instant::now);
+        bytes += m.payload().map_or(0, <[u8]>::len);
+        n += 1;
+    }
+    std::hint::black_box(bytes);
+    Ok(first.expect("read at least one").elapsed())
+}
+
+/// Runs the pipeline until `alerts` alerts were received; timed from the first.
+async fn run_until(
+    cfg: Config,
+    rules: Arc<crate::rules::RuleSet>,
+    alerts: u64,
+) -> anyhow::Result<(Duration, Arc<Metrics>)> {
+    let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(pipeline::run(
+        cfg,
+        rules,
+        Handles {
+            metrics: metrics.clone(),
+            status: Arc::new(Mutex::new(Status::default())),
+            shutdown: shutdown.clone(),
+        },
+    ));
+    let received = |m: &Metrics| -> u64 { m.received_total() };
+    let mut first: Option<Instant> = None;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let r = received(&metrics);
+        if r > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if r >= alerts {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "pipeline did not receive {alerts} alerts within 10 minutes (got {r})"
+        );
+        anyhow::ensure!(!task.is_finished(), "pipeline stopped early");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = first.expect("received").elapsed();
+    shutdown.cancel();
+    task.await??;
+    Ok((elapsed, metrics))
+}
+
+async fn latency_run(
+    cfg: Config,
+    rules: Arc<crate::rules::RuleSet>,
+    brokers: &str,
+    input: &str,
+    output: &str,
+    rate: f64,
+    duration: Duration,
+) -> anyhow::Result<(Vec<i64>, u64)> {
+    let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
+    let shutdown = CancellationToken::new();
+    let status = Arc::new(Mutex::new(Status::default()));
+    let task = tokio::spawn(pipeline::run(
+        cfg,
+        rules,
+        Handles {
+            metrics: metrics.clone(),
+            status: status.clone(),
+            shutdown: shutdown.clone(),
+        },
+    ));
+    // Wait for the partition assignment before sending.
+    let start = Instant::now();
+    while status
+        .lock()
+        .expect("status")
+        .assigned_partitions
+        .is_empty()
+    {
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "no partitions assigned"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // No batching delay: each batch goes out when it is due.
+    let p: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "0")
+        .create()?;
+    let background: Vec<serde_json::Value> = (0..63)
+        .map(|i| json!({"labels": {"alertname": "Background", "instance": format!("i{i}")}, "endsAt": Ts(wall_clock().millis() + 3_600_000).to_string()}))
+        .collect();
+    let batch_interval = Duration::from_secs_f64(64.0 / rate.max(64.0));
+    let mut sent_at: HashMap<u64, i64> = HashMap::new();
+    let mut pending = FuturesUnordered::new();
+    let mut next = Instant::now();
+    let mut probe = 0u64;
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        let mut batch = background.clone();
+        batch.push(json!({"labels": {"alertname": "Probe", "probe": probe.to_string()}, "endsAt": Ts(wall_clock().millis() + 3_600_000).to_string()}));
+        let payload = serde_json::to_vec(&batch)?;
+        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(input)
+            .payload(&payload[..])
+            .partition((probe % 4) as i32);
+        let id = probe;
+        let delivery = p
+            .send_result(record)
+            .map_err(|(e, _)| anyhow::anyhow!("latency producer: {e}"))?;
+        pending.push(async move { (id, delivery.await.ok().and_then(Result::ok)) });
+        probe += 1;
+        next += batch_interval;
+        // Collect acknowledgements until the next batch is due.
+        let due = tokio::time::Instant::from_std(next);
+        loop {
+            tokio::select! {
+                Some((id, delivered)) = pending.next(), if !pending.is_empty() => {
+                    if let Some(ms) = delivered.and_then(|d| d.timestamp.to_millis()) {
+                        sent_at.insert(id, ms);
+                    }
+                }
+                _ = tokio::time::sleep_until(due) => break,
+            }
+        }
+    }
+    while let Some((id, delivered)) = pending.next().await {
+        if let Some(ms) = delivered.and_then(|d| d.timestamp.to_millis()) {
+            sent_at.insert(id, ms);
+        }
+    }
+    // Read the notifications: one per probe.
+    let c: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-out-{}", wall_clock().millis()))
+        .set("auto.offset.reset", "earliest")
+        .create()?;
+    c.subscribe(&[output])?;
+    let mut latencies = Vec::new();
+    let read_until = Instant::now() + Duration::from_secs(30);
+    while latencies.len() < sent_at.len() && Instant::now() < read_until {
+        let Ok(Ok(m)) = tokio::time::timeout(Duration::from_secs(5), c.recv()).await else {
+            break;
+        };
+        let Some(ts) = m.timestamp().to_millis() else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_slice(m.payload().unwrap_or_default())?;
+        for a in v["alerts"].as_array().into_iter().flatten() {
+            if let Some(p) = a["labels"]["probe"]
+                .as_str()
+                .and_then(|p| p.parse::<u64>().ok())
+            {
+                if let Some(sent) = sent_at.get(&p) {
+                    latencies.push(ts - sent);
+                }
+            }
+        }
+    }
+    shutdown.cancel();
+    task.await??;
+    latencies.sort_unstable();
+    anyhow::ensure!(!latencies.is_empty(), "no probe notification arrived");
+    Ok((latencies, probe))
+}
