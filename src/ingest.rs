@@ -5,7 +5,7 @@
 
 use crate::decode::{self, Format, Invalid};
 use crate::engine::{Engine, Fate, FateKind, FateRecord, InputId, Outputs};
-use crate::model::Ts;
+use crate::model::{Alert, Ts};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -33,30 +33,42 @@ pub fn feed(
         now,
         first_input,
         out,
-        InputIds::PerAlert,
-        false,
+        FeedOptions::default(),
     )
 }
 
 /// How input ids are given to a message's alerts.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub enum InputIds {
     /// `first_input`, `first_input + 1`, ...: one id per alert (replay, tests).
+    #[default]
     PerAlert,
     /// Every alert carries `first_input` (the Kafka driver counts per message).
     PerMessage,
 }
 
-/// [`feed`] with options. With `fingerprints`, fates decided on receipt carry
-/// the alert's fingerprint (an FNV pass per alert: only for the audit trail).
+/// Sees each valid alert with its input id (for reports that need labels).
+pub type Observer<'o> = dyn FnMut(InputId, &Alert<'_>) + 'o;
+
+/// Options of [`feed_with`].
+#[derive(Default)]
+pub struct FeedOptions<'o> {
+    pub ids: InputIds,
+    /// Fates decided on receipt carry the alert's fingerprint (an FNV pass per
+    /// alert: for the audit trail and comparisons only).
+    pub fingerprints: bool,
+    /// Sees every valid alert with its input id before the engine does.
+    pub observe: Option<&'o mut Observer<'o>>,
+}
+
+/// [`feed`] with options.
 pub fn feed_with(
     engine: &mut Engine,
     message: &[u8],
     now: Ts,
     first_input: InputId,
     out: &mut Outputs,
-    ids: InputIds,
-    fingerprints: bool,
+    mut opts: FeedOptions<'_>,
 ) -> Fed {
     let invalid = |out: &mut Outputs, input, reason: Invalid| {
         out.fates.push(FateRecord {
@@ -76,15 +88,18 @@ pub fn feed_with(
         }
         Ok(decoded) => {
             for (i, alert) in decoded.alerts.iter().enumerate() {
-                let input = match ids {
+                let input = match opts.ids {
                     InputIds::PerAlert => first_input + i as InputId,
                     InputIds::PerMessage => first_input,
                 };
                 match alert {
                     Ok(a) => {
+                        if let Some(observe) = opts.observe.as_mut() {
+                            observe(input, a);
+                        }
                         let before = out.fates.len();
                         engine.receive(input, a, now, out);
-                        if fingerprints {
+                        if opts.fingerprints {
                             for f in &mut out.fates[before..] {
                                 f.fingerprint.get_or_insert_with(|| a.fingerprint());
                             }

@@ -11,7 +11,7 @@
 //! fate (every group holding one has flushed).
 
 use crate::engine::{Engine, Outputs};
-use crate::ingest::{Ledger, feed};
+use crate::ingest::{FeedOptions, Ledger, Observer, feed_with};
 use crate::model::Ts;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -90,61 +90,127 @@ pub fn replay(
     start: impl FnOnce() -> Ts,
     mut on_output: impl FnMut(&Engine, &Outputs) -> io::Result<()>,
 ) -> io::Result<ReplayReport> {
-    let mut report = ReplayReport {
-        ledger: Ledger::new(),
-        ..ReplayReport::default()
-    };
+    let engines = std::slice::from_mut(engine);
+    let mut reports = replay_many(engines, input, start, |_, e, o| on_output(e, o), None)?;
+    Ok(reports.pop().expect("one engine, one report"))
+}
+
+/// Replays `input` through several engines in lockstep (same inputs, same
+/// virtual times, same input ids), one report each. `on_output` gets the
+/// engine's index; `observe` sees each valid alert once, with its input id.
+pub fn replay_many(
+    engines: &mut [Engine],
+    input: impl BufRead,
+    start: impl FnOnce() -> Ts,
+    mut on_output: impl FnMut(usize, &Engine, &Outputs) -> io::Result<()>,
+    mut observe: Option<&mut Observer<'_>>,
+) -> io::Result<Vec<ReplayReport>> {
+    let mut reports: Vec<ReplayReport> = engines
+        .iter()
+        .map(|_| ReplayReport {
+            ledger: Ledger::new(),
+            ..ReplayReport::default()
+        })
+        .collect();
     let mut out = Outputs::default();
-    let mut start = Some(start);
-    let mut now: Option<Ts> = None;
+    let mut clock = VirtualClock::new(start);
     let mut next_input = 0u64;
-    let mut step =
-        |engine: &Engine, out: &mut Outputs, report: &mut ReplayReport| -> io::Result<()> {
-            report.ledger.record(engine, out);
-            on_output(engine, out)?;
-            out.clear();
-            Ok(())
-        };
+    let mut step = |i: usize,
+                    engine: &Engine,
+                    out: &mut Outputs,
+                    report: &mut ReplayReport|
+     -> io::Result<()> {
+        report.ledger.record(engine, out);
+        on_output(i, engine, out)?;
+        out.clear();
+        Ok(())
+    };
+    let mut lines = 0u64;
+    let mut bad_lines = Vec::new();
     for line in input.lines() {
         let line = line?;
-        report.lines += 1;
+        lines += 1;
         if line.trim().is_empty() {
             continue;
         }
         let (at, payload) = match parse_line(&line) {
             Line::Message { at, payload } => (at, payload),
             Line::Bad(reason) => {
-                report.bad_lines.push((report.lines, reason));
+                bad_lines.push((lines, reason));
                 (None, std::borrow::Cow::Borrowed(&b""[..]))
             }
         };
-        let now = match (now.as_mut(), at) {
+        let now = clock.observe(at);
+        let mut alerts = 0;
+        for (i, (engine, report)) in engines.iter_mut().zip(reports.iter_mut()).enumerate() {
+            advance(engine, now, &mut out, &mut |e, o| step(i, e, o, report))?;
+            // Reborrowed per message: the trait object's lifetime shrinks to this call.
+            let observe: Option<&mut Observer<'_>> =
+                match (i, observe.as_mut()) {
+                    (0, Some(f)) => Some(&mut **f),
+                    _ => None,
+                };
+            let opts = FeedOptions {
+                observe,
+                ..FeedOptions::default()
+            };
+            let fed = feed_with(engine, &payload, now, next_input, &mut out, opts);
+            alerts = fed.alerts as u64;
+            report.ledger.received += alerts;
+            step(i, engine, &mut out, report)?;
+        }
+        next_input += alerts;
+    }
+    let end = clock.now.unwrap_or_default();
+    for (i, (engine, report)) in engines.iter_mut().zip(reports.iter_mut()).enumerate() {
+        let mut now = end;
+        while report.ledger.decided() < report.ledger.received {
+            let Some(due) = engine.next_deadline() else {
+                break;
+            };
+            now = now.max(due);
+            advance(engine, now, &mut out, &mut |e, o| step(i, e, o, report))?;
+        }
+        report.end = now;
+        report.lines = lines;
+        report.reordered = clock.reordered;
+        report.bad_lines = bad_lines.clone();
+    }
+    Ok(reports)
+}
+
+/// Replay time: starts at the first envelope, never goes backwards.
+struct VirtualClock<F: FnOnce() -> Ts> {
+    start: Option<F>,
+    now: Option<Ts>,
+    reordered: u64,
+}
+
+impl<F: FnOnce() -> Ts> VirtualClock<F> {
+    fn new(start: F) -> Self {
+        VirtualClock {
+            start: Some(start),
+            now: None,
+            reordered: 0,
+        }
+    }
+
+    /// The time of a line received at `at` (`None`: at the previous line's time).
+    fn observe(&mut self, at: Option<Ts>) -> Ts {
+        match (self.now.as_mut(), at) {
             (Some(now), Some(at)) => {
                 if at < *now {
-                    report.reordered += 1;
+                    self.reordered += 1;
                 }
                 *now = (*now).max(at);
                 *now
             }
             (Some(now), None) => *now,
-            (None, at) => *now.insert(at.unwrap_or_else(|| start.take().expect("taken once")())),
-        };
-        advance(engine, now, &mut out, &mut |e, o| step(e, o, &mut report))?;
-        let fed = feed(engine, &payload, now, next_input, &mut out);
-        next_input += fed.alerts as u64;
-        report.ledger.received += fed.alerts as u64;
-        step(engine, &mut out, &mut report)?;
+            (None, at) => *self
+                .now
+                .insert(at.unwrap_or_else(|| self.start.take().expect("taken once")())),
+        }
     }
-    let mut now = now.unwrap_or_default();
-    while report.ledger.decided() < report.ledger.received {
-        let Some(due) = engine.next_deadline() else {
-            break;
-        };
-        now = now.max(due);
-        advance(engine, now, &mut out, &mut |e, o| step(e, o, &mut report))?;
-    }
-    report.end = now;
-    Ok(report)
 }
 
 /// Runs every timer due at or before `to`, in order, at its own time.

@@ -242,3 +242,78 @@ fn help_describes_every_command() {
         assert!(help.contains(cmd), "{help}");
     }
 }
+
+#[test]
+fn replay_compare_reports_what_a_rule_change_does_to_an_hour() {
+    let old = Scratch::with_rules("compare-old");
+    let new = Scratch::with_rules("compare-new");
+    let impact = std::fs::read_to_string(new.path("20-impact.yaml")).unwrap();
+    let widened = impact.replace(
+        r#"match: ['severity=~"info|none"']"#,
+        r#"match: ['severity=~"info|none|warning"']"#,
+    );
+    assert_ne!(
+        impact, widened,
+        "the shipped drop-info rule changed shape; update this test"
+    );
+    std::fs::write(new.path("20-impact.yaml"), widened).unwrap();
+    let hour = Scratch::new("compare-hour");
+    let file = hour.path("hour.jsonl");
+    assert!(
+        squadron(&["generate", "hour", "-o", file.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let out = squadron(&[
+        "replay",
+        "--rules",
+        new.0.to_str().unwrap(),
+        "--compare",
+        old.0.to_str().unwrap(),
+        "--json",
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["received"].as_u64().unwrap() > 100_000);
+    let transitions = v["transitions"].as_array().unwrap();
+    let into_drop: u64 = transitions
+        .iter()
+        .filter(|t| t["to"] == "dropped (drop-info)")
+        .map(|t| t["count"].as_u64().unwrap())
+        .sum();
+    assert!(into_drop > 1000, "warnings are now dropped: {v}");
+    let knock_on = ["notified", "throttled", "deduplicated"];
+    for t in transitions {
+        let (from, to) = (t["from"].as_str().unwrap(), t["to"].as_str().unwrap());
+        assert!(
+            to == "dropped (drop-info)" || (knock_on.contains(&from) && knock_on.contains(&to)),
+            "unexpected change {from} -> {to}"
+        );
+        assert!(!t["examples"].as_array().unwrap().is_empty());
+    }
+    let changed: u64 = transitions
+        .iter()
+        .map(|t| t["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(changed, v["changed"].as_u64().unwrap());
+    assert!(
+        v["notifications"]["new"].as_u64() < v["notifications"]["old"].as_u64(),
+        "fewer pages: {}",
+        v["notifications"]
+    );
+    let per_squad_new: u64 = v["squads"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["new"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_squad_new, v["notifications"]["new"].as_u64().unwrap());
+    let per_keeper_old: u64 = v["goalkeepers"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|s| s["old"].as_u64().unwrap())
+        .sum();
+    assert_eq!(per_keeper_old, v["notifications"]["old"].as_u64().unwrap());
+}

@@ -5,6 +5,7 @@ pub mod bench;
 mod check;
 pub mod demo;
 mod generate;
+pub mod record;
 mod replay;
 pub mod run;
 
@@ -98,6 +99,8 @@ pub enum Command {
     /// End-to-end load generator against a real broker: throughput (with a
     /// bare-consumer baseline in the same run) and latency with group_wait 0.
     Bench(bench::BenchArgs),
+    /// Capture an input topic between two times or offsets into the replay format.
+    Record(record::RecordArgs),
     /// Write synthetic alert traffic in the replay format (deterministic).
     Generate {
         /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input)
@@ -128,6 +131,10 @@ pub struct ReplayArgs {
     /// Write every notification here as JSON Lines.
     #[arg(long, value_name = "FILE")]
     pub notifications: Option<PathBuf>,
+    /// Compare against these (old) rules: report fate changes, notifications
+    /// gained and lost per squad, pages per goalkeeper. `--rules` are the new ones.
+    #[arg(long, value_name = "OLD_RULES")]
+    pub compare: Option<PathBuf>,
     /// Time of bare lines before the first envelope (RFC 3339). Default: the wall clock.
     #[arg(long)]
     pub start: Option<String>,
@@ -141,6 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Record(args) => record::record(&args),
         Command::Generate {
             scenario,
             start,

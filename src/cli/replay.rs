@@ -7,28 +7,43 @@ use crate::replay::{ReplayReport, replay as run_replay};
 use crate::rules::load_dir;
 use anyhow::Context;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
 use std::sync::Arc;
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<i32> {
-    let rules = match load_dir(&args.rules) {
-        Ok(r) => Arc::new(r),
-        Err(errors) => {
-            eprintln!("{errors}");
-            anyhow::bail!("rules in {} are invalid", args.rules.display());
-        }
-    };
+    let rules = load(&args.rules)?;
     let start = match &args.start {
         Some(s) => Some(super::parse_time_arg(s)?),
         None => None,
     };
-    let input: Box<dyn BufRead> = if args.file.as_os_str() == "-" {
-        Box::new(BufReader::with_capacity(1 << 20, std::io::stdin()))
+    let (input, size): (Box<dyn BufRead>, Option<u64>) = if args.file.as_os_str() == "-" {
+        (
+            Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
+            None,
+        )
     } else {
         let f =
             File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-        Box::new(BufReader::with_capacity(1 << 20, f))
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(BufReader::with_capacity(1 << 20, f)), size)
     };
+    // A progress line on a terminal; nothing when stderr is a pipe or a file.
+    let input: Box<dyn BufRead> = if std::io::stderr().is_terminal() {
+        Box::new(Progress::new(input, size))
+    } else {
+        input
+    };
+    if let Some(old) = &args.compare {
+        let (report, _) = crate::compare::compare(load(old)?, rules, input, || {
+            start.unwrap_or_else(super::wall_clock)
+        })?;
+        if args.json {
+            println!("{}", serde_json::to_string(&report)?);
+        } else {
+            print!("{}", report.render());
+        }
+        return Ok(0);
+    }
     let mut notif_out = match &args.notifications {
         Some(p) => Some(BufWriter::new(
             File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -65,6 +80,16 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<i32> {
         print_table(&report);
     }
     Ok(0)
+}
+
+fn load(dir: &std::path::Path) -> anyhow::Result<Arc<crate::rules::RuleSet>> {
+    match load_dir(dir) {
+        Ok(r) => Ok(Arc::new(r)),
+        Err(errors) => {
+            eprintln!("{errors}");
+            anyhow::bail!("rules in {} are invalid", dir.display());
+        }
+    }
 }
 
 /// The `--json` shape documented in README.md.
@@ -124,5 +149,71 @@ fn print_table(r: &ReplayReport) {
             "\n{} lines arrived out of time order and were replayed at the later time",
             r.reordered
         );
+    }
+}
+
+/// Counts what the replay consumes and redraws one progress line on stderr.
+struct Progress<R> {
+    inner: R,
+    read: u64,
+    total: Option<u64>,
+    started: std::time::Instant,
+    last: std::time::Instant,
+    finished: bool,
+}
+
+impl<R> Progress<R> {
+    fn new(inner: R, total: Option<u64>) -> Self {
+        let now = std::time::Instant::now();
+        Progress {
+            inner,
+            read: 0,
+            total,
+            started: now,
+            last: now,
+            finished: false,
+        }
+    }
+
+    fn draw(&mut self, done: bool) {
+        let mb = self.read as f64 / 1e6;
+        let rate = mb / self.started.elapsed().as_secs_f64().max(1e-3);
+        let line = match self.total.filter(|t| *t > 0) {
+            Some(t) => {
+                let pct = 100.0 * self.read as f64 / t as f64;
+                let bar = "#".repeat((pct / 5.0) as usize);
+                format!("replay [{bar:<20}] {pct:5.1}%  {mb:.1} MB  {rate:.0} MB/s")
+            }
+            None => format!("replay {mb:.1} MB  {rate:.0} MB/s"),
+        };
+        eprint!("\r{line}{}", if done { "\n" } else { "" });
+    }
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Progress<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        let empty = self.inner.fill_buf()?.is_empty();
+        if empty && !self.finished {
+            self.finished = true;
+            self.draw(true);
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.inner.consume(amt);
+        self.read += amt as u64;
+        if self.last.elapsed() >= std::time::Duration::from_millis(200) {
+            self.last = std::time::Instant::now();
+            self.draw(false);
+        }
     }
 }

@@ -33,7 +33,7 @@ pub mod offsets;
 
 use crate::decode::Invalid;
 use crate::engine::{Engine, Fate, FateKind, FateRecord, Outputs};
-use crate::ingest::{InputIds, feed_with};
+use crate::ingest::{FeedOptions, InputIds, feed_with};
 use crate::model::Ts;
 use crate::payload::WebhookPayload;
 use crate::rules::RuleSet;
@@ -397,15 +397,12 @@ impl Pipeline {
         // The id first (the engine needs it); how many alerts it holds is known after decoding.
         let first = self.tracker().begin(&tp, m.offset(), 0);
         let audit = self.cfg.pipeline.audit != AuditMode::Off;
-        let fed = feed_with(
-            &mut self.engine,
-            payload,
-            now,
-            first,
-            &mut self.out,
-            InputIds::PerMessage,
-            audit,
-        );
+        let opts = FeedOptions {
+            ids: InputIds::PerMessage,
+            fingerprints: audit,
+            observe: None,
+        };
+        let fed = feed_with(&mut self.engine, payload, now, first, &mut self.out, opts);
         self.tracker().expect(&tp, m.offset(), fed.alerts);
         self.summary.messages += 1;
         self.summary.received += fed.alerts as u64;
