@@ -30,6 +30,7 @@ need_pkg libssl-dev
 need_pkg zlib1g-dev
 need java openjdk-17-jre-headless
 need mvn maven
+need promtool prometheus
 
 log "build"
 cargo build --locked --release --bin squadron

@@ -145,11 +145,10 @@ pub fn replay_many(
         for (i, (engine, report)) in engines.iter_mut().zip(reports.iter_mut()).enumerate() {
             advance(engine, now, &mut out, &mut |e, o| step(i, e, o, report))?;
             // Reborrowed per message: the trait object's lifetime shrinks to this call.
-            let observe: Option<&mut Observer<'_>> =
-                match (i, observe.as_mut()) {
-                    (0, Some(f)) => Some(&mut **f),
-                    _ => None,
-                };
+            let observe: Option<&mut Observer<'_>> = match (i, observe.as_mut()) {
+                (0, Some(f)) => Some(&mut **f),
+                _ => None,
+            };
             let opts = FeedOptions {
                 observe,
                 ..FeedOptions::default()

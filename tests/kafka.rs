@@ -678,3 +678,235 @@ fn record_then_replay_round_trips_a_stream() {
     let expected = stamps.iter().filter(|s| **s >= from.millis()).count();
     assert_eq!(lines.lines().count(), expected);
 }
+
+/// A minimal HTTP/1.1 exchange over loopback: (status, body).
+fn http(port: u16, method: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).unwrap();
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn metric(port: u16, line_prefix: &str) -> Option<f64> {
+    let (_, body) = http(port, "GET", "/metrics");
+    body.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
+    let Some(broker) = broker() else { return };
+    let t = Topics::new("ops");
+    create_topics(&broker, &t);
+    let rules = rules_dir(&t, "30s");
+    let port = free_port();
+    let mut env = run_env(&broker, &t, &rules);
+    env.retain(|(k, _)| *k != "SQUADRON_HTTP_LISTEN");
+    env.push(("SQUADRON_HTTP_LISTEN", format!("127.0.0.1:{port}")));
+    let child = squadron(&["run"], &env);
+    wait_until(Duration::from_secs(60), "/readyz", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/readyz").0 == 200
+    });
+    assert_eq!(http(port, "GET", "/healthz"), (200, "ok\n".to_owned()));
+
+    let send = |alerts: Value| produce(&broker, &t.input, &[serde_json::to_vec(&alerts).unwrap()]);
+    send(json!([
+        alert(json!({"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"})),
+        alert(json!({"alertname": "Noise", "service": "checkout", "env": "staging"}))
+    ]));
+    wait_until(
+        Duration::from_secs(30),
+        "the alert in an active group",
+        || {
+            http(port, "GET", "/api/v1/groups")
+                .1
+                .contains("HighErrorRate")
+        },
+    );
+    let (status, body) = http(
+        port,
+        "GET",
+        "/api/v1/alerts?squad=payments&filter=severity%3D%22critical%22",
+    );
+    assert_eq!(status, 200);
+    let alerts: Vec<Value> = serde_json::from_str(&body).unwrap();
+    assert_eq!(alerts.len(), 1, "{body}");
+    assert_eq!(alerts[0]["labels"]["alertname"], "HighErrorRate");
+    assert_eq!(alerts[0]["squad"], "payments");
+    let (_, none) = http(port, "GET", "/api/v1/alerts?squad=platform");
+    assert_eq!(none.trim(), "[]");
+    assert_eq!(
+        http(port, "GET", "/api/v1/alerts?filter=bad%20matcher").0,
+        400
+    );
+    // Status is published every commit interval (1 s).
+    wait_until(
+        Duration::from_secs(5),
+        "status with the active alert",
+        || {
+            serde_json::from_str::<Value>(&http(port, "GET", "/api/v1/status").1).unwrap()["active_alerts"]
+                == 1
+        },
+    );
+    let status: Value = serde_json::from_str(&http(port, "GET", "/api/v1/status").1).unwrap();
+    assert!(
+        status["squads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["name"] == "payments")
+    );
+    let digest = status["rules_digest"].as_str().unwrap().to_owned();
+
+    // A real scrape passes promtool.
+    let (_, scrape) = http(port, "GET", "/metrics");
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; scripts/test.sh installs it)");
+    use std::io::Write;
+    let mut promtool = promtool;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let checked = promtool.wait_with_output().unwrap();
+    assert!(
+        checked.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        scrape.contains(
+            "squadron_alert_suppressions_total{fate=\"dropped\",rule=\"drop-staging\"} 1"
+        ),
+        "{scrape}"
+    );
+
+    // A broken rule file while running: rejected, the old rules keep serving, nothing lost.
+    std::fs::write(
+        rules.join("broken.yaml"),
+        "impact_rules:\n  - name: oops\n    match: ['severity=~\"(\"']\n    action: drop\n",
+    )
+    .unwrap();
+    let broke = Instant::now();
+    wait_until(
+        Duration::from_secs(2),
+        "the failed reload in status",
+        || {
+            serde_json::from_str::<Value>(&http(port, "GET", "/api/v1/status").1).unwrap()["rules_error"].is_string()
+        },
+    );
+    assert!(broke.elapsed() <= Duration::from_secs(2));
+    assert_eq!(metric(port, "squadron_rules_valid "), Some(0.0));
+    assert_eq!(
+        metric(port, "squadron_rule_reloads_total{result=\"failure\"}"),
+        Some(1.0)
+    );
+    let status: Value = serde_json::from_str(&http(port, "GET", "/api/v1/status").1).unwrap();
+    assert_eq!(
+        status["rules_digest"],
+        digest.as_str(),
+        "the old rules are still active"
+    );
+    assert!(
+        status["rules_error"]
+            .as_str()
+            .unwrap()
+            .contains("broken.yaml:3"),
+        "{status}"
+    );
+    send(json!([
+        alert(json!({"alertname": "Noise", "service": "checkout", "env": "staging", "n": "2"})),
+        alert(json!({"alertname": "Other", "service": "checkout"}))
+    ]));
+    wait_until(
+        Duration::from_secs(20),
+        "both alerts decided under the old rules",
+        || {
+            metric(
+                port,
+                "squadron_alert_suppressions_total{fate=\"dropped\",rule=\"drop-staging\"}",
+            ) == Some(2.0)
+                && serde_json::from_str::<Value>(&http(port, "GET", "/api/v1/status").1).unwrap()["active_alerts"]
+                    == 2
+        },
+    );
+    let (code, body) = http(port, "POST", "/-/reload");
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("rolled_back"));
+
+    // Fixing the file reloads within 2 s; the group keeps its alerts and timers.
+    std::fs::write(
+        rules.join("broken.yaml"),
+        "impact_rules:\n  - name: fixed\n    match: ['severity=\"info\"']\n    action: drop\n",
+    )
+    .unwrap();
+    let fixed = Instant::now();
+    wait_until(Duration::from_secs(2), "the fixed rules loaded", || {
+        let s: Value = serde_json::from_str(&http(port, "GET", "/api/v1/status").1).unwrap();
+        s["rules_error"].is_null() && s["rules_digest"] != digest.as_str()
+    });
+    assert!(fixed.elapsed() <= Duration::from_secs(2));
+    assert_eq!(metric(port, "squadron_rules_valid "), Some(1.0));
+    assert_eq!(
+        metric(port, "squadron_rule_reloads_total{result=\"success\"}"),
+        Some(1.0)
+    );
+    wait_until(
+        Duration::from_secs(5),
+        "state carried over the reload",
+        || {
+            serde_json::from_str::<Value>(&http(port, "GET", "/api/v1/status").1).unwrap()["active_alerts"]
+                == 2
+        },
+    );
+    let (code, body) = http(port, "POST", "/-/reload");
+    assert_eq!((code, body.contains("unchanged")), (200, true), "{body}");
+    let received = metric(
+        port,
+        "squadron_alerts_received_total{format=\"prometheus_batch\"}",
+    )
+    .unwrap();
+    let fates: f64 = http(port, "GET", "/metrics")
+        .1
+        .lines()
+        .filter(|l| l.starts_with("squadron_alert_fates_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(received, 4.0);
+    assert_eq!(
+        fates, 2.0,
+        "two decided (dropped); two wait in their groups (group_wait 30s)"
+    );
+    stop(child);
+}

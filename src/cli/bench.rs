@@ -250,6 +250,7 @@ async fn run_until(
             metrics: metrics.clone(),
             status: Arc::new(Mutex::new(Status::default())),
             shutdown: shutdown.clone(),
+            commands: None,
         },
     ));
     let received = |m: &Metrics| -> u64 { m.received_total() };
@@ -295,6 +296,7 @@ async fn latency_run(
             metrics: metrics.clone(),
             status: status.clone(),
             shutdown: shutdown.clone(),
+            commands: None,
         },
     ));
     // Wait for the partition assignment before sending.

@@ -57,14 +57,14 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         }
         let shutdown = CancellationToken::new();
         spawn_signal_handler(shutdown.clone());
-        let shared = start_http(&cfg, shutdown.clone()).await?;
+        let shared = start_http(&cfg, shutdown.clone(), None).await?;
         if let Some(addr) = cfg.http.listen {
             eprintln!("squadron demo: in-process Kafka at {brokers}; metrics at http://{addr}/metrics; Ctrl-C stops");
         }
         let pipeline = tokio::spawn(pipeline::run(
             cfg.clone(),
             rules,
-            Handles { metrics: shared.metrics.clone(), status: shared.status.clone(), shutdown: shutdown.clone() },
+            Handles { metrics: shared.metrics.clone(), status: shared.status.clone(), shutdown: shutdown.clone(), commands: None },
         ));
         let generator = tokio::spawn(generate_traffic(brokers, cfg.kafka.input_topics[0].clone(), args.duration, shutdown.clone()));
 

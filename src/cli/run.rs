@@ -117,18 +117,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
         .build()?;
     runtime.block_on(async move {
         let shutdown = CancellationToken::new();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
         spawn_signal_handler(shutdown.clone());
-        let shared = start_http(&cfg, shutdown.clone()).await?;
-        let summary = pipeline::run(
-            cfg,
-            rules,
-            Handles {
-                metrics: shared.metrics.clone(),
-                status: shared.status.clone(),
-                shutdown: shutdown.clone(),
-            },
-        )
-        .await?;
+        spawn_reload_on_sighup(tx.clone());
+        pipeline::spawn_rules_watcher(cfg.rules.clone(), tx.clone(), shutdown.clone());
+        let shared = start_http(&cfg, shutdown.clone(), Some(tx)).await?;
+        let handles = Handles {
+            metrics: shared.metrics.clone(),
+            status: shared.status.clone(),
+            shutdown: shutdown.clone(),
+            commands: Some(rx),
+        };
+        let summary = pipeline::run(cfg, rules, handles).await?;
         shutdown.cancel();
         tracing::info!(
             received = summary.received,
@@ -140,9 +140,36 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// SIGHUP reloads the rules (through the same path as startup).
+fn spawn_reload_on_sighup(commands: tokio::sync::mpsc::Sender<pipeline::Command>) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            if commands
+                .send(pipeline::Command::Reload {
+                    source: "SIGHUP",
+                    reply: None,
+                })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+}
+
 /// Metrics, status and (when configured) the HTTP server serving them.
-pub async fn start_http(cfg: &Config, shutdown: CancellationToken) -> anyhow::Result<Shared> {
+pub async fn start_http(
+    cfg: &Config,
+    shutdown: CancellationToken,
+    commands: Option<tokio::sync::mpsc::Sender<pipeline::Command>>,
+) -> anyhow::Result<Shared> {
     let shared = Shared {
+        commands,
         metrics: Arc::new(Metrics::new(prometheus::Registry::new())?),
         status: Arc::new(Mutex::new(Status::default())),
     };

@@ -225,6 +225,45 @@ impl Engine {
         alerts + groups + sources + flaps
     }
 
+    /// The active groups and their alerts, for the status API. `keep` filters alerts
+    /// (squad name, labels); groups left without alerts are omitted.
+    pub fn groups(&self, now: Ts, mut keep: impl FnMut(&str, &LabelSet) -> bool) -> Vec<GroupView> {
+        let mut out: Vec<GroupView> = self
+            .state
+            .groups
+            .iter()
+            .flatten()
+            .filter_map(|g| {
+                let alerts: Vec<AlertView> = g
+                    .members
+                    .iter()
+                    .filter_map(|k| self.state.alerts.get(k))
+                    .filter(|a| keep(&g.squad, &a.labels))
+                    .map(|a| AlertView {
+                        fingerprint: a.fingerprint,
+                        status: a.status(now),
+                        labels: a.labels.clone(),
+                        annotations: a.annotations.clone(),
+                        starts_at: a.starts_at,
+                        ends_at: a.ends_at,
+                        notified: a.notified,
+                        core: a.core,
+                    })
+                    .collect();
+                (!alerts.is_empty()).then(|| GroupView {
+                    key: g.key.clone(),
+                    squad: g.squad.clone(),
+                    labels: g.labels.clone(),
+                    next_flush: g.next_flush,
+                    last_notified: g.last_notified,
+                    alerts,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        out
+    }
+
     /// When [`Engine::tick`] next has work to do.
     pub fn next_deadline(&self) -> Option<Ts> {
         self.state.timers.first().map(|(t, _)| *t)
@@ -799,6 +838,31 @@ impl Engine {
             folded: Some(folded),
         });
     }
+}
+
+/// A group as the status API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GroupView {
+    pub key: Arc<str>,
+    pub squad: Arc<str>,
+    pub labels: LabelSet,
+    pub next_flush: Ts,
+    pub last_notified: Option<Ts>,
+    pub alerts: Vec<AlertView>,
+}
+
+/// An alert the engine remembers, as the status API shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertView {
+    pub fingerprint: crate::model::Fingerprint,
+    pub status: Status,
+    pub labels: LabelSet,
+    pub annotations: LabelSet,
+    pub starts_at: Ts,
+    pub ends_at: Ts,
+    /// What the last notification said about it.
+    pub notified: Option<Status>,
+    pub core: bool,
 }
 
 fn is_flapping(flaps: &state::KeyMap<FlapState>, key: &AlertKey) -> bool {

@@ -207,6 +207,40 @@ pub struct Handles {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Mutex<Status>>,
     pub shutdown: CancellationToken,
+    /// Requests from the HTTP server, signal handlers and the rules watcher.
+    pub commands: Option<tokio::sync::mpsc::Receiver<Command>>,
+}
+
+/// A request to the task that owns the engine.
+pub enum Command {
+    /// Load the rules directory again (`source` says why, for the log).
+    Reload {
+        source: &'static str,
+        reply: Option<tokio::sync::oneshot::Sender<ReloadOutcome>>,
+    },
+    /// Active groups, filtered by squad and label matchers.
+    Groups {
+        squad: Option<String>,
+        matchers: Vec<crate::rules::Matcher>,
+        reply: tokio::sync::oneshot::Sender<Vec<crate::engine::GroupView>>,
+    },
+}
+
+/// What a reload did. A failed reload never leaves the process without rules.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum ReloadOutcome {
+    Reloaded {
+        digest: String,
+    },
+    Unchanged {
+        digest: String,
+    },
+    /// The new files are invalid; the previous rules keep serving.
+    RolledBack {
+        digest: String,
+        errors: Vec<String>,
+    },
 }
 
 /// Runs the pipeline until `handles.shutdown` is cancelled, then drains and commits.
@@ -216,6 +250,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         metrics,
         status,
         shutdown,
+        mut commands,
     } = handles;
     let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
     let mut consumer_cfg = client_config(&cfg, &cfg.kafka.consumer_properties);
@@ -263,7 +298,9 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         cfg: cfg.clone(),
         summary: RunSummary::default(),
         core_protected: 0,
+        status: status.clone(),
     };
+    p.rules_loaded("startup");
     p.publish_status(&status, &consumer);
     let mut commit_every = tokio::time::interval(cfg.pipeline.commit_interval()?);
     commit_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -283,9 +320,16 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
             }
         };
         let in_flight = p.tracker().in_flight();
+        let command = async {
+            match commands.as_mut() {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
+            Some(cmd) = command => p.command(cmd),
             Some((ticket, output, result)) = p.deliveries.next(), if !p.deliveries.is_empty() => p.delivered(ticket, output, result),
             _ = sleep => {
                 let t = std::time::Instant::now();
@@ -357,6 +401,7 @@ pub fn wall_clock() -> Ts {
 }
 
 struct Pipeline {
+    status: Arc<Mutex<Status>>,
     engine: Engine,
     out: Outputs,
     tracker: Arc<Mutex<OffsetTracker>>,
@@ -382,6 +427,76 @@ struct AuditRecord<'a> {
 }
 
 impl Pipeline {
+    fn command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Reload { source, reply } => {
+                let outcome = self.reload(source);
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+            Command::Groups {
+                squad,
+                matchers,
+                reply,
+            } => {
+                let groups = self.engine.groups(wall_clock(), |sq, labels| {
+                    squad.as_deref().is_none_or(|s| s == sq)
+                        && crate::rules::all_match(&matchers, labels)
+                });
+                let _ = reply.send(groups);
+            }
+        }
+    }
+
+    /// The same loading as startup (`rules::load_dir`). Invalid files leave the
+    /// current rules serving; state (groups, timers) carries over either way.
+    fn reload(&mut self, source: &'static str) -> ReloadOutcome {
+        let current = self.engine.rules().digest.clone();
+        match crate::rules::load_dir(&self.cfg.rules) {
+            Ok(rules) if rules.digest == current => ReloadOutcome::Unchanged { digest: current },
+            Ok(rules) => {
+                let digest = rules.digest.clone();
+                self.engine.set_rules(Arc::new(rules));
+                self.cache.clear_rules();
+                self.rules_loaded(source);
+                tracing::info!(source, digest = %digest, "rules reloaded");
+                ReloadOutcome::Reloaded { digest }
+            }
+            Err(errors) => {
+                for e in &errors.0 {
+                    tracing::warn!(source, error = %e, "rule file rejected; the previous rules keep serving");
+                }
+                self.metrics
+                    .rule_reloads
+                    .with_label_values(&["failure"])
+                    .inc();
+                self.metrics.rules_valid.set(0);
+                let list: Vec<String> = errors.0.iter().map(ToString::to_string).collect();
+                self.status.lock().expect("status lock").rules_error = Some(list.join("\n"));
+                ReloadOutcome::RolledBack {
+                    digest: current,
+                    errors: list,
+                }
+            }
+        }
+    }
+
+    fn rules_loaded(&mut self, source: &'static str) {
+        let now = wall_clock();
+        if source != "startup" {
+            self.metrics
+                .rule_reloads
+                .with_label_values(&["success"])
+                .inc();
+        }
+        self.metrics.rules_valid.set(1);
+        self.metrics.last_reload.set(now.millis() / 1000);
+        let mut s = self.status.lock().expect("status lock");
+        s.rules_loaded_at = Some(now.to_string());
+        s.rules_error = None;
+    }
+
     fn tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().expect("tracker lock")
     }
@@ -749,5 +864,63 @@ impl Pipeline {
         s.active_alerts = self.engine.active_alerts();
         s.active_groups = self.engine.active_groups();
         s.received = self.summary.received;
+        s.heartbeat = Some(now);
     }
+}
+
+/// Polls the rules directory and asks for a reload when its files change
+/// (debounced: the change must be stable for one poll, so an editor's
+/// several writes make one reload).
+pub fn spawn_rules_watcher(
+    dir: std::path::PathBuf,
+    commands: tokio::sync::mpsc::Sender<Command>,
+    shutdown: CancellationToken,
+) {
+    type Signature = Vec<(std::path::PathBuf, u64, Option<std::time::SystemTime>)>;
+    fn signature(dir: &std::path::Path) -> Signature {
+        let mut v: Signature = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                matches!(
+                    e.path().extension().and_then(|x| x.to_str()),
+                    Some("yaml" | "yml")
+                )
+            })
+            .filter_map(|e| {
+                e.metadata()
+                    .ok()
+                    .map(|m| (e.path(), m.len(), m.modified().ok()))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+    tokio::spawn(async move {
+        let mut loaded = signature(&dir);
+        let mut seen = loaded.clone();
+        let mut every = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            let now = signature(&dir);
+            if now != loaded && now == seen {
+                loaded = now.clone();
+                if commands
+                    .send(Command::Reload {
+                        source: "file change",
+                        reply: None,
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            seen = now;
+        }
+    });
 }

@@ -28,8 +28,8 @@ pub struct Status {
     pub active_alerts: usize,
     pub active_groups: usize,
     pub received: u64,
-    /// Set when the pipeline loop has not turned for too long.
-    pub stalled: bool,
+    /// When the pipeline loop last published this (every commit interval).
+    pub heartbeat: Option<crate::model::Ts>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +43,8 @@ pub struct SquadStatus {
 pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub status: Arc<Mutex<Status>>,
+    /// To the task that owns the engine (reloads, active state); `None` in the demo.
+    pub commands: Option<tokio::sync::mpsc::Sender<crate::pipeline::Command>>,
 }
 
 impl Shared {
@@ -54,8 +56,11 @@ impl Shared {
         if s.assigned_partitions.is_empty() {
             return Err("no input partitions assigned".into());
         }
-        if s.stalled {
-            return Err("pipeline stalled".into());
+        let now = crate::pipeline::wall_clock();
+        if s.heartbeat
+            .is_some_and(|h| now.since(h) > std::time::Duration::from_secs(30))
+        {
+            return Err("pipeline stalled: no heartbeat for 30 s".into());
         }
         Ok(())
     }
@@ -80,7 +85,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&shared, req)) }
+                async move { Ok::<_, std::convert::Infallible>(route(&shared, req).await) }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -92,7 +97,7 @@ pub async fn serve(
     }
 }
 
-fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
@@ -108,21 +113,159 @@ fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         },
         (&Method::GET, "/api/v1/status") => {
             let s = shared.status.lock().expect("status lock").clone();
-            Response::builder()
-                .header("content-type", "application/json")
-                .body(full(
-                    serde_json::to_vec_pretty(&s).expect("status serializes"),
-                ))
-                .expect("response")
+            json(StatusCode::OK, &s)
         }
-        (_, "/metrics" | "/healthz" | "/readyz" | "/api/v1/status") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        (&Method::POST, "/-/reload") => {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let cmd = crate::pipeline::Command::Reload {
+                source: "http",
+                reply: Some(tx),
+            };
+            match ask(shared, cmd, rx).await {
+                Ok(outcome @ crate::pipeline::ReloadOutcome::RolledBack { .. }) => {
+                    json(StatusCode::UNPROCESSABLE_ENTITY, &outcome)
+                }
+                Ok(outcome) => json(StatusCode::OK, &outcome),
+                Err(resp) => resp,
+            }
         }
+        (&Method::GET, path @ ("/api/v1/groups" | "/api/v1/alerts")) => {
+            let query = Query::parse(req.uri().query().unwrap_or(""));
+            let matchers = match query
+                .all("filter")
+                .map(|f| crate::rules::Matcher::parse(f))
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(m) => m,
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad filter: {e}\n")),
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let cmd = crate::pipeline::Command::Groups {
+                squad: query.first("squad").map(str::to_owned),
+                matchers,
+                reply: tx,
+            };
+            match ask(shared, cmd, rx).await {
+                Ok(groups) if path == "/api/v1/groups" => json(StatusCode::OK, &groups),
+                Ok(groups) => {
+                    let alerts: Vec<serde_json::Value> = groups
+                        .iter()
+                        .flat_map(|g| {
+                            g.alerts.iter().map(move |a| {
+                                let mut v = serde_json::to_value(a).expect("alert serializes");
+                                v["squad"] = serde_json::Value::from(&*g.squad);
+                                v["group_key"] = serde_json::Value::from(&*g.key);
+                                v
+                            })
+                        })
+                        .collect();
+                    json(StatusCode::OK, &alerts)
+                }
+                Err(resp) => resp,
+            }
+        }
+        (
+            _,
+            "/metrics" | "/healthz" | "/readyz" | "/api/v1/status" | "/-/reload" | "/api/v1/groups"
+            | "/api/v1/alerts",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz, /api/v1/status\n",
+            "not found: try /metrics, /healthz, /readyz, /api/v1/status, /api/v1/groups, /api/v1/alerts, POST /-/reload\n",
         ),
     }
+}
+
+/// Sends a command to the pipeline task and waits (bounded) for its answer.
+async fn ask<T>(
+    shared: &Shared,
+    cmd: crate::pipeline::Command,
+    rx: tokio::sync::oneshot::Receiver<T>,
+) -> Result<T, Response<Body>> {
+    let Some(commands) = &shared.commands else {
+        return Err(text(
+            StatusCode::NOT_IMPLEMENTED,
+            "not available in this mode\n",
+        ));
+    };
+    if commands.send(cmd).await.is_err() {
+        return Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline is not running\n",
+        ));
+    }
+    match tokio::time::timeout(std::time::Duration::from_secs(10), rx).await {
+        Ok(Ok(v)) => Ok(v),
+        _ => Err(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the pipeline did not answer within 10 s\n",
+        )),
+    }
+}
+
+fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(full(serde_json::to_vec_pretty(v).expect("serializes")))
+        .expect("response")
+}
+
+/// A URL query string: `squad=payments&filter=severity%3D%22critical%22`.
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: &str) -> Query {
+        Query(
+            q.split('&')
+                .filter(|p| !p.is_empty())
+                .map(|p| {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    (percent_decode(k), percent_decode(v))
+                })
+                .collect(),
+        )
+    }
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+    fn first(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(h << 4 | l);
+                i += 3;
+            }
+            (b'+', _, _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn text(status: StatusCode, body: &str) -> Response<Body> {
@@ -139,5 +282,24 @@ mod bytes_body {
     pub type Body = Full<Bytes>;
     pub fn full(v: Vec<u8>) -> Body {
         Full::new(Bytes::from(v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_strings_decode() {
+        let q = Query::parse(
+            "squad=payments&filter=severity%3D%22critical%22&filter=env%21%3Dstaging&x=%ZZ%",
+        );
+        assert_eq!(q.first("squad"), Some("payments"));
+        assert_eq!(
+            q.all("filter").collect::<Vec<_>>(),
+            vec!["severity=\"critical\"", "env!=staging"]
+        );
+        assert_eq!(q.first("x"), Some("%ZZ%"));
+        assert_eq!(percent_decode("%C3%A9t%C3%A9+x"), "été x");
     }
 }
