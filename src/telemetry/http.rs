@@ -133,7 +133,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             let query = Query::parse(req.uri().query().unwrap_or(""));
             let matchers = match query
                 .all("filter")
-                .map(|f| crate::rules::Matcher::parse(f))
+                .map(crate::rules::Matcher::parse)
                 .collect::<Result<Vec<_>, _>>()
             {
                 Ok(m) => m,
