@@ -31,6 +31,7 @@ need_pkg zlib1g-dev
 need java openjdk-17-jre-headless
 need mvn maven
 need promtool prometheus
+need docker-compose docker-compose
 
 log "build"
 cargo build --locked --release --bin squadron
@@ -38,6 +39,10 @@ cargo build --locked --release --bin squadron
 log "rules: check and rule tests"
 ./target/release/squadron check rules
 ./target/release/squadron test rules/tests
+
+log "deployment files: compose file, squadron's alerting rules"
+docker-compose -f docker-compose.yml config -q
+promtool check rules deploy/prometheus/squadron-alerts.yml
 
 log "starting a real Apache Kafka broker on loopback"
 export SQUADRON_KAFKA_PORT="${SQUADRON_KAFKA_PORT:-19092}"

@@ -864,6 +864,9 @@ impl Pipeline {
         s.active_alerts = self.engine.active_alerts();
         s.active_groups = self.engine.active_groups();
         s.received = self.summary.received;
+        self.metrics.ready.set(i64::from(
+            !s.assigned_partitions.is_empty() && !s.rules_digest.is_empty(),
+        ));
         s.heartbeat = Some(now);
     }
 }

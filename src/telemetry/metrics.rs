@@ -35,6 +35,8 @@ pub struct Metrics {
     pub rule_reloads: IntCounterVec,
     pub last_reload: IntGauge,
     pub rules_valid: IntGauge,
+    /// 1 when /readyz would answer 200 (rules loaded, partitions assigned).
+    pub ready: IntGauge,
     pub core_protected: IntCounter,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
@@ -179,6 +181,10 @@ impl Metrics {
             last_reload: gauge(
                 "squadron_rules_last_reload_success_timestamp_seconds",
                 "When rules were last loaded successfully.",
+            )?,
+            ready: gauge(
+                "squadron_ready",
+                "1 when rules are loaded and input partitions are assigned.",
             )?,
             rules_valid: gauge(
                 "squadron_rules_valid",
