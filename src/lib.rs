@@ -14,4 +14,5 @@ pub mod replay;
 pub mod rules;
 pub mod ruletest;
 pub mod sim;
+pub mod sources;
 pub mod telemetry;

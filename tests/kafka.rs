@@ -910,3 +910,97 @@ fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
     );
     stop(child);
 }
+
+#[test]
+fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
+    let Some(broker) = broker() else { return };
+    let prometheus_bin = which("prometheus")
+        .expect("prometheus (Debian package prometheus; scripts/test.sh installs it)");
+    let t = Topics::new("prom");
+    create_topics(&broker, &t);
+    let rules = rules_dir(&t, "1s");
+    let port = free_port();
+    let mut env = run_env(&broker, &t, &rules);
+    env.retain(|(k, _)| *k != "SQUADRON_HTTP_LISTEN");
+    env.push(("SQUADRON_HTTP_LISTEN", format!("127.0.0.1:{port}")));
+    env.push(("SQUADRON_INGEST_TOKEN", "s3cret".to_owned()));
+    let child = squadron(&["run"], &env);
+    wait_until(Duration::from_secs(60), "/readyz", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/readyz").0 == 200
+    });
+
+    // The ingest's own answers.
+    assert_eq!(http(port, "POST", "/api/v2/alerts").0, 401, "no token");
+    let post = |token: &str, body: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(s, "POST /api/v2/alerts HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        raw.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse::<u16>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(post("wrong", "[]"), 401);
+    assert_eq!(post("s3cret", "{not json"), 400);
+    assert_eq!(post("s3cret", r#"[{"labels":{}}]"#), 422);
+
+    // A real Prometheus, configured only with squadron's address (and the token).
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("prometheus"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("rules.yml"),
+        "groups:\n  - name: test\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels: {service: checkout, severity: critical}\n        annotations: {summary: always}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global: {{evaluation_interval: 1s}}\nrule_files: [{}]\nalerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n      authorization: {{credentials: s3cret}}\n",
+            dir.join("rules.yml").display()
+        ),
+    )
+    .unwrap();
+    let mut prometheus = std::process::Command::new(prometheus_bin)
+        .args([
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", dir.join("data").display()),
+            format!("--web.listen-address=127.0.0.1:{}", free_port()),
+            // Prometheus drops the first send when it precedes Alertmanager
+            // discovery, then re-sends after this delay (default 1 m).
+            "--rules.alert.resend-delay=2s".to_owned(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let notes = read_all(&broker, &t.payments, 1, Duration::from_secs(60));
+    prometheus.kill().unwrap();
+    prometheus.wait().unwrap();
+    stop(child);
+    let payloads: Vec<Value> = notes
+        .iter()
+        .map(|(_, _, _, p)| serde_json::from_slice(p).unwrap())
+        .collect();
+    let alert = payloads
+        .iter()
+        .flat_map(|p| p["alerts"].as_array().unwrap())
+        .find(|a| a["labels"]["alertname"] == "AlwaysFiring")
+        .unwrap_or_else(|| panic!("no AlwaysFiring notification: {payloads:?}"));
+    assert_eq!(alert["status"], "firing");
+    assert!(
+        alert["generatorURL"].as_str().unwrap().starts_with("http"),
+        "Prometheus set generatorURL: {alert}"
+    );
+    assert_eq!(payloads[0]["squad"], "payments");
+}
+
+fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(bin))
+            .find(|p| p.is_file())
+    })
+}

@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// (environment: comma-separated).
     #[arg(long = "kafka-property", env = "SQUADRON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = crate::pipeline::config::parse_property)]
     pub kafka_properties: Vec<(String, String)>,
+    /// Bearer token required by `POST /api/v2/alerts`.
+    #[arg(long, env = "SQUADRON_INGEST_TOKEN", hide_env_values = true)]
+    pub ingest_token: Option<String>,
     /// Produced records awaiting acknowledgement before consumption pauses.
     #[arg(long, env = "SQUADRON_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<u64>,
@@ -82,6 +85,9 @@ impl RunArgs {
         }
         for (k, v) in &self.kafka_properties {
             cfg.kafka.properties.insert(k.clone(), v.clone());
+        }
+        if let Some(v) = &self.ingest_token {
+            cfg.http.ingest.bearer_token = Some(v.clone());
         }
         if let Some(v) = self.max_in_flight {
             cfg.pipeline.max_in_flight = v;
@@ -168,7 +174,26 @@ pub async fn start_http(
     shutdown: CancellationToken,
     commands: Option<tokio::sync::mpsc::Sender<pipeline::Command>>,
 ) -> anyhow::Result<Shared> {
+    let ingest = match (&cfg.http.listen, cfg.http.ingest.enabled) {
+        (Some(_), true) => {
+            let topic = cfg
+                .http
+                .ingest
+                .topic
+                .clone()
+                .or_else(|| cfg.kafka.input_topics.first().cloned())
+                .context("no topic for ingest")?;
+            let client = pipeline::client_config(cfg, &cfg.kafka.producer_properties);
+            Some(Arc::new(crate::sources::http::HttpIngest::new(
+                client,
+                topic,
+                &cfg.http.ingest,
+            )?))
+        }
+        _ => None,
+    };
     let shared = Shared {
+        ingest,
         commands,
         metrics: Arc::new(Metrics::new(prometheus::Registry::new())?),
         status: Arc::new(Mutex::new(Status::default())),

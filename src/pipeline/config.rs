@@ -37,6 +37,8 @@ pub struct KafkaConfig {
 pub struct HttpConfig {
     /// Where `/metrics`, `/healthz`, `/readyz` and `/api/v1/status` are served; `null` disables.
     pub listen: Option<SocketAddr>,
+    /// Alertmanager-compatible `POST /api/v2/alerts`.
+    pub ingest: crate::sources::http::IngestConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -94,6 +96,7 @@ impl Default for HttpConfig {
     fn default() -> HttpConfig {
         HttpConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
+            ingest: Default::default(),
         }
     }
 }

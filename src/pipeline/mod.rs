@@ -180,7 +180,7 @@ fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     }
 }
 
-fn client_config(
+pub(crate) fn client_config(
     cfg: &Config,
     specific: &std::collections::BTreeMap<String, String>,
 ) -> ClientConfig {

@@ -45,6 +45,8 @@ pub struct Shared {
     pub status: Arc<Mutex<Status>>,
     /// To the task that owns the engine (reloads, active state); `None` in the demo.
     pub commands: Option<tokio::sync::mpsc::Sender<crate::pipeline::Command>>,
+    /// Alertmanager-compatible ingest, when enabled.
+    pub ingest: Option<Arc<crate::sources::http::HttpIngest>>,
 }
 
 impl Shared {
@@ -115,6 +117,15 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             let s = shared.status.lock().expect("status lock").clone();
             json(StatusCode::OK, &s)
         }
+        (&Method::POST, "/api/v2/alerts") => {
+            let reply = ingest(shared, req).await;
+            shared
+                .metrics
+                .ingest_requests
+                .with_label_values(&[&reply.status().as_u16().to_string()])
+                .inc();
+            reply
+        }
         (&Method::POST, "/-/reload") => {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let cmd = crate::pipeline::Command::Reload {
@@ -167,13 +178,59 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
         (
             _,
             "/metrics" | "/healthz" | "/readyz" | "/api/v1/status" | "/-/reload" | "/api/v1/groups"
-            | "/api/v1/alerts",
+            | "/api/v1/alerts" | "/api/v2/alerts",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found: try /metrics, /healthz, /readyz, /api/v1/status, /api/v1/groups, /api/v1/alerts, POST /-/reload\n",
         ),
     }
+}
+
+/// `POST /api/v2/alerts`: token, size limit, then the ingest decides.
+async fn ingest(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let Some(ingest) = &shared.ingest else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "ingest is disabled (http.ingest.enabled)\n",
+        );
+    };
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !ingest.authorized(auth) {
+        return Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header("www-authenticate", "Bearer")
+            .body(full(b"missing or wrong bearer token\n".to_vec()))
+            .expect("response");
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), ingest.max_body_bytes);
+    let body = match limited.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("body over {} bytes\n", ingest.max_body_bytes),
+            );
+        }
+        Err(e) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}\n"),
+            );
+        }
+    };
+    let reply = ingest.accept(&body).await;
+    text(
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &reply.body,
+    )
 }
 
 /// Sends a command to the pipeline task and waits (bounded) for its answer.

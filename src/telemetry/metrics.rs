@@ -38,6 +38,8 @@ pub struct Metrics {
     /// 1 when /readyz would answer 200 (rules loaded, partitions assigned).
     pub ready: IntGauge,
     pub core_protected: IntCounter,
+    /// Alertmanager-compatible ingest requests by HTTP status code.
+    pub ingest_requests: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
 }
@@ -90,6 +92,11 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
+            ingest_requests: counter_vec(
+                "squadron_ingest_requests_total",
+                "POST /api/v2/alerts requests, by HTTP status code.",
+                &["code"],
+            )?,
             registry: reg,
             received_by_format: Format::ALL.map(|f| received.with_label_values(&[f.as_str()])),
             received,

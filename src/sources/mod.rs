@@ -1,0 +1,3 @@
+//! Ways alerts enter squadron besides the input topics.
+
+pub mod http;
