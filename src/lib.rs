@@ -14,5 +14,6 @@ pub mod replay;
 pub mod rules;
 pub mod ruletest;
 pub mod sim;
+pub mod sinks;
 pub mod sources;
 pub mod telemetry;

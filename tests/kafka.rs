@@ -1004,3 +1004,151 @@ fn which(bin: &str) -> Option<PathBuf> {
             .find(|p| p.is_file())
     })
 }
+
+/// Requests a test server saw: (path, status it answered, body).
+type RequestLog = std::sync::Arc<std::sync::Mutex<Vec<(String, u16, String)>>>;
+
+/// A local HTTP server recording every request as (path, body); `/flaky` fails
+/// its first three requests, `/dead` fails all, everything else answers 200.
+fn receiver_server() -> (u16, RequestLog) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = log.clone();
+    std::thread::spawn(move || {
+        let mut flaky = 0;
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            if reader.read_line(&mut line).is_err() {
+                continue;
+            }
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_owned();
+            let mut len = 0;
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                if h == "\r\n" || h.is_empty() {
+                    break;
+                }
+                if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap();
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            let status = if path.starts_with("/flaky") {
+                flaky += 1;
+                if flaky <= 3 { 500 } else { 200 }
+            } else if path.starts_with("/dead") {
+                503
+            } else {
+                200
+            };
+            seen.lock()
+                .unwrap()
+                .push((path, status, String::from_utf8_lossy(&body).into_owned()));
+            let _ = write!(
+                stream,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+        }
+    });
+    (port, log)
+}
+
+#[test]
+fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
+    let Some(broker) = broker() else { return };
+    let t = Topics::new("recv");
+    create_topics(&broker, &t);
+    let (port, log) = receiver_server();
+    let rules = rules_dir(&t, "1s");
+    std::fs::write(
+        rules.join("rules.yaml"),
+        std::fs::read_to_string(rules.join("rules.yaml")).unwrap().replace(
+            "    services: [checkout]\n",
+            &format!(
+                r#"    services: [checkout]
+    goalkeeper: {{timezone: UTC, rotation: {{start: "2026-01-01", people: [gil]}}}}
+    receivers:
+      - name: flaky-hook
+        webhook: {{url: "http://127.0.0.1:{port}/flaky?token=SECRETQUERY", headers: {{Authorization: "Bearer SECRETHEADER"}}}}
+        retry: {{attempts: 5, backoff: 50ms}}
+      - name: team-slack
+        slack: {{url: "http://127.0.0.1:{port}/slack/T000/B000/SECRETPATH"}}
+      - name: pager
+        pagerduty: {{routing_key: R0UTING, url: "http://127.0.0.1:{port}/pd"}}
+      - name: dead-hook
+        webhook: {{url: "http://127.0.0.1:{port}/dead"}}
+        retry: {{attempts: 2, backoff: 50ms}}
+"#
+            ),
+        ),
+    )
+    .unwrap();
+    let child = squadron(&["run"], &run_env(&broker, &t, &rules));
+    produce(
+        &broker,
+        &t.input,
+        &[serde_json::to_vec(&json!([alert(
+            json!({"alertname": "HighErrorRate", "service": "checkout", "severity": "critical"})
+        )]))
+        .unwrap()],
+    );
+    let dlq = read_all(&broker, &t.dead_letter, 1, Duration::from_secs(60));
+    wait_until(Duration::from_secs(30), "all deliveries", || {
+        let l = log.lock().unwrap();
+        l.iter().filter(|r| r.0.starts_with("/flaky")).count() >= 4
+            && l.iter().any(|r| r.0.starts_with("/slack"))
+            && l.iter().any(|r| r.0 == "/pd")
+    });
+    let log_text = stop(child);
+    let l = log.lock().unwrap();
+
+    // Fails its first three attempts, then arrives exactly once.
+    let flaky: Vec<_> = l.iter().filter(|r| r.0.starts_with("/flaky")).collect();
+    assert_eq!(
+        flaky.iter().map(|r| r.1).collect::<Vec<_>>(),
+        vec![500, 500, 500, 200]
+    );
+    // What a receiver written for Alertmanager's webhook reads: version 4 with the alerts.
+    let payload: Value = serde_json::from_str(&flaky[3].2).unwrap();
+    assert_eq!(
+        (payload["version"].as_str(), payload["status"].as_str()),
+        (Some("4"), Some("firing"))
+    );
+    assert_eq!(payload["alerts"][0]["labels"]["alertname"], "HighErrorRate");
+    assert_eq!(payload["goalkeeper"], "gil");
+    let slack: Value =
+        serde_json::from_str(&l.iter().find(|r| r.0.starts_with("/slack")).unwrap().2).unwrap();
+    assert!(
+        slack["text"]
+            .as_str()
+            .unwrap()
+            .contains("Goalkeeper on duty: *gil*"),
+        "{slack}"
+    );
+    let pd: Value = serde_json::from_str(&l.iter().find(|r| r.0 == "/pd").unwrap().2).unwrap();
+    assert_eq!(
+        (pd["event_action"].as_str(), pd["routing_key"].as_str()),
+        (Some("trigger"), Some("R0UTING"))
+    );
+    assert!(pd["dedup_key"].as_str().unwrap().starts_with("payments:"));
+    // The receiver that never answers 2xx: two attempts, then the dead-letter topic.
+    assert_eq!(l.iter().filter(|r| r.0.starts_with("/dead")).count(), 2);
+    let dead = dlq
+        .iter()
+        .find(|d| d.2.get("squadron.reason.kind").map(String::as_str) == Some("receiver_failed"))
+        .expect("dead-lettered delivery");
+    assert_eq!(dead.2["squadron.receiver"], "dead-hook");
+    assert!(dead.2["squadron.reason"].contains("HTTP 503"));
+    // Secrets in URLs and headers never reach the logs.
+    assert!(!log_text.contains("SECRET"), "{log_text}");
+    assert!(
+        log_text.contains("flaky-hook"),
+        "retries are logged by receiver name: {log_text}"
+    );
+}

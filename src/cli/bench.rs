@@ -82,6 +82,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         cfg.kafka.input_topics = vec![input.clone()];
         cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
         cfg.http.listen = None;
+        cfg.pipeline.deliver_receivers = false;
         let (elapsed, metrics) = run_until(cfg, rules, alerts).await?;
         let rate = alerts as f64 / elapsed.as_secs_f64();
         let baseline_rate = alerts as f64 / baseline.as_secs_f64();
@@ -111,6 +112,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         cfg.kafka.input_topics = vec![lat_in.clone()];
         cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
         cfg.http.listen = None;
+        cfg.pipeline.deliver_receivers = false;
         eprintln!("bench: latency run at {latency_rate:.0} alerts/s for {}s (group_wait 0)", args.latency_duration.as_secs());
         let (latencies, sent_batches) = latency_run(cfg, rules, b, &lat_in, &lat_out, latency_rate, args.latency_duration).await?;
         // What the generator achieved, which can fall short of the target on a loaded machine.

@@ -46,6 +46,8 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         let mut cfg = Config { rules: args.rules.clone(), ..Config::default() };
         cfg.kafka.bootstrap_servers = brokers.clone();
         cfg.kafka.group_id = "squadron-demo".into();
+        // A demo must not call the receivers declared in the rules.
+        cfg.pipeline.deliver_receivers = false;
         cfg.http.listen = match args.http_listen.as_str() {
             "off" => None,
             a => Some(a.parse().with_context(|| format!("--http-listen {a:?}"))?),

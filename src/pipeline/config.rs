@@ -64,6 +64,9 @@ pub struct PipelineConfig {
     pub audit: AuditMode,
     /// `externalURL` in notification payloads.
     pub external_url: String,
+    /// Deliver to the receivers declared in the rules (webhook, Slack,
+    /// PagerDuty). `demo` and `bench` turn this off.
+    pub deliver_receivers: bool,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for PipelineConfig {
             shutdown_timeout: "30s".into(),
             audit: AuditMode::Off,
             external_url: "http://squadron".into(),
+            deliver_receivers: true,
         }
     }
 }

@@ -287,6 +287,8 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
     consumer.subscribe(&topics)?;
     tracing::info!(topics = ?topics, group = %cfg.kafka.group_id, brokers = %cfg.kafka.bootstrap_servers, "consuming");
 
+    let producer_for_receivers = producer.clone();
+    let metrics_for_receivers = metrics.clone();
     let mut p = Pipeline {
         engine: Engine::new(rules),
         out: Outputs::default(),
@@ -299,6 +301,15 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         summary: RunSummary::default(),
         core_protected: 0,
         status: status.clone(),
+        receivers: crate::sinks::receivers::Receivers::new(
+            metrics_for_receivers.receiver_deliveries.clone(),
+            cfg.pipeline.external_url.clone(),
+        )?,
+        dead: Arc::new(ReceiverDeadLetters {
+            producer: producer_for_receivers,
+            topic: cfg.kafka.dead_letter_topic.clone(),
+            metrics: metrics_for_receivers.clone(),
+        }),
     };
     p.rules_loaded("startup");
     p.publish_status(&status, &consumer);
@@ -401,6 +412,8 @@ pub fn wall_clock() -> Ts {
 }
 
 struct Pipeline {
+    receivers: crate::sinks::receivers::Receivers,
+    dead: Arc<dyn crate::sinks::receivers::DeadLetter>,
     status: Arc<Mutex<Status>>,
     engine: Engine,
     out: Outputs,
@@ -624,6 +637,11 @@ impl Pipeline {
             });
             if let Some(ts) = source_ts {
                 self.metrics.latency.observe(now.since(ts).as_secs_f64());
+            }
+            if let Some(sq) =
+                squad.filter(|sq| self.cfg.pipeline.deliver_receivers && !sq.receivers.is_empty())
+            {
+                self.receivers.deliver(n, &sq.receivers, self.dead.clone());
             }
         }
         self.summary.notifications += self.out.notifications.len() as u64;
@@ -926,4 +944,47 @@ pub fn spawn_rules_watcher(
             seen = now;
         }
     });
+}
+
+/// Receiver deliveries that exhausted their retries go to the dead-letter topic.
+struct ReceiverDeadLetters {
+    producer: FutureProducer,
+    topic: String,
+    metrics: Arc<Metrics>,
+}
+
+impl crate::sinks::receivers::DeadLetter for ReceiverDeadLetters {
+    fn dead_letter(&self, receiver: &str, squad: &str, error: &str, payload: Vec<u8>) {
+        self.metrics.dead_letters.inc();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "squadron.reason",
+                value: Some(&format!("receiver {receiver} failed: {error}")),
+            })
+            .insert(Header {
+                key: "squadron.reason.kind",
+                value: Some("receiver_failed"),
+            })
+            .insert(Header {
+                key: "squadron.receiver",
+                value: Some(receiver),
+            })
+            .insert(Header {
+                key: "squadron.squad",
+                value: Some(squad),
+            })
+            .insert(Header {
+                key: "squadron.time",
+                value: Some(&wall_clock().to_string()),
+            });
+        let (producer, topic) = (self.producer.clone(), self.topic.clone());
+        tokio::spawn(async move {
+            let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic)
+                .payload(&payload[..])
+                .headers(headers);
+            if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
+                tracing::error!(%error, "cannot dead-letter a failed receiver delivery");
+            }
+        });
+    }
 }

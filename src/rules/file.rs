@@ -160,6 +160,16 @@ pub struct ReceiverFile {
     pub slack: Option<UrlReceiverFile>,
     #[serde(default)]
     pub pagerduty: Option<PagerDutyFile>,
+    /// Delivery attempts and the first backoff (doubling, at most 60 s). Default 6, 500ms.
+    #[serde(default)]
+    pub retry: Option<RetryFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryFile {
+    pub attempts: u32,
+    pub backoff: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

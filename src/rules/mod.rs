@@ -913,6 +913,24 @@ impl Compiler<'_> {
                 r.slack.as_ref().map(|w| w.url.as_str()),
                 r.pagerduty.as_ref().and_then(|p| p.url.as_deref()),
             ];
+            if let Some(retry) = &r.retry {
+                if retry.attempts == 0 {
+                    self.error(
+                        at,
+                        Some(&r.name),
+                        rule.clone(),
+                        format!("receiver {:?}: retry.attempts must be at least 1", r.name),
+                    );
+                }
+                if let Err(e) = parse_duration(&retry.backoff) {
+                    self.error(
+                        at,
+                        Some(&retry.backoff),
+                        rule.clone(),
+                        format!("receiver {:?}: retry.backoff: {e}", r.name),
+                    );
+                }
+            }
             for url in urls.into_iter().flatten() {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     self.error(

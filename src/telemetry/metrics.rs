@@ -38,6 +38,8 @@ pub struct Metrics {
     /// 1 when /readyz would answer 200 (rules loaded, partitions assigned).
     pub ready: IntGauge,
     pub core_protected: IntCounter,
+    /// Receiver deliveries by receiver and result (success, retry, failed).
+    pub receiver_deliveries: IntCounterVec,
     /// Alertmanager-compatible ingest requests by HTTP status code.
     pub ingest_requests: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
@@ -92,6 +94,11 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
+            receiver_deliveries: counter_vec(
+                "squadron_receiver_deliveries_total",
+                "Deliveries to receivers (webhook, Slack, PagerDuty) by receiver and result: success, retry, failed (dead-lettered).",
+                &["receiver", "result"],
+            )?,
             ingest_requests: counter_vec(
                 "squadron_ingest_requests_total",
                 "POST /api/v2/alerts requests, by HTTP status code.",

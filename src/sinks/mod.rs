@@ -1,0 +1,3 @@
+//! Where notifications go besides the squad topics.
+
+pub mod receivers;
