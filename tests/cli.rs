@@ -317,3 +317,55 @@ fn replay_compare_reports_what_a_rule_change_does_to_an_hour() {
         .sum();
     assert_eq!(per_keeper_old, v["notifications"]["old"].as_u64().unwrap());
 }
+
+#[test]
+fn a_pagerduty_resolve_resolves_its_trigger_through_the_engine() {
+    let data = |f: &str| {
+        std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/formats")
+                .join(f),
+        )
+        .unwrap()
+    };
+    let input = format!(
+        "{{\"received_at\":\"2026-11-26T10:00:00Z\",\"message\":{}}}\n{{\"received_at\":\"2026-11-26T10:02:00Z\",\"message\":{}}}\n{{\"received_at\":\"2026-11-26T10:20:00Z\",\"message\":{}}}\n",
+        data("pagerduty-trigger.json").trim(),
+        data("pagerduty-resolve.json").trim(),
+        data("grafana.json").trim()
+    );
+    let s = Scratch::new("pd");
+    let file = s.path("pd.jsonl");
+    std::fs::write(&file, input).unwrap();
+    let notes = s.path("notes.jsonl");
+    let out = squadron(&[
+        "replay",
+        "--rules",
+        "rules",
+        "--json",
+        "--notifications",
+        notes.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["received"], 3);
+    assert_eq!(v["fates"]["notified"], 3, "{v}");
+    let notes: Vec<serde_json::Value> = std::fs::read_to_string(&notes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let pd: Vec<&str> = notes
+        .iter()
+        .filter(|n| n["alerts"][0]["labels"]["alertname"] == "PagerDutyEvent")
+        .map(|n| n["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(pd, vec!["new_group", "resolved"], "{notes:?}");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n["squad"] == "search" && n["alerts"][0]["labels"]["alertname"] == "DiskFull"),
+        "Grafana's alert reached the indexer's squad"
+    );
+}

@@ -23,19 +23,28 @@ pub enum Format {
     PrometheusAlert,
     PrometheusBatch,
     AlertmanagerWebhook,
+    GrafanaWebhook,
+    PagerDutyEvent,
+    CloudEvent,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [
+    pub const ALL: [Format; 6] = [
         Format::PrometheusAlert,
         Format::PrometheusBatch,
         Format::AlertmanagerWebhook,
+        Format::GrafanaWebhook,
+        Format::PagerDutyEvent,
+        Format::CloudEvent,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
             Format::PrometheusAlert => "prometheus_alert",
             Format::PrometheusBatch => "prometheus_batch",
             Format::AlertmanagerWebhook => "alertmanager_webhook",
+            Format::GrafanaWebhook => "grafana_webhook",
+            Format::PagerDutyEvent => "pagerduty_event",
+            Format::CloudEvent => "cloudevent",
         }
     }
 }
@@ -151,15 +160,34 @@ fn decode_batch(text: &str) -> Result<Decoded<'_>, Invalid> {
 
 fn decode_object(text: &str) -> Result<Decoded<'_>, Invalid> {
     let obj: AlertObject = serde_json::from_str(text).map_err(not_json)?;
+    if obj.specversion.is_some() {
+        return decode_cloudevent(&obj);
+    }
+    if let Some(Str(action)) = &obj.event_action {
+        let action = action.to_string();
+        return Ok(Decoded {
+            format: Format::PagerDutyEvent,
+            alerts: vec![pagerduty_alert(&action, obj)],
+        });
+    }
     if let Some(items) = &obj.alerts {
-        if let Some(Str(v)) = obj.version.as_ref().filter(|v| v.0 != "4") {
-            return Err(Invalid::new(
-                InvalidKind::UnknownShape,
-                format!("unsupported Alertmanager webhook version {v:?} (expected \"4\")"),
-            ));
+        // Grafana's webhook is Alertmanager's shape with version "1" and an orgId.
+        let grafana = obj.org_id.is_some() || obj.version.as_ref().is_some_and(|v| v.0 == "1");
+        if !grafana {
+            if let Some(Str(v)) = obj.version.as_ref().filter(|v| v.0 != "4") {
+                return Err(Invalid::new(
+                    InvalidKind::UnknownShape,
+                    format!("unsupported Alertmanager webhook version {v:?} (expected \"4\")"),
+                ));
+            }
         }
+        let format = if grafana {
+            Format::GrafanaWebhook
+        } else {
+            Format::AlertmanagerWebhook
+        };
         Ok(Decoded {
-            format: Format::AlertmanagerWebhook,
+            format,
             alerts: decode_items(items, true),
         })
     } else if obj.labels.is_some() {
@@ -170,9 +198,125 @@ fn decode_object(text: &str) -> Result<Decoded<'_>, Invalid> {
     } else {
         Err(Invalid::new(
             InvalidKind::UnknownShape,
-            "a JSON object that is neither an alert (no \"labels\") nor a webhook payload (no \"alerts\")",
+            "a JSON object that is not an alert (no \"labels\"), a webhook payload (no \"alerts\"), a PagerDuty event (no \"event_action\") or a CloudEvent (no \"specversion\")",
         ))
     }
+}
+
+/// A structured-mode CloudEvent whose `data` is any supported message.
+fn decode_cloudevent<'a>(obj: &AlertObject<'a>) -> Result<Decoded<'a>, Invalid> {
+    if let Some(Str(v)) = obj.specversion.as_ref().filter(|v| v.0 != "1.0") {
+        return Err(Invalid::new(
+            InvalidKind::UnknownShape,
+            format!("unsupported CloudEvents specversion {v:?} (expected \"1.0\")"),
+        ));
+    }
+    let Some(data) = obj.data else {
+        return Err(Invalid::new(
+            InvalidKind::UnknownShape,
+            "a CloudEvent without \"data\"",
+        ));
+    };
+    let inner = decode(data.get().as_bytes()).map_err(|mut e| {
+        e.detail = format!("CloudEvent data: {}", e.detail);
+        e
+    })?;
+    Ok(Decoded {
+        format: Format::CloudEvent,
+        alerts: inner.alerts,
+    })
+}
+
+/// PagerDuty Events API v2. Resolve and acknowledge events usually carry only
+/// the `dedup_key`, so that key alone is the alert's identity: labels are
+/// `alertname="PagerDutyEvent"` and `dedup_key`; the payload's fields
+/// (summary, source, severity, component, group, class) become annotations.
+fn pagerduty_alert<'a>(action: &str, obj: AlertObject<'a>) -> Result<Alert<'a>, Invalid> {
+    #[derive(Deserialize)]
+    struct Payload<'p> {
+        #[serde(borrow, default)]
+        summary: Option<Str<'p>>,
+        #[serde(borrow, default)]
+        source: Option<Str<'p>>,
+        #[serde(borrow, default)]
+        severity: Option<Str<'p>>,
+        #[serde(borrow, default)]
+        component: Option<Str<'p>>,
+        #[serde(borrow, default)]
+        group: Option<Str<'p>>,
+        #[serde(borrow, default)]
+        class: Option<Str<'p>>,
+        #[serde(borrow, default)]
+        timestamp: Option<Str<'p>>,
+    }
+    let status = match action {
+        "trigger" | "acknowledge" => Status::Firing,
+        "resolve" => Status::Resolved,
+        other => {
+            return Err(Invalid::new(
+                InvalidKind::BadField,
+                format!("PagerDuty event_action {other:?} is not trigger, acknowledge or resolve"),
+            ));
+        }
+    };
+    let payload: Option<Payload<'a>> =
+        match obj.payload {
+            None => None,
+            Some(raw) => Some(serde_json::from_str(raw.get()).map_err(|e| {
+                Invalid::new(InvalidKind::BadField, format!("PagerDuty payload: {e}"))
+            })?),
+        };
+    let dedup_key = match (obj.dedup_key, &payload) {
+        (Some(Str(k)), _) if !k.is_empty() => k,
+        // A trigger without a key: PagerDuty derives one; we use the summary and source.
+        (_, Some(p)) if status == Status::Firing => {
+            let part =
+                |s: &Option<Str<'a>>| s.as_ref().map(|s| s.0.to_string()).unwrap_or_default();
+            Cow::Owned(format!("{}|{}", part(&p.summary), part(&p.source)))
+        }
+        _ => {
+            return Err(Invalid::new(
+                InvalidKind::BadField,
+                "a PagerDuty event without dedup_key",
+            ));
+        }
+    };
+    let labels: LabelPairs<'a> = vec![
+        (Cow::Borrowed("alertname"), Cow::Borrowed("PagerDutyEvent")),
+        (Cow::Borrowed("dedup_key"), dedup_key),
+    ];
+    let mut annotations: LabelPairs<'a> = Vec::new();
+    let mut starts_at = None;
+    if let Some(p) = payload {
+        for (name, v) in [
+            ("class", p.class),
+            ("component", p.component),
+            ("group", p.group),
+            ("severity", p.severity),
+            ("source", p.source),
+            ("summary", p.summary),
+        ] {
+            if let Some(Str(v)) = v {
+                annotations.push((Cow::Borrowed(name), v));
+            }
+        }
+        if let Some(Str(t)) = p.timestamp {
+            starts_at = Ts::parse_rfc3339(&t).map_err(|_| {
+                Invalid::new(
+                    InvalidKind::BadTimestamp,
+                    format!("PagerDuty payload.timestamp {t:?}"),
+                )
+            })?;
+        }
+    }
+    Ok(Alert {
+        labels,
+        annotations,
+        starts_at,
+        ends_at: None,
+        generator_url: None,
+        status: Some(status),
+    })
 }
 
 fn not_json(e: serde_json::Error) -> Invalid {
@@ -245,6 +389,21 @@ struct AlertObject<'a> {
     version: Option<Str<'a>>,
     #[serde(borrow, default)]
     alerts: Option<Vec<&'a RawValue>>,
+    /// Grafana's webhook carries its organisation.
+    #[serde(default, rename = "orgId")]
+    org_id: Option<IgnoredAny>,
+    /// PagerDuty Events API v2.
+    #[serde(borrow, default)]
+    event_action: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    dedup_key: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    payload: Option<&'a RawValue>,
+    /// CloudEvents (structured mode).
+    #[serde(borrow, default)]
+    specversion: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
 }
 
 impl<'a> AlertObject<'a> {
@@ -589,5 +748,82 @@ mod tests {
         let a = one(r#"{"labels":{"msg":"a \"quoted\"\nline"},"startsAt":"0001-01-01T00:00:00Z","endsAt":""}"#).unwrap();
         assert_eq!(a.labels[0].1, "a \"quoted\"\nline");
         assert_eq!((a.starts_at, a.ends_at), (None, None));
+    }
+
+    fn sample(name: &str) -> Vec<u8> {
+        std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/formats")
+                .join(name),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn grafana_webhook() {
+        let bytes = sample("grafana.json");
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.format, Format::GrafanaWebhook);
+        let a = d.alerts[0].as_ref().unwrap();
+        assert_eq!((a.status, a.ends_at), (Some(Status::Firing), None));
+        assert_eq!(a.labels.get("service"), Some("indexer"));
+    }
+
+    #[test]
+    fn pagerduty_events_share_an_identity_by_dedup_key() {
+        let (t, r) = (
+            sample("pagerduty-trigger.json"),
+            sample("pagerduty-resolve.json"),
+        );
+        let (trigger, resolve) = (decode(&t).unwrap(), decode(&r).unwrap());
+        assert_eq!(trigger.format, Format::PagerDutyEvent);
+        let (a, b) = (
+            trigger.alerts[0].as_ref().unwrap(),
+            resolve.alerts[0].as_ref().unwrap(),
+        );
+        assert_eq!(
+            a.fingerprint(),
+            b.fingerprint(),
+            "the resolve matches the trigger"
+        );
+        assert_eq!(
+            (a.status, b.status),
+            (Some(Status::Firing), Some(Status::Resolved))
+        );
+        assert_eq!(
+            a.annotations.get("summary"),
+            Some("Checkout p99 latency over 2s")
+        );
+        assert_eq!(a.annotations.get("component"), Some("checkout"));
+        let bad = decode(br#"{"event_action":"snooze","dedup_key":"x"}"#).unwrap();
+        assert_eq!(
+            bad.alerts[0].as_ref().unwrap_err().kind,
+            InvalidKind::BadField
+        );
+        let keyless = decode(br#"{"event_action":"resolve"}"#).unwrap();
+        assert!(keyless.alerts[0].is_err());
+    }
+
+    #[test]
+    fn cloudevents_carry_any_supported_message() {
+        let bytes = sample("cloudevent.json");
+        let d = decode(&bytes).unwrap();
+        assert_eq!(d.format, Format::CloudEvent);
+        assert_eq!(
+            d.alerts[0].as_ref().unwrap().labels.get("alertname"),
+            Some("HighErrorRate")
+        );
+        assert_eq!(
+            decode(br#"{"specversion":"0.3","data":{}}"#)
+                .unwrap_err()
+                .kind,
+            InvalidKind::UnknownShape
+        );
+        assert!(
+            decode(br#"{"specversion":"1.0","data":"not an alert"}"#)
+                .unwrap_err()
+                .detail
+                .contains("CloudEvent data")
+        );
     }
 }

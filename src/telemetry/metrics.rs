@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub struct Metrics {
     pub registry: Registry,
     received: IntCounterVec,
-    received_by_format: [IntCounter; 3],
+    received_by_format: [IntCounter; 6],
     fates: [IntCounter; 8],
     suppressions: IntCounterVec,
     invalid: IntCounterVec,
