@@ -28,16 +28,23 @@ impl Scratch {
         Scratch(dir)
     }
 
-    /// A copy of the shipped rules (files only) to break.
+    /// A copy of the shipped rules to break, with the catalog they reference
+    /// (`../catalog`); `self.0` is the copied rules directory.
     fn with_rules(name: &str) -> Scratch {
-        let s = Scratch::new(name);
-        for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("rules")).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_file() {
-                std::fs::copy(&p, s.0.join(p.file_name().unwrap())).unwrap();
+        let root =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for dir in ["rules", "catalog"] {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            for e in std::fs::read_dir(repo.join(dir)).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_file() {
+                    std::fs::copy(&p, root.join(dir).join(p.file_name().unwrap())).unwrap();
+                }
             }
         }
-        s
+        Scratch(root.join("rules"))
     }
 
     fn path(&self, f: &str) -> PathBuf {
@@ -47,7 +54,13 @@ impl Scratch {
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A rules copy lives in <root>/rules beside <root>/catalog: remove the root.
+        let root = if self.0.ends_with("rules") {
+            self.0.parent().unwrap_or(&self.0).to_path_buf()
+        } else {
+            self.0.clone()
+        };
+        let _ = std::fs::remove_dir_all(root);
     }
 }
 

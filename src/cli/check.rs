@@ -16,6 +16,20 @@ pub fn check(dir: &Path) -> anyhow::Result<i32> {
                 rules.inhibit_rules.len(),
                 rules.digest
             );
+            if let Some(r) = &rules.catalog_report {
+                println!(
+                    "catalog: {} components, {} services assigned, {} left to the rule files ({}), {} with owners that are not squads{}",
+                    r.components,
+                    r.assigned,
+                    r.overridden.len(),
+                    r.overridden.join(", "),
+                    r.unknown_owners.len(),
+                    r.unknown_owners
+                        .iter()
+                        .map(|(c, o)| format!(" {c}->{o}"))
+                        .collect::<String>()
+                );
+            }
             Ok(0)
         }
         Err(errors) => {

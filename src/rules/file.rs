@@ -39,6 +39,9 @@ pub struct OwnershipFile {
     pub service_labels: Option<Vec<String>>,
     /// The squad that receives alerts no squad owns.
     pub fallback_squad: String,
+    /// Ownership from a Backstage service catalog.
+    #[serde(default)]
+    pub catalog: Option<super::catalog::CatalogFile>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

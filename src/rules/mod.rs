@@ -8,6 +8,7 @@
 //! A `RuleSet` is immutable and shared (`Arc`); nothing here reads a clock.
 
 pub mod calendar;
+pub mod catalog;
 pub mod file;
 pub mod matcher;
 
@@ -50,6 +51,10 @@ pub struct RuleSet {
     /// Hex digest of the files' names and contents, to tell rule sets apart.
     pub digest: String,
     pub files: Vec<PathBuf>,
+    /// `ownership.catalog`, applied by [`load_dir`].
+    pub catalog: Option<catalog::CatalogFile>,
+    /// What the catalog contributed, when there is one.
+    pub catalog_report: Option<catalog::CatalogReport>,
 }
 
 #[derive(Debug)]
@@ -245,7 +250,47 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
     if !errors.is_empty() {
         return Err(RuleErrors(errors));
     }
-    compile(&sources)
+    let mut rules = compile(&sources)?;
+    if let Some(cat) = rules.catalog.clone() {
+        let path = dir.join(&cat.path);
+        let annotation = cat
+            .core_annotation
+            .as_deref()
+            .unwrap_or(catalog::CORE_ANNOTATION);
+        let files = catalog::files(&path)
+            .map_err(|e| fail(format!("cannot read the catalog {}: {e}", path.display())))?;
+        let mut components = Vec::new();
+        let mut errors = Vec::new();
+        for f in files {
+            match std::fs::read_to_string(&f) {
+                Ok(text) => match catalog::parse(&f, &text, annotation) {
+                    Ok(mut c) => components.append(&mut c),
+                    Err(e) => errors.push(e),
+                },
+                Err(e) => errors.push(RuleError {
+                    file: f,
+                    line: 0,
+                    column: 0,
+                    rule: Some("catalog".into()),
+                    message: format!("cannot read: {e}"),
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(RuleErrors(errors));
+        }
+        let report = rules.apply_catalog(&components);
+        // The catalog is part of what the rules are: it changes the digest.
+        let mut h = u64::from_str_radix(&rules.digest, 16).unwrap_or(0);
+        for c in &components {
+            h = crate::model::Fingerprint::of([(c.name.as_str(), c.owner.as_str())]).0
+                ^ h.rotate_left(5)
+                ^ u64::from(c.core);
+        }
+        rules.digest = format!("{h:016x}");
+        rules.catalog_report = Some(report);
+    }
+    Ok(rules)
 }
 
 /// Compiles rule files given as (path, text). Collects every error.
@@ -875,6 +920,8 @@ impl Compiler<'_> {
             flap,
             digest: format!("{h:016x}"),
             files: self.sources.iter().map(|(p, _)| p.clone()).collect(),
+            catalog: ownership.and_then(|(_, o)| o.catalog.clone()),
+            catalog_report: None,
         }
     }
 
