@@ -64,6 +64,21 @@ impl Drop for Scratch {
     }
 }
 
+/// `squadron replay --rules rules --json --notifications NOTES FILE`, parsed.
+fn replay_json(file: &Path, notes: &Path) -> serde_json::Value {
+    let out = squadron(&[
+        "replay",
+        "--rules",
+        "rules",
+        "--json",
+        "--notifications",
+        notes.to_str().unwrap(),
+        file.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 #[test]
 fn check_accepts_the_shipped_rules() {
     let out = squadron(&["check", "rules"]);
@@ -117,17 +132,7 @@ fn replay_of_an_hour_accounts_for_every_alert_and_pages_for_under_5_percent() {
     let generated = squadron(&["generate", "hour", "-o", file.to_str().unwrap()]);
     assert!(generated.status.success(), "{}", text(&generated.stderr));
     let notes = s.path("notifications.jsonl");
-    let out = squadron(&[
-        "replay",
-        "--rules",
-        "rules",
-        "--json",
-        "--notifications",
-        notes.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = replay_json(&file, &notes);
     let received = v["received"].as_u64().unwrap();
     assert!(
         (100_000..=140_000).contains(&received),
@@ -351,17 +356,7 @@ fn a_pagerduty_resolve_resolves_its_trigger_through_the_engine() {
     let file = s.path("pd.jsonl");
     std::fs::write(&file, input).unwrap();
     let notes = s.path("notes.jsonl");
-    let out = squadron(&[
-        "replay",
-        "--rules",
-        "rules",
-        "--json",
-        "--notifications",
-        notes.to_str().unwrap(),
-        file.to_str().unwrap(),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = replay_json(&file, &notes);
     assert_eq!(v["received"], 3);
     assert_eq!(v["fates"]["notified"], 3, "{v}");
     let notes: Vec<serde_json::Value> = std::fs::read_to_string(&notes)

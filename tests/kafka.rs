@@ -699,6 +699,26 @@ fn http(port: u16, method: &str, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// Starts `squadron run` with its HTTP server on a free port and waits for /readyz.
+fn run_with_http(
+    broker: &str,
+    t: &Topics,
+    rules: &Path,
+    extra: &[(&'static str, &str)],
+) -> (std::process::Child, u16) {
+    let port = free_port();
+    let mut env = run_env(broker, t, rules);
+    env.retain(|(k, _)| *k != "SQUADRON_HTTP_LISTEN");
+    env.push(("SQUADRON_HTTP_LISTEN", format!("127.0.0.1:{port}")));
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let child = squadron(&["run"], &env);
+    wait_until(Duration::from_secs(60), "/readyz", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/readyz").0 == 200
+    });
+    (child, port)
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -721,15 +741,7 @@ fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
     let t = Topics::new("ops");
     create_topics(&broker, &t);
     let rules = rules_dir(&t, "30s");
-    let port = free_port();
-    let mut env = run_env(&broker, &t, &rules);
-    env.retain(|(k, _)| *k != "SQUADRON_HTTP_LISTEN");
-    env.push(("SQUADRON_HTTP_LISTEN", format!("127.0.0.1:{port}")));
-    let child = squadron(&["run"], &env);
-    wait_until(Duration::from_secs(60), "/readyz", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/readyz").0 == 200
-    });
+    let (child, port) = run_with_http(&broker, &t, &rules, &[]);
     assert_eq!(http(port, "GET", "/healthz"), (200, "ok\n".to_owned()));
 
     let send = |alerts: Value| produce(&broker, &t.input, &[serde_json::to_vec(&alerts).unwrap()]);
@@ -919,16 +931,7 @@ fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
     let t = Topics::new("prom");
     create_topics(&broker, &t);
     let rules = rules_dir(&t, "1s");
-    let port = free_port();
-    let mut env = run_env(&broker, &t, &rules);
-    env.retain(|(k, _)| *k != "SQUADRON_HTTP_LISTEN");
-    env.push(("SQUADRON_HTTP_LISTEN", format!("127.0.0.1:{port}")));
-    env.push(("SQUADRON_INGEST_TOKEN", "s3cret".to_owned()));
-    let child = squadron(&["run"], &env);
-    wait_until(Duration::from_secs(60), "/readyz", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http(port, "GET", "/readyz").0 == 200
-    });
+    let (child, port) = run_with_http(&broker, &t, &rules, &[("SQUADRON_INGEST_TOKEN", "s3cret")]);
 
     // The ingest's own answers.
     assert_eq!(http(port, "POST", "/api/v2/alerts").0, 401, "no token");

@@ -746,18 +746,9 @@ impl Pipeline {
                         let result = match delivery.await {
                             Ok(Ok(_)) => Ok(()),
                             Ok(Err(e)) => Err(e),
-                            Err(_canceled) => Err((
-                                KafkaError::Canceled,
-                                OwnedMessage::new(
-                                    Some(payload),
-                                    Some(key),
-                                    topic,
-                                    rdkafka::Timestamp::NotAvailable,
-                                    -1,
-                                    -1,
-                                    Some(headers),
-                                ),
-                            )),
+                            Err(_canceled) => {
+                                Err((KafkaError::Canceled, unsent(topic, key, payload, headers)))
+                            }
                         };
                         (ticket, output, result)
                     }));
@@ -783,15 +774,7 @@ impl Pipeline {
                     tracing::error!(%error, topic = %topic, "cannot produce; retrying in 1s");
                     self.deliveries.push(Box::pin(async move {
                         tokio::time::sleep(Duration::from_secs(1)).await;
-                        let msg = OwnedMessage::new(
-                            Some(payload),
-                            Some(key),
-                            topic,
-                            rdkafka::Timestamp::NotAvailable,
-                            -1,
-                            -1,
-                            Some(headers),
-                        );
+                        let msg = unsent(topic, key, payload, headers);
                         (ticket, output, Err((error, msg)))
                     }));
                     return;
@@ -987,4 +970,18 @@ impl crate::sinks::receivers::DeadLetter for ReceiverDeadLetters {
             }
         });
     }
+}
+
+/// A record that never reached the broker, in the form a failed delivery
+/// reports, so both go through the same retry.
+fn unsent(topic: String, key: Vec<u8>, payload: Vec<u8>, headers: OwnedHeaders) -> OwnedMessage {
+    OwnedMessage::new(
+        Some(payload),
+        Some(key),
+        topic,
+        rdkafka::Timestamp::NotAvailable,
+        -1,
+        -1,
+        Some(headers),
+    )
 }
