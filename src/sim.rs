@@ -129,6 +129,7 @@ impl Scenario {
         match name {
             "hour" => Some(Scenario::hour(start)),
             "storm" => Some(Scenario::storm(start)),
+            "live" => Some(Scenario::demo(start, Duration::from_secs(180))),
             _ => None,
         }
     }

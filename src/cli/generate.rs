@@ -9,13 +9,21 @@ pub fn generate(
     scenario: &str,
     start: &str,
     seed: Option<u64>,
+    duration: Option<std::time::Duration>,
     output: Option<&Path>,
 ) -> anyhow::Result<i32> {
-    let start = super::parse_time_arg(start)?;
+    let start = if start == "now" {
+        super::wall_clock()
+    } else {
+        super::parse_time_arg(start)?
+    };
     let mut s = Scenario::by_name(scenario, start)
         .with_context(|| format!("unknown scenario {scenario:?} (hour, storm)"))?;
     if let Some(seed) = seed {
         s.seed = seed;
+    }
+    if let Some(d) = duration {
+        s.duration = d;
     }
     let events = gen_events(&s);
     let mut w: Box<dyn Write> = match output {

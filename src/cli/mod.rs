@@ -103,13 +103,17 @@ pub enum Command {
     Record(record::RecordArgs),
     /// Write synthetic alert traffic in the replay format (deterministic).
     Generate {
-        /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input)
-        /// or `storm` (15 minutes, the bundled sample).
+        /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input),
+        /// `storm` (15 minutes, the bundled sample) or `live` (evaluations every 2 s,
+        /// for sending in real time, as `demo` does).
         #[arg(default_value = "hour")]
         scenario: String,
-        /// When the traffic starts (RFC 3339).
+        /// When the traffic starts (RFC 3339, or `now`).
         #[arg(long, default_value = "2026-11-26T09:00:00Z")]
         start: String,
+        /// Override the scenario's length (e.g. 3m).
+        #[arg(long, value_parser = |s: &str| crate::model::parse_duration(s))]
+        duration: Option<std::time::Duration>,
         #[arg(long)]
         seed: Option<u64>,
         /// Write here instead of standard output.
@@ -153,8 +157,9 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             scenario,
             start,
             seed,
+            duration,
             output,
-        } => generate(&scenario, &start, seed, output.as_deref()),
+        } => generate(&scenario, &start, seed, duration, output.as_deref()),
     }
 }
 

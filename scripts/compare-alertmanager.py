@@ -1,0 +1,198 @@
+#!/usr/bin/env python3
+"""Alertmanager and squadron side by side, on the same alerts, in real time.
+
+One live stream (`squadron generate live`) is POSTed, message by message at its
+own pace, to Alertmanager's /api/v2/alerts and to squadron's (which stores it in
+Kafka). Two squadron instances consume it:
+  - "equivalent": rules that say exactly what the Alertmanager config says
+    (same group_by and timers, the same drops as blackhole routes, the same
+    inhibitions, one route/squad);
+  - "shipped": the example rules in rules/ (per-squad grouping, flap detection,
+    storm limits, core protection).
+Reported: notifications each sent, and CPU seconds each process used.
+
+Needs: a broker (scripts/kafka.sh start), `prometheus-alertmanager` (Debian),
+a built squadron (cargo build --release). Loopback only.
+
+    scripts/compare-alertmanager.py --brokers 127.0.0.1:19092 --duration 3m
+"""
+import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SQUADRON = os.path.join(ROOT, "target", "release", "squadron")
+
+TIMERS = {"group_wait": "10s", "group_interval": "30s", "repeat_interval": "4h"}
+GROUP_BY = ["alertname", "service"]
+DROPS = ['env=~"staging|dev|test|qa"', 'severity=~"info|none"']
+INHIBITS = [
+    ({"source": ['alertname="NodeDown"'], "target": ['alertname=~"KubePod.*|ContainerRestarting|TargetDown"'], "equal": ["cluster", "node"]}),
+    ({"source": ['severity="critical"'], "target": ['severity="warning"'], "equal": ["alertname", "service", "instance"]}),
+]
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_http(url, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            time.sleep(0.3)
+    sys.exit(f"{url} not ready")
+
+
+def post(url, body):
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def metric_sum(port, name):
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+        text = r.read().decode()
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--brokers", default="127.0.0.1:19092")
+    ap.add_argument("--duration", default="3m")
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="squadron-vs-am-")
+    run_id = str(int(time.time()))
+    topic = f"compare-{run_id}"
+
+    # Alertmanager's webhook receiver: count what it delivers.
+    delivered = {"notifications": 0, "alerts": 0}
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            delivered["notifications"] += 1
+            delivered["alerts"] += len(body.get("alerts", []))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    hook_port = free_port()
+    threading.Thread(target=HTTPServer(("127.0.0.1", hook_port), Hook).serve_forever, daemon=True).start()
+
+    # Alertmanager's configuration.
+    def matchers(ms):
+        return "[" + ", ".join("'" + m + "'" for m in ms) + "]"
+    am_cfg = [
+        "route:",
+        "  receiver: hook",
+        f"  group_by: {json.dumps(GROUP_BY)}",
+        *[f"  {k}: {v}" for k, v in TIMERS.items()],
+        "  routes:",
+        *[line for m in DROPS for line in (f"    - matchers: {matchers([m])}", "      receiver: blackhole")],
+        "receivers:",
+        "  - name: hook",
+        f"    webhook_configs: [{{url: 'http://127.0.0.1:{hook_port}/', send_resolved: true}}]",
+        "  - name: blackhole",
+        "inhibit_rules:",
+        *[line for i in INHIBITS for line in (f"  - source_matchers: {matchers(i['source'])}", f"    target_matchers: {matchers(i['target'])}", f"    equal: {json.dumps(i['equal'])}")],
+    ]
+    with open(os.path.join(work, "alertmanager.yml"), "w") as f:
+        f.write("\n".join(am_cfg) + "\n")
+
+    # squadron rules saying the same.
+    eq = os.path.join(work, "equivalent-rules")
+    os.makedirs(eq)
+    with open(os.path.join(eq, "rules.yaml"), "w") as f:
+        f.write("ownership: {fallback_squad: all}\nsquads: [{name: all, topic: compare-notes-" + run_id + "}]\n")
+        f.write("grouping: {group_by: " + json.dumps(GROUP_BY) + ", " + ", ".join(f"{k}: {v}" for k, v in TIMERS.items()) + "}\n")
+        f.write("impact_rules:\n" + "".join(f"  - {{name: drop-{n}, match: {matchers([m])}, action: drop}}\n" for n, m in enumerate(DROPS)))
+        f.write("inhibit_rules:\n" + "".join(f"  - {{name: inhibit-{n}, source_matchers: {matchers(i['source'])}, target_matchers: {matchers(i['target'])}, equal: {json.dumps(i['equal'])}}}\n" for n, i in enumerate(INHIBITS)))
+    check = subprocess.run([SQUADRON, "check", eq], capture_output=True, text=True)
+    if check.returncode != 0:
+        sys.exit(check.stderr)
+    # The shipped rules, with the same timers (so both runs flush within the test).
+    shipped = os.path.join(work, "shipped-rules")
+    shutil.copytree(os.path.join(ROOT, "rules"), shipped, ignore=shutil.ignore_patterns("tests"))
+    shutil.copytree(os.path.join(ROOT, "catalog"), os.path.join(work, "catalog"))
+    d = open(os.path.join(shipped, "00-defaults.yaml")).read()
+    d = re.sub(r"group_wait: 30s\n  group_interval: 5m", "group_wait: 10s\n  group_interval: 30s", d)
+    open(os.path.join(shipped, "00-defaults.yaml"), "w").write(d)
+
+    am_port, am_cluster = free_port(), free_port()
+    am = subprocess.Popen(["prometheus-alertmanager", f"--config.file={work}/alertmanager.yml", f"--storage.path={work}/am",
+                           f"--web.listen-address=127.0.0.1:{am_port}", f"--cluster.listen-address=", "--log.level=warn"],
+                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "am.log"), "w"))
+    instances = {}
+    for name, rules in [("equivalent", eq), ("shipped", shipped)]:
+        port = free_port()
+        env = dict(os.environ, SQUADRON_LOG="warn")
+        proc = subprocess.Popen([SQUADRON, "run", "--rules", rules, "--bootstrap-servers", args.brokers, "--group-id", f"{topic}-{name}",
+                                 "--input-topics", topic, "--dead-letter-topic", f"{topic}-dlq", "--http-listen", f"127.0.0.1:{port}",
+                                 "--kafka-property", "topic.metadata.refresh.interval.ms=1000"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, f"{name}.log"), "w"))
+        instances[name] = (proc, port)
+    wait_http(f"http://127.0.0.1:{am_port}/-/ready")
+    for name, (proc, port) in instances.items():
+        wait_http(f"http://127.0.0.1:{port}/healthz")
+
+    stream = os.path.join(work, "live.jsonl")
+    subprocess.run([SQUADRON, "generate", "live", "--start", "now", "--duration", args.duration, "-o", stream], check=True)
+    lines = [json.loads(l) for l in open(stream)]
+    # Only alert arrays (what Prometheus sends); the bad-input lines are squadron's business.
+    lines = [l for l in lines if isinstance(l.get("message"), list)]
+    cpu0 = {"alertmanager": cpu_seconds(am.pid), **{n: cpu_seconds(p.pid) for n, (p, _) in instances.items()}}
+    ingest_port = instances["equivalent"][1]
+    start = time.time()
+    first = None
+    sent = 0
+    for l in lines:
+        at = datetime.fromisoformat(l["received_at"].replace("Z", "+00:00")).timestamp()
+        first = first or at
+        delay = (at - first) - (time.time() - start)
+        if delay > 0:
+            time.sleep(delay)
+        body = json.dumps(l["message"]).encode()
+        if post(f"http://127.0.0.1:{am_port}/api/v2/alerts", body) != 200 or post(f"http://127.0.0.1:{ingest_port}/api/v2/alerts", body) != 200:
+            print("a POST failed", file=sys.stderr)
+        sent += len(l["message"])
+    time.sleep(45)  # group_wait and one group_interval for the last groups
+    cpu = {"alertmanager": cpu_seconds(am.pid) - cpu0["alertmanager"], **{n: cpu_seconds(p.pid) - cpu0[n] for n, (p, _) in instances.items()}}
+    result = {
+        "alerts_sent": sent,
+        "messages": len(lines),
+        "seconds": round(time.time() - start, 1),
+        "alertmanager": {"notifications": delivered["notifications"], "alerts_in_notifications": delivered["alerts"], "cpu_seconds": round(cpu["alertmanager"], 2)},
+    }
+    for name, (proc, port) in instances.items():
+        result[f"squadron_{name}"] = {
+            "notifications": int(metric_sum(port, "squadron_notifications_total")),
+            "alerts_decided": int(metric_sum(port, "squadron_alert_fates_total")),
+            "cpu_seconds": round(cpu[name], 2),
+        }
+    for p in [am] + [p for p, _ in instances.values()]:
+        p.terminate()
+    for p in [am] + [p for p, _ in instances.values()]:
+        p.wait(timeout=60)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
