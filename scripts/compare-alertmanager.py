@@ -154,7 +154,8 @@ def main():
         wait_http(f"http://127.0.0.1:{port}/healthz")
 
     stream = os.path.join(work, "live.jsonl")
-    subprocess.run([SQUADRON, "generate", "live", "--start", "now", "--duration", args.duration, "-o", stream], check=True)
+    # Valid alerts only, as Prometheus sends: both reject a whole batch for one bad alert.
+    subprocess.run([SQUADRON, "generate", "live", "--start", "now", "--bad-ratio", "0", "--duration", args.duration, "-o", stream], check=True)
     lines = [json.loads(l) for l in open(stream)]
     # Only alert arrays (what Prometheus sends); the bad-input lines are squadron's business.
     lines = [l for l in lines if isinstance(l.get("message"), list)]

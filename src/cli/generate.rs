@@ -9,6 +9,7 @@ pub fn generate(
     scenario: &str,
     start: &str,
     seed: Option<u64>,
+    bad_ratio: Option<f64>,
     duration: Option<std::time::Duration>,
     output: Option<&Path>,
 ) -> anyhow::Result<i32> {
@@ -24,6 +25,13 @@ pub fn generate(
     }
     if let Some(d) = duration {
         s.duration = d;
+    }
+    if let Some(r) = bad_ratio {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&r),
+            "--bad-ratio must be between 0 and 1"
+        );
+        s.bad_ratio = r;
     }
     let events = gen_events(&s);
     let mut w: Box<dyn Write> = match output {

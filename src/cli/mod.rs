@@ -111,6 +111,9 @@ pub enum Command {
         /// When the traffic starts (RFC 3339, or `now`).
         #[arg(long, default_value = "2026-11-26T09:00:00Z")]
         start: String,
+        /// Share of alerts made invalid on purpose (default 0.005).
+        #[arg(long)]
+        bad_ratio: Option<f64>,
         /// Override the scenario's length (e.g. 3m).
         #[arg(long, value_parser = |s: &str| crate::model::parse_duration(s))]
         duration: Option<std::time::Duration>,
@@ -157,9 +160,17 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             scenario,
             start,
             seed,
+            bad_ratio,
             duration,
             output,
-        } => generate(&scenario, &start, seed, duration, output.as_deref()),
+        } => generate(
+            &scenario,
+            &start,
+            seed,
+            bad_ratio,
+            duration,
+            output.as_deref(),
+        ),
     }
 }
 

@@ -5,7 +5,8 @@
 //! under `alerting.alertmanagers` and needs nothing else.
 //!
 //! The reply waits for the broker's acknowledgement, so a sender retries
-//! whatever was not stored (at least once from sender to topic).
+//! whatever was not stored (at least once from sender to topic). Messages are
+//! keyed by the sender's address, which keeps each sender's messages in order.
 
 use crate::decode::{InvalidKind, decode};
 use rdkafka::ClientConfig;
@@ -90,8 +91,10 @@ impl HttpIngest {
         }
     }
 
-    /// Checks a body and stores it in the input topic.
-    pub async fn accept(&self, body: &[u8]) -> Reply {
+    /// Checks a body and stores it in the input topic, keyed by `sender` (its
+    /// address): one sender's messages stay in one partition, in the order sent,
+    /// so an alert's resolve never overtakes its firing.
+    pub async fn accept(&self, body: &[u8], sender: &[u8]) -> Reply {
         match decode(body) {
             Err(e) => return Reply::new(400, format!("invalid alerts: {e}\n")),
             Ok(d) => {
@@ -111,7 +114,8 @@ impl HttpIngest {
                 }
             }
         }
-        let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&self.topic).payload(body);
+        let record: FutureRecord<'_, [u8], [u8]> =
+            FutureRecord::to(&self.topic).payload(body).key(sender);
         match self.producer.send(record, Duration::from_secs(10)).await {
             Ok(_) => Reply::new(200, ""),
             Err((e, _)) => {

@@ -79,7 +79,7 @@ pub async fn serve(
     let _ = bound.send(listener.local_addr()?);
     tracing::info!(addr = %listener.local_addr()?, "http server listening");
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             r = listener.accept() => r?,
             _ = shutdown.cancelled() => return Ok(()),
         };
@@ -87,7 +87,7 @@ pub async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&shared, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(route(&shared, req, peer.ip()).await) }
             });
             if let Err(error) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -99,7 +99,7 @@ pub async fn serve(
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn route(shared: &Shared, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
@@ -118,7 +118,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             json(StatusCode::OK, &s)
         }
         (&Method::POST, "/api/v2/alerts") => {
-            let reply = ingest(shared, req).await;
+            let reply = ingest(shared, req, peer).await;
             shared
                 .metrics
                 .ingest_requests
@@ -188,7 +188,7 @@ async fn route(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
 }
 
 /// `POST /api/v2/alerts`: token, size limit, then the ingest decides.
-async fn ingest(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
+async fn ingest(shared: &Shared, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
     use http_body_util::BodyExt;
     let Some(ingest) = &shared.ingest else {
         return text(
@@ -226,7 +226,7 @@ async fn ingest(shared: &Shared, req: Request<Incoming>) -> Response<Body> {
             );
         }
     };
-    let reply = ingest.accept(&body).await;
+    let reply = ingest.accept(&body, peer.to_string().as_bytes()).await;
     text(
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &reply.body,
