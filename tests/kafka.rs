@@ -102,21 +102,15 @@ inhibit_rules:
     dir
 }
 
-fn create_topics(broker: &str, t: &Topics) {
+/// Creates topics: (name, partitions).
+fn create(broker: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", broker)
         .create()
         .unwrap();
-    let new: Vec<NewTopic> = t
-        .all()
-        .into_iter()
-        .map(|name| {
-            NewTopic::new(
-                name,
-                if name == t.input { 4 } else { 1 },
-                TopicReplication::Fixed(1),
-            )
-        })
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
         .collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -128,6 +122,16 @@ fn create_topics(broker: &str, t: &Topics) {
     {
         r.unwrap();
     }
+}
+
+/// A test's topics: the input with 4 partitions, the others with 1.
+fn create_topics(broker: &str, t: &Topics) {
+    let topics: Vec<(&str, i32)> = t
+        .all()
+        .into_iter()
+        .map(|name| (name, if name == t.input { 4 } else { 1 }))
+        .collect();
+    create(broker, &topics);
 }
 
 fn producer(broker: &str) -> ThreadedProducer<DefaultProducerContext> {
@@ -567,23 +571,7 @@ fn sigkill_mid_stream_and_restart_loses_no_alert() {
 fn record_then_replay_round_trips_a_stream() {
     let Some(broker) = broker() else { return };
     let topic = unique("record");
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &broker)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for r in rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap()
-    {
-        r.unwrap();
-    }
+    create(&broker, &[(&topic, 1)]);
     // Publish the bundled sample, each message stamped with its received_at.
     let sample = Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/node-down-storm.jsonl");
     let text = std::fs::read_to_string(&sample).unwrap();
