@@ -68,6 +68,15 @@ impl Topics {
     }
 }
 
+/// A test's broker, its own topics (created), and rules writing to them.
+fn setup(test: &str, group_wait: &str) -> Option<(String, Topics, PathBuf)> {
+    let broker = broker()?;
+    let t = Topics::new(test);
+    create_topics(&broker, &t);
+    let rules = rules_dir(&t, group_wait);
+    Some((broker, t, rules))
+}
+
 fn rules_dir(t: &Topics, group_wait: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("rules"));
     std::fs::create_dir_all(&dir).unwrap();
@@ -318,10 +327,9 @@ fn stop(mut child: std::process::Child) -> String {
 
 #[test]
 fn routes_to_squad_topics_dead_letters_bad_input_and_commits() {
-    let Some(broker) = broker() else { return };
-    let t = Topics::new("route");
-    create_topics(&broker, &t);
-    let rules = rules_dir(&t, "1s");
+    let Some((broker, t, rules)) = setup("route", "1s") else {
+        return;
+    };
     let checkout = |inst: &str| {
         alert(json!({"alertname": "HighErrorRate", "service": "checkout", "instance": inst}))
     };
@@ -461,10 +469,9 @@ fn routes_to_squad_topics_dead_letters_bad_input_and_commits() {
 
 #[test]
 fn sigkill_mid_stream_and_restart_loses_no_alert() {
-    let Some(broker) = broker() else { return };
-    let t = Topics::new("kill");
-    create_topics(&broker, &t);
-    let rules = rules_dir(&t, "200ms");
+    let Some((broker, t, rules)) = setup("kill", "200ms") else {
+        return;
+    };
     let per_message = 5;
     let total_messages = 400;
     let message = move |m: usize| -> Vec<u8> {
@@ -725,10 +732,9 @@ fn metric(port: u16, line_prefix: &str) -> Option<f64> {
 
 #[test]
 fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
-    let Some(broker) = broker() else { return };
-    let t = Topics::new("ops");
-    create_topics(&broker, &t);
-    let rules = rules_dir(&t, "30s");
+    let Some((broker, t, rules)) = setup("ops", "30s") else {
+        return;
+    };
     let (child, port) = run_with_http(&broker, &t, &rules, &[]);
     assert_eq!(http(port, "GET", "/healthz"), (200, "ok\n".to_owned()));
 
@@ -913,12 +919,11 @@ fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
 
 #[test]
 fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
-    let Some(broker) = broker() else { return };
+    let Some((broker, t, rules)) = setup("prom", "1s") else {
+        return;
+    };
     let prometheus_bin = which("prometheus")
         .expect("prometheus (Debian package prometheus; scripts/test.sh installs it)");
-    let t = Topics::new("prom");
-    create_topics(&broker, &t);
-    let rules = rules_dir(&t, "1s");
     let (child, port) = run_with_http(&broker, &t, &rules, &[("SQUADRON_INGEST_TOKEN", "s3cret")]);
 
     // The ingest's own answers.
@@ -1052,11 +1057,10 @@ fn receiver_server() -> (u16, RequestLog) {
 
 #[test]
 fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
-    let Some(broker) = broker() else { return };
-    let t = Topics::new("recv");
-    create_topics(&broker, &t);
+    let Some((broker, t, rules)) = setup("recv", "1s") else {
+        return;
+    };
     let (port, log) = receiver_server();
-    let rules = rules_dir(&t, "1s");
     std::fs::write(
         rules.join("rules.yaml"),
         std::fs::read_to_string(rules.join("rules.yaml")).unwrap().replace(

@@ -161,16 +161,6 @@ impl Engine {
         self.state.alerts.values().map(|a| a.pending.len()).sum()
     }
 
-    /// The smallest pending input id, if any: a driver must not acknowledge
-    /// its source before that input's fate is known.
-    pub fn min_pending_input(&self) -> Option<InputId> {
-        self.state
-            .alerts
-            .values()
-            .filter_map(|a| a.pending.iter().min().copied())
-            .min()
-    }
-
     /// Approximate heap bytes of the state, for the state-size metric.
     pub fn state_bytes(&self) -> usize {
         use std::mem::size_of;
@@ -365,6 +355,14 @@ impl Engine {
                 pending: if flapping { Vec::new() } else { vec![input] },
             },
         );
+    }
+
+    /// Runs every timer due at or before `to`, in order, each at its own time
+    /// (virtual-time drivers: replay, rule tests). Outputs accumulate in `out`.
+    pub fn advance_to(&mut self, to: Ts, out: &mut Outputs) {
+        while let Some(due) = self.next_deadline().filter(|d| *d <= to) {
+            self.tick(due, out);
+        }
     }
 
     /// Advances time to `now`: flushes every group due, emits storm summaries.

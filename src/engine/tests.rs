@@ -27,9 +27,7 @@ fn run(
     let (mut fates, mut notes) = (Vec::new(), Vec::new());
     let mut next = first_input;
     for &(now, ref m) in messages {
-        while let Some(d) = engine.next_deadline().filter(|d| *d <= now) {
-            engine.tick(d, &mut out);
-        }
+        engine.advance_to(now, &mut out);
         next += feed(engine, m, now, next, &mut out).alerts as u64;
         fates.append(&mut out.fates);
         notes.append(&mut out.notifications);
@@ -187,27 +185,6 @@ fn reload_keeps_groups_and_their_timers() {
             fate: Fate::Notified
         }]
     );
-}
-
-#[test]
-fn min_pending_input_tracks_the_oldest_undecided_input() {
-    let mut engine = Engine::new(rules("squads: [{name: a, services: [x]}]\n"));
-    let mut out = Outputs::default();
-    assert_eq!(engine.min_pending_input(), None);
-    for (i, name) in ["A", "B"].iter().enumerate() {
-        let msg = format!(r#"{{"labels":{{"alertname":"{name}","service":"x"}}}}"#);
-        let d = crate::decode::decode(msg.as_bytes()).unwrap();
-        engine.receive(
-            10 + i as u64,
-            d.alerts[0].as_ref().unwrap(),
-            Ts(0),
-            &mut out,
-        );
-    }
-    assert_eq!(engine.min_pending_input(), Some(10));
-    engine.tick(Ts(30_000), &mut out);
-    assert_eq!(engine.min_pending_input(), None);
-    assert_eq!(out.fates.len(), 2);
 }
 
 #[test]

@@ -344,7 +344,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
             Some((ticket, output, result)) = p.deliveries.next(), if !p.deliveries.is_empty() => p.delivered(ticket, output, result),
             _ = sleep => {
                 let t = std::time::Instant::now();
-                p.tick(wall_clock());
+                p.advance(wall_clock(), None);
                 p.metrics.busy.inc_by(t.elapsed().as_secs_f64());
             }
             _ = commit_every.tick() => {
@@ -379,7 +379,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
 
     // Shutdown: stop consuming, emit what is due, wait for acknowledgements, commit.
     tracing::info!("shutting down: flushing due groups and waiting for acknowledgements");
-    p.tick(wall_clock());
+    p.advance(wall_clock(), None);
     let deadline = tokio::time::Instant::now() + cfg.pipeline.shutdown_timeout()?;
     while !p.deliveries.is_empty() {
         match tokio::time::timeout_at(deadline, p.deliveries.next()).await {
@@ -609,10 +609,6 @@ impl Pipeline {
             self.engine.tick(now, &mut self.out);
             self.emit(Vec::new(), source_ts, now);
         }
-    }
-
-    fn tick(&mut self, now: Ts) {
-        self.advance(now, None);
     }
 
     /// Turns one engine step's outputs into records and tells the tracker which
