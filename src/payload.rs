@@ -25,6 +25,8 @@ pub struct WebhookPayload<'a> {
     pub external_url: &'a str,
     pub alerts: Vec<WebhookAlert<'a>>,
     // squadron's additions.
+    /// The same on every copy of one notification (at-least-once redelivery).
+    pub notification_id: &'a str,
     pub squad: &'a str,
     pub goalkeeper: Option<&'a str>,
     pub reason: &'static str,
@@ -77,6 +79,7 @@ impl<'a> WebhookPayload<'a> {
                     flapping: a.flapping,
                 })
                 .collect(),
+            notification_id: &n.id,
             squad: &n.squad,
             goalkeeper: n.goalkeeper.as_deref(),
             reason: n.reason.as_str(),
@@ -126,6 +129,7 @@ mod tests {
             flapping: false,
         };
         let n = Notification {
+            id: "n-1".into(),
             at: Ts(90_000),
             squad: "payments".into(),
             goalkeeper: Some("bob".into()),

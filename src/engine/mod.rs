@@ -15,8 +15,11 @@
 //! checked again (time intervals and sources may have changed), and the storm
 //! limit and flap detection apply.
 
+mod changelog;
 mod output;
 mod state;
+
+pub use changelog::{Change, RestoreReport};
 
 pub use output::{
     Fate, FateKind, FateRecord, Folded, InputId, Notification, NotifiedAlert, NotifyReason, Outputs,
@@ -46,6 +49,8 @@ pub struct Engine {
     core_protected: Cell<u64>,
     /// Reused for computing alert keys without an allocation per alert.
     scratch: Vec<u8>,
+    /// Keys changed since the last `take_changes`, when tracking is on.
+    dirty: Option<changelog::Dirty>,
 }
 
 /// Counters that are not fates: kept for metrics.
@@ -65,6 +70,7 @@ impl Engine {
             interval_cache: Vec::new(),
             core_protected: Cell::new(0),
             scratch: Vec::with_capacity(512),
+            dirty: None,
         };
         e.set_rules(rules);
         e
@@ -84,6 +90,7 @@ impl Engine {
     /// remembered alerts stay, inhibition sources carry over for rules whose
     /// name, sources and `equal` labels are unchanged.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        self.mark_all_sources();
         let mut old: HashMap<Arc<str>, Vec<SourceIndex>> = std::mem::take(&mut self.state.sources)
             .into_iter()
             .collect();
@@ -116,6 +123,31 @@ impl Engine {
             .collect();
         self.interval_cache = vec![Cell::new((i64::MIN, false)); self.rules.time_intervals.len()];
         self.rebuild_derived();
+        self.mark_all_sources();
+    }
+
+    /// Every inhibition source entry is written again (rules realign them by name).
+    fn mark_all_sources(&mut self) {
+        let Some(d) = self.dirty.as_mut() else { return };
+        for (rule, idx) in &self.state.sources {
+            for (n, i) in idx.iter().enumerate() {
+                for equal in i.by_key.keys() {
+                    d.sources.insert((rule.clone(), n as u32, equal.clone()));
+                }
+            }
+        }
+    }
+
+    fn mark_alert(&mut self, key: AlertKey) {
+        if let Some(d) = self.dirty.as_mut() {
+            d.alerts.insert(key);
+        }
+    }
+
+    fn mark_group(&mut self, key: &Arc<str>) {
+        if let Some(d) = self.dirty.as_mut() {
+            d.groups.insert(key.clone());
+        }
     }
 
     fn rebuild_derived(&mut self) {
@@ -268,6 +300,11 @@ impl Engine {
             self.update_sources(key, &alert.labels, alert.ends_at, status, now);
         }
 
+        if let Some(d) = self.dirty.as_mut() {
+            if self.state.alerts.contains_key(&key) || self.state.flaps.contains_key(&key) {
+                d.alerts.insert(key);
+            }
+        }
         if let Some(stored) = self.state.alerts.get_mut(&key) {
             let squad = self.group_squad[stored.group as usize];
             let before = stored.status(now);
@@ -334,11 +371,13 @@ impl Engine {
             out.fates.push(record(Fate::Flapping));
         }
         let group = self.group_for(&alert.labels, owner.squad, now);
-        self.state.groups[group as usize]
+        let g = self.state.groups[group as usize]
             .as_mut()
-            .expect("live group")
-            .members
-            .push(key);
+            .expect("live group");
+        g.members.push(key);
+        let group_key = g.key.clone();
+        self.mark_group(&group_key);
+        self.mark_alert(key);
         self.state.alerts.insert(
             key,
             StoredAlert {
@@ -357,6 +396,17 @@ impl Engine {
         );
     }
 
+    /// Records `alert` as an inhibition source only, without deciding its fate:
+    /// for an alert whose fate another engine decides (the pipeline sends
+    /// inhibition sources to every partition's engine).
+    pub fn observe_source(&mut self, alert: &Alert<'_>, now: Ts) {
+        if self.rules.inhibit_rules.is_empty() {
+            return;
+        }
+        let key = AlertKey::of(&alert.labels, &mut self.scratch);
+        self.update_sources(key, &alert.labels, alert.ends_at, alert.status_at(now), now);
+    }
+
     /// Runs every timer due at or before `to`, in order, each at its own time
     /// (virtual-time drivers: replay, rule tests). Outputs accumulate in `out`.
     pub fn advance_to(&mut self, to: Ts, out: &mut Outputs) {
@@ -373,7 +423,7 @@ impl Engine {
             }
             let (due, timer) = self.state.timers.pop_first().expect("non-empty");
             match timer {
-                Timer::Flush(g) => self.flush(g, now, out),
+                Timer::Flush { group, .. } => self.flush(group, now, out),
                 Timer::StormSummary(squad) => self.storm_summary(&squad, due, out),
             }
         }
@@ -386,18 +436,9 @@ impl Engine {
 
     /// Finds or creates the group for a new alert.
     fn group_for(&mut self, labels: &impl Labels, squad: SquadId, now: Ts) -> GroupId {
+        let (group_labels, key) = self.rules.group_of(squad, labels);
+        let key: Arc<str> = key.into();
         let sq = &self.rules.squads[squad as usize];
-        let group_labels = if sq.grouping.group_by.iter().any(|l| &**l == "...") {
-            LabelSet::from_labels(labels)
-        } else {
-            LabelSet::from_pairs(
-                sq.grouping
-                    .group_by
-                    .iter()
-                    .filter_map(|l| labels.get(l).map(|v| (&**l, v))),
-            )
-        };
-        let key: Arc<str> = format!("{}:{}", sq.name, group_labels).into();
         if let Some(&id) = self.group_index.get(&key) {
             return id;
         }
@@ -409,6 +450,8 @@ impl Engine {
             members: Vec::new(),
             next_flush: due,
             last_notified: None,
+            created: now,
+            sequence: 0,
         };
         let id = match self.state.free_groups.pop() {
             Some(id) => {
@@ -423,7 +466,8 @@ impl Engine {
             }
         };
         self.group_index.insert(key, id);
-        self.state.timers.insert((due, Timer::Flush(id)));
+        let timer = Timer::flush(self.state.groups[id as usize].as_ref().expect("just set"), id);
+        self.state.timers.insert((due, timer));
         id
     }
 
@@ -517,11 +561,15 @@ impl Engine {
             .iter()
             .zip(self.state.sources.iter_mut())
         {
-            for (matchers, idx) in r.sources.iter().zip(sources.iter_mut()) {
+            for (n, (matchers, idx)) in r.sources.iter().zip(sources.iter_mut()).enumerate() {
                 if !all_match(matchers, labels) {
                     continue;
                 }
                 let shared = equal_key(&r.equal, labels);
+                if let Some(d) = self.dirty.as_mut() {
+                    d.sources
+                        .insert((r.name.clone(), n as u32, shared.as_str().into()));
+                }
                 match status {
                     Status::Firing => {
                         let entries = idx.by_key.entry(shared.into_boxed_str()).or_default();
@@ -554,18 +602,31 @@ impl Engine {
             return;
         };
         let alerts = &self.state.alerts;
+        let dirty = &mut self.dirty;
         self.state.flaps.retain(|key, f| {
             let calm = f.changes.back().is_none_or(|&t| now.since(t) >= cfg.window);
             // A flapping alert still stored is cleared at its group's flush.
-            !(calm && !(f.flapping && alerts.contains_key(key)))
+            let keep = !(calm && !(f.flapping && alerts.contains_key(key)));
+            if !keep {
+                if let Some(d) = dirty.as_mut() {
+                    d.alerts.insert(*key);
+                }
+            }
+            keep
         });
     }
 
     fn sweep_sources(&mut self, now: Ts) {
-        for (_, sources) in &mut self.state.sources {
-            for idx in sources {
-                idx.by_key.retain(|_, v| {
+        for (rule, sources) in &mut self.state.sources {
+            for (n, idx) in sources.iter_mut().enumerate() {
+                idx.by_key.retain(|equal, v| {
+                    let before = v.len();
                     v.retain(|&(_, until)| until > now);
+                    if v.len() != before {
+                        if let Some(d) = self.dirty.as_mut() {
+                            d.sources.insert((rule.clone(), n as u32, equal.clone()));
+                        }
+                    }
                     !v.is_empty()
                 });
             }
@@ -576,6 +637,10 @@ impl Engine {
         let Some(mut group) = self.state.groups[gid as usize].take() else {
             return;
         };
+        if let Some(d) = self.dirty.as_mut() {
+            d.groups.insert(group.key.clone());
+            d.alerts.extend(group.members.iter().copied());
+        }
         let squad = self.group_squad[gid as usize];
         let flap_window = self.rules.flap.map(|f| f.window);
         let mut changed = false;
@@ -664,6 +729,7 @@ impl Engine {
         if let Some(reason) = reason.filter(|_| !included.is_empty()) {
             let core = included.iter().any(|key| self.state.alerts[key].core);
             let fate = if self.storm_allows(squad, core, &group.key, included.len() as u32, now) {
+                group.sequence += 1;
                 out.notifications
                     .push(self.notification(&group, squad, reason, core, &included, now));
                 Fate::Notified
@@ -722,7 +788,7 @@ impl Engine {
             group.next_flush = now.plus(group_interval);
             self.state
                 .timers
-                .insert((group.next_flush, Timer::Flush(gid)));
+                .insert((group.next_flush, Timer::flush(&group, gid)));
             self.state.groups[gid as usize] = Some(group);
         }
     }
@@ -760,6 +826,7 @@ impl Engine {
         };
         let sq = &self.rules.squads[squad as usize];
         Notification {
+            id: notification_id(&group.key, group.created, group.sequence),
             at: now,
             squad: sq.name.clone(),
             goalkeeper: sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now)),
@@ -785,6 +852,9 @@ impl Engine {
     ) -> bool {
         let sq = &self.rules.squads[squad as usize];
         let Some(limit) = sq.storm else { return true };
+        if let Some(d) = self.dirty.as_mut() {
+            d.storms.insert(sq.name.clone());
+        }
         let w = self.state.storms.entry(sq.name.clone()).or_default();
         if now >= w.start.plus(limit.interval) {
             // What was folded stays until its summary timer fires (summaries sort
@@ -814,6 +884,9 @@ impl Engine {
         let Some(w) = self.state.storms.get_mut(squad_name) else {
             return;
         };
+        if let Some(d) = self.dirty.as_mut() {
+            d.storms.insert(squad_name.clone());
+        }
         let folded = std::mem::take(&mut w.folded);
         if folded.notifications == 0 {
             return;
@@ -824,6 +897,7 @@ impl Engine {
             .unwrap_or(self.rules.fallback);
         let sq = &self.rules.squads[squad as usize];
         out.notifications.push(Notification {
+            id: format!("{}:storm-summary:{}", sq.name, now.millis()).into(),
             at: now,
             squad: sq.name.clone(),
             goalkeeper: sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now)),
@@ -891,6 +965,17 @@ fn record_change(
         f.flapping = true;
     }
     f.flapping
+}
+
+/// `<xxh3 of the group key>-<group created, ms>-<sequence>`: the same for the
+/// same notification of the same group episode, whoever decides it.
+fn notification_id(group_key: &str, created: Ts, sequence: u64) -> Arc<str> {
+    format!(
+        "{:016x}-{}-{sequence}",
+        xxhash_rust::xxh3::xxh3_64(group_key.as_bytes()),
+        created.millis()
+    )
+    .into()
 }
 
 /// When a firing alert stops firing unless resent.

@@ -152,6 +152,10 @@ impl NotifyReason {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Notification {
+    /// Deterministic: the same notification decided again (after a crash, by a
+    /// restored engine) carries the same id, so consumers can drop duplicates.
+    #[serde(default)]
+    pub id: Arc<str>,
     pub at: Ts,
     pub squad: Arc<str>,
     /// The person on first-line duty for the squad at `at`.

@@ -90,6 +90,12 @@ pub struct Group {
     pub members: Vec<AlertKey>,
     pub next_flush: Ts,
     pub last_notified: Option<Ts>,
+    /// When the group was created: with `sequence`, the notification id.
+    #[serde(default)]
+    pub created: Ts,
+    /// Notifications sent for this group so far.
+    #[serde(default)]
+    pub sequence: u64,
 }
 
 /// A point in time at which the engine has work to do.
@@ -97,7 +103,24 @@ pub struct Group {
 pub enum Timer {
     /// Sorts first: a window's summary goes out before the next window's flushes.
     StormSummary(Arc<str>),
-    Flush(GroupId),
+    /// Flushes due at one instant run in the order of the groups' identity
+    /// (creation time, key hash), not of their ids: ids are not kept across a
+    /// restore, and a restored engine must decide in the same order.
+    Flush {
+        created: Ts,
+        key_hash: u64,
+        group: GroupId,
+    },
+}
+
+impl Timer {
+    pub fn flush(g: &Group, id: GroupId) -> Timer {
+        Timer::Flush {
+            created: g.created,
+            key_hash: xxhash_rust::xxh3::xxh3_64(g.key.as_bytes()),
+            group: id,
+        }
+    }
 }
 
 /// Per squad: notifications in the current window and what was folded.

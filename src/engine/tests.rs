@@ -201,3 +201,128 @@ fn state_size_grows_with_active_alerts() {
     assert!(engine.active_alerts() > 900, "{}", engine.active_alerts());
     assert!(engine.state_bytes() > empty + 1000 * 100);
 }
+
+/// Feeds `stream` to an engine that tracks changes, appending them to `log` after
+/// every step, as the pipeline writes its changelog.
+fn run_logged(
+    engine: &mut Engine,
+    messages: &[(Ts, Vec<u8>)],
+    first_input: u64,
+    log: &mut Vec<Change>,
+) -> (Vec<FateRecord>, Vec<Notification>, u64) {
+    let mut out = Outputs::default();
+    let (mut fates, mut notes) = (Vec::new(), Vec::new());
+    let mut next = first_input;
+    for &(now, ref m) in messages {
+        engine.advance_to(now, &mut out);
+        next += feed(engine, m, now, next, &mut out).alerts as u64;
+        fates.append(&mut out.fates);
+        notes.append(&mut out.notifications);
+        log.extend(engine.take_changes());
+    }
+    (fates, notes, next)
+}
+
+/// What compaction keeps: the last record of each key, tombstoned keys gone.
+fn compact(log: &[Change]) -> Vec<Change> {
+    let mut last: std::collections::BTreeMap<&[u8], &Option<Vec<u8>>> = Default::default();
+    for (k, v) in log {
+        last.insert(k, v);
+    }
+    last.into_iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, v)| (k.to_vec(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn an_engine_restored_from_its_changelog_continues_exactly_like_an_uninterrupted_one() {
+    let rules = example_rules();
+    let storm = generate(&Scenario::storm(Ts(1_764_147_600_000)))
+        .into_iter()
+        .map(|e| (e.at, e.message))
+        .collect::<Vec<_>>();
+    let streams: Vec<Vec<(Ts, Vec<u8>)>> = (0..12)
+        .map(random_stream)
+        .chain(std::iter::once(storm))
+        .collect();
+    for (s, stream) in streams.iter().enumerate() {
+        let mut whole = Engine::new(rules.clone());
+        let mut expected = run(&mut whole, stream, 0, true);
+        for cut in [stream.len() / 5, stream.len() / 2, stream.len() * 4 / 5] {
+            let (first, second) = stream.split_at(cut);
+            let mut before = Engine::new(rules.clone());
+            before.track_changes();
+            let mut log = Vec::new();
+            let (f1, n1, next) = run_logged(&mut before, first, 0, &mut log);
+            // Restore from the full log and from its compacted form: the same.
+            for records in [log.clone(), compact(&log)] {
+                let (mut after, report) = Engine::from_changelog(rules.clone(), records);
+                assert_eq!(report.malformed, 0, "stream {s} cut {cut}");
+                assert_eq!(report.orphans, 0, "stream {s} cut {cut}");
+                assert_eq!(after.active_alerts(), before.active_alerts());
+                assert_eq!(after.active_groups(), before.active_groups());
+                assert_eq!(after.pending_inputs(), before.pending_inputs());
+                let (f2, n2, _) = run(&mut after, second, next, true);
+                let mut fates = f1.clone();
+                fates.extend(f2);
+                let mut notes = n1.clone();
+                notes.extend(n2);
+                assert_eq!(fates, expected.0, "stream {s} cut {cut}: fates");
+                assert_eq!(notes, expected.1, "stream {s} cut {cut}: notifications");
+            }
+        }
+        expected.0.clear();
+    }
+}
+
+#[test]
+fn the_compacted_changelog_holds_live_state_only() {
+    let rules = example_rules();
+    let stream = random_stream(7);
+    let mut engine = Engine::new(rules.clone());
+    engine.track_changes();
+    let mut log = Vec::new();
+    run_logged(&mut engine, &stream, 0, &mut log);
+    // Let every alert time out and every group resolve and empty.
+    let mut out = Outputs::default();
+    engine.advance_to(Ts(1_764_000_000_000 + 86_400_000), &mut out);
+    log.extend(engine.take_changes());
+    assert_eq!(engine.active_alerts(), 0);
+    assert_eq!(engine.active_groups(), 0);
+    let live = compact(&log);
+    assert!(
+        live.iter()
+            .all(|(k, _)| k.starts_with(b"storm/") || k.starts_with(b"flap/")),
+        "only storm windows and flap history may outlive their alerts: {:?}",
+        live.iter()
+            .map(|(k, _)| String::from_utf8_lossy(k))
+            .collect::<Vec<_>>()
+    );
+    assert!(log.len() > live.len() * 10, "history is much larger than live state");
+}
+
+#[test]
+fn a_changelog_with_garbage_and_missing_records_restores_what_it_can() {
+    let rules = example_rules();
+    let stream = random_stream(3);
+    let mut engine = Engine::new(rules.clone());
+    engine.track_changes();
+    let mut log = Vec::new();
+    run_logged(&mut engine, &stream[..150], 0, &mut log);
+    let mut live = compact(&log);
+    let groups = live.iter().filter(|(k, _)| k.starts_with(b"group/")).count();
+    assert!(groups > 0);
+    // A lost alert record (a crash between records), and garbage.
+    let lost = live
+        .iter()
+        .position(|(k, _)| k.starts_with(b"alert/"))
+        .unwrap();
+    live.remove(lost);
+    live.push((b"alert/zz".to_vec(), Some(b"{}".to_vec())));
+    live.push((b"nonsense".to_vec(), Some(b"[".to_vec())));
+    let (restored, report) = Engine::from_changelog(rules, live);
+    assert_eq!(report.malformed, 2);
+    assert_eq!(report.orphans, 1, "the group's member without a record");
+    assert_eq!(restored.active_alerts(), engine.active_alerts() - 1);
+}

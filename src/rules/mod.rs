@@ -12,7 +12,7 @@ pub mod catalog;
 pub mod file;
 pub mod matcher;
 
-use crate::model::{Labels, Ts, parse_duration};
+use crate::model::{LabelSet, Labels, Ts, parse_duration};
 pub use calendar::{Goalkeeper, TimeInterval, TimeSpec};
 use file::{Action, GroupingFile, RuleFile, StormFile};
 pub use matcher::{Matcher, all_match};
@@ -147,6 +147,33 @@ impl RuleSet {
         self.service_labels
             .iter()
             .find_map(|l| labels.get(l).filter(|v| !v.is_empty()))
+    }
+
+    /// The group an alert of `squad` belongs to: its labels (the squad's
+    /// `group_by`, or all labels for `...`) and its key, `<squad>:<labels>`.
+    /// The engine groups by it and the pipeline partitions by the key.
+    pub fn group_of(&self, squad: SquadId, labels: &impl Labels) -> (LabelSet, String) {
+        let sq = &self.squads[squad as usize];
+        let group_labels = if sq.grouping.group_by.iter().any(|l| &**l == "...") {
+            LabelSet::from_labels(labels)
+        } else {
+            LabelSet::from_pairs(
+                sq.grouping
+                    .group_by
+                    .iter()
+                    .filter_map(|l| labels.get(l).map(|v| (&**l, v))),
+            )
+        };
+        let key = format!("{}:{}", sq.name, group_labels);
+        (group_labels, key)
+    }
+
+    /// Whether an alert can be the source of an inhibit rule: every instance
+    /// deciding targets must see it (the pipeline sends it to all partitions).
+    pub fn is_inhibit_source(&self, labels: &impl Labels) -> bool {
+        self.inhibit_rules
+            .iter()
+            .any(|r| r.sources.iter().any(|m| all_match(m, labels)))
     }
 
     pub fn owner(&self, labels: &impl Labels) -> Owner {

@@ -274,6 +274,7 @@ mod tests {
 
     fn notification(status: Status) -> Notification {
         Notification {
+            id: "n-1".into(),
             at: Ts(0),
             squad: "payments".into(),
             goalkeeper: Some("bob".into()),
