@@ -48,6 +48,15 @@ pub struct RunArgs {
     /// Produced records awaiting acknowledgement before consumption pauses.
     #[arg(long, env = "SQUADRON_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<u64>,
+    /// at-least-once (default) or exactly-once (Kafka transactions).
+    #[arg(long, env = "SQUADRON_PROCESSING_GUARANTEE", value_enum)]
+    pub processing_guarantee: Option<pipeline::config::Guarantee>,
+    /// Static group membership id (default: `<hostname>-<HTTP port>`).
+    #[arg(long, env = "SQUADRON_INSTANCE_ID")]
+    pub instance_id: Option<String>,
+    /// How often state, outputs and offsets are committed (e.g. 1s, 100ms).
+    #[arg(long, env = "SQUADRON_COMMIT_INTERVAL")]
+    pub commit_interval: Option<String>,
 }
 
 impl RunArgs {
@@ -91,6 +100,15 @@ impl RunArgs {
         }
         if let Some(v) = self.max_in_flight {
             cfg.pipeline.max_in_flight = v;
+        }
+        if let Some(v) = self.processing_guarantee {
+            cfg.pipeline.processing_guarantee = v;
+        }
+        if let Some(v) = &self.instance_id {
+            cfg.kafka.instance_id = Some(v.clone());
+        }
+        if let Some(v) = &self.commit_interval {
+            cfg.pipeline.commit_interval = Some(v.clone());
         }
         cfg.validate()?;
         Ok(cfg)

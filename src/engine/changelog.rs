@@ -18,7 +18,9 @@
 //! members and orphans are left out and counted.
 
 use super::Engine;
-use super::state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, StormWindow, Timer};
+use super::state::{
+    FlapState, Group, GroupId, SourceIndex, State, StoredAlert, StormWindow, Timer,
+};
 use crate::model::AlertKey;
 use crate::rules::RuleSet;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -140,8 +142,7 @@ impl Engine {
         let mut flaps = super::state::KeyMap::<FlapState>::default();
         let mut groups: BTreeMap<Arc<str>, Group> = BTreeMap::new();
         let mut storms: HashMap<Arc<str>, StormWindow> = HashMap::new();
-        let mut sources: HashMap<(Box<str>, u32), HashMap<Box<str>, Vec<(AlertKey, crate::model::Ts)>>> =
-            HashMap::new();
+        let mut sources = Sources::new();
         for (k, v) in records {
             report.records += 1;
             if apply(

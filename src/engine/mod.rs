@@ -466,7 +466,10 @@ impl Engine {
             }
         };
         self.group_index.insert(key, id);
-        let timer = Timer::flush(self.state.groups[id as usize].as_ref().expect("just set"), id);
+        let timer = Timer::flush(
+            self.state.groups[id as usize].as_ref().expect("just set"),
+            id,
+        );
         self.state.timers.insert((due, timer));
         id
     }

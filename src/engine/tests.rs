@@ -299,7 +299,10 @@ fn the_compacted_changelog_holds_live_state_only() {
             .map(|(k, _)| String::from_utf8_lossy(k))
             .collect::<Vec<_>>()
     );
-    assert!(log.len() > live.len() * 10, "history is much larger than live state");
+    assert!(
+        log.len() > live.len() * 10,
+        "history is much larger than live state"
+    );
 }
 
 #[test]
@@ -311,7 +314,10 @@ fn a_changelog_with_garbage_and_missing_records_restores_what_it_can() {
     let mut log = Vec::new();
     run_logged(&mut engine, &stream[..150], 0, &mut log);
     let mut live = compact(&log);
-    let groups = live.iter().filter(|(k, _)| k.starts_with(b"group/")).count();
+    let groups = live
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"group/"))
+        .count();
     assert!(groups > 0);
     // A lost alert record (a crash between records), and garbage.
     let lost = live

@@ -26,6 +26,18 @@ pub struct KafkaConfig {
     pub input_topics: Vec<String>,
     pub dead_letter_topic: String,
     pub audit_topic: String,
+    /// The internal topic the route stage writes alerts to, keyed by group
+    /// (default `<group_id>-repartition`).
+    pub repartition_topic: Option<String>,
+    /// The compacted topic holding the decide stage's state (default `<group_id>-changelog`).
+    pub changelog_topic: Option<String>,
+    /// Replication factor of the internal topics when squadron creates them
+    /// (-1: the broker's default).
+    pub internal_replication_factor: i32,
+    /// Static group membership (`group.instance.id`): a restarted instance with
+    /// the same id takes its partitions back at once. Default:
+    /// `<hostname>-<HTTP port>` (unique per host), or `<hostname>-<pid>` without HTTP.
+    pub instance_id: Option<String>,
     /// librdkafka properties for both consumer and producer (`security.protocol`, `sasl.*`, `ssl.*`, ...).
     pub properties: BTreeMap<String, String>,
     pub consumer_properties: BTreeMap<String, String>,
@@ -52,13 +64,29 @@ pub enum AuditMode {
     All,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    /// Nothing is lost; after a crash, work since the last commit is done again
+    /// (notifications may repeat, with the same id).
+    AtLeastOnce,
+    /// Outputs, state and input offsets commit in one Kafka transaction: a
+    /// read_committed consumer sees every notification once.
+    ExactlyOnce,
+}
+
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PipelineConfig {
+    pub processing_guarantee: Guarantee,
+    /// Partitions of the repartition and changelog topics when squadron creates
+    /// them: the most decide tasks (instances x cores) that can share the work.
+    pub partitions: i32,
     /// Produced records awaiting acknowledgement before consumption pauses (backpressure).
     pub max_in_flight: u64,
-    /// How often committable offsets are committed.
-    pub commit_interval: String,
+    /// How often state, outputs and offsets are committed (default 1s at least
+    /// once, 100ms exactly once).
+    pub commit_interval: Option<String>,
     /// How long shutdown waits for acknowledgements before giving up (uncommitted input is re-read).
     pub shutdown_timeout: String,
     pub audit: AuditMode,
@@ -88,6 +116,10 @@ impl Default for KafkaConfig {
             input_topics: vec!["alerts.raw".into()],
             dead_letter_topic: "alerts.dead-letter".into(),
             audit_topic: "alerts.audit".into(),
+            repartition_topic: None,
+            changelog_topic: None,
+            internal_replication_factor: -1,
+            instance_id: None,
             properties: BTreeMap::new(),
             consumer_properties: BTreeMap::new(),
             producer_properties: BTreeMap::new(),
@@ -107,8 +139,10 @@ impl Default for HttpConfig {
 impl Default for PipelineConfig {
     fn default() -> PipelineConfig {
         PipelineConfig {
+            processing_guarantee: Guarantee::AtLeastOnce,
+            partitions: 12,
             max_in_flight: 100_000,
-            commit_interval: "1s".into(),
+            commit_interval: None,
             shutdown_timeout: "30s".into(),
             audit: AuditMode::Off,
             external_url: "http://squadron".into(),
@@ -119,7 +153,11 @@ impl Default for PipelineConfig {
 
 impl PipelineConfig {
     pub fn commit_interval(&self) -> anyhow::Result<Duration> {
-        parse_duration(&self.commit_interval)
+        let default = match self.processing_guarantee {
+            Guarantee::AtLeastOnce => "1s",
+            Guarantee::ExactlyOnce => "100ms",
+        };
+        parse_duration(self.commit_interval.as_deref().unwrap_or(default))
             .map_err(|e| anyhow::anyhow!("pipeline.commit_interval: {e}"))
     }
     pub fn shutdown_timeout(&self) -> anyhow::Result<Duration> {
@@ -170,9 +208,48 @@ impl Config {
             self.pipeline.max_in_flight > 0,
             "pipeline.max_in_flight must be at least 1"
         );
+        anyhow::ensure!(
+            (1..=16384).contains(&self.pipeline.partitions),
+            "pipeline.partitions must be between 1 and 16384"
+        );
+        anyhow::ensure!(
+            self.kafka.input_topics.len() <= 255,
+            "kafka.input_topics: at most 255 topics"
+        );
         self.pipeline.commit_interval()?;
         self.pipeline.shutdown_timeout()?;
         Ok(())
+    }
+
+    pub fn repartition_topic(&self) -> String {
+        self.kafka
+            .repartition_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-repartition", self.kafka.group_id))
+    }
+
+    pub fn changelog_topic(&self) -> String {
+        self.kafka
+            .changelog_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-changelog", self.kafka.group_id))
+    }
+
+    /// This instance's `group.instance.id` (see [`KafkaConfig::instance_id`]).
+    pub fn instance_id(&self) -> String {
+        if let Some(id) = self.kafka.instance_id.as_ref().filter(|s| !s.is_empty()) {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "squadron".into());
+        match self.http.listen {
+            Some(addr) if addr.port() != 0 => format!("{host}-{}", addr.port()),
+            _ => format!("{host}-{}", std::process::id()),
+        }
     }
 }
 

@@ -1,98 +1,79 @@
-//! The Kafka driver: consumes the input topics as one consumer group, feeds
-//! the engine, and produces notifications to squad topics, undecodable input to
-//! the dead-letter topic and (optionally) fates to the audit topic.
+//! The Kafka driver: squadron as a Kafka Streams-style topology (see
+//! [`topology`]) of two stages in one consumer group. The *route* stage reads
+//! the input topics (any key, any partition), dead-letters what cannot be
+//! decoded and writes each alert to the repartition topic partition that owns
+//! its group. The *decide* stage runs one task per repartition partition: an
+//! engine whose state is a store backed by a compacted changelog partition
+//! ([`store`]), restored before the task processes anything.
 //!
 //! # Delivery guarantees
 //!
-//! **At least once.** An input offset is committed only when every alert in the
-//! message has its fate and every record derived from it (notification, dead
-//! letter, audit record) is acknowledged by the broker ([`offsets`]). Alerts
-//! still waiting in an unflushed group keep their message uncommitted, so a
-//! crash re-reads them. A produce that fails is retried until acknowledged.
+//! Committing (every `commit_interval`, on revocation and at shutdown) writes
+//! each task's state changes to the changelog, makes every produced record
+//! durable, then commits the positions of both stages' inputs:
 //!
-//! **Not yet guaranteed:** after a crash or restart, engine state (which alerts
-//! were already notified) is lost, so re-read input and the next resends can
-//! notify again: duplicate notifications, never lost ones. Several instances
-//! each hold the state of the alerts they consumed: deduplication across
-//! instances holds only when all messages of an alert land in one partition
-//! (key input messages by alert group). Keeping engine state in a compacted topic
-//! lifts both; it is not built yet.
+//! - **At least once** (default): the producer is flushed and every record
+//!   acknowledged before the offsets are committed; refused records are sent
+//!   again and hold the commit back. A crash loses nothing: input since the
+//!   last commit is read again by an engine restored to the state of that
+//!   commit, so outputs since then may repeat. A repeated notification carries
+//!   the same `squadron.notification.id` (header and `notificationId`).
+//! - **Exactly once**: one Kafka transaction per commit holds the repartition
+//!   records, changelog records, notifications, dead letters, audit records and
+//!   the input offsets (KIP-447 fencing through the consumer group metadata;
+//!   `transactional.id` = `<group>-<instance id>`). read_committed consumers see
+//!   each output once. A failed transaction is aborted and the process exits
+//!   non-zero: its replacement restores the committed state.
+//! - Receivers (webhook, Slack, PagerDuty) are called after the commit that
+//!   made their notification durable, so an aborted or lost batch never
+//!   reaches them; after a crash between commit and call, a notification can
+//!   reach them late or twice (same id, as a header).
 //!
 //! # Concurrency
 //!
-//! One task owns the engine, the consumer and the offset tracker. Deliveries are
-//! pipelined: sends are queued without waiting and their acknowledgements are
-//! awaited together. When more than `max_in_flight` records await
-//! acknowledgement the task stops consuming until acknowledgements arrive
-//! (backpressure); memory stays bounded. The rebalance callback (run by the
-//! consumer inside `recv`) shares the tracker through a mutex to commit what is
-//! done for revoked partitions before they go.
+//! The processing state ([`Core`]: tasks, positions, producer) sits behind one
+//! mutex shared with the consumer's rebalance callbacks, which commit before
+//! partitions are revoked and restore state when they are assigned. The loop
+//! never holds the lock while polling the consumer (callbacks run inside the
+//! poll). When more than `max_in_flight` records await acknowledgement the loop
+//! stops consuming (backpressure).
 
 pub mod config;
-pub mod offsets;
+mod decide;
+mod produce;
+mod route;
+pub mod store;
+pub mod topology;
 
-use crate::decode::Invalid;
-use crate::engine::{Engine, Fate, FateKind, FateRecord, Outputs};
-use crate::ingest::{FeedOptions, InputIds, feed_with};
-use crate::model::Ts;
+use crate::engine::{Engine, Fate, FateKind, FateRecord, Notification, Outputs};
 use crate::payload::WebhookPayload;
 use crate::rules::RuleSet;
 use crate::telemetry::http::{SquadStatus, Status};
 use crate::telemetry::metrics::{HandleCache, Metrics};
-pub use config::{AuditMode, Config};
+pub use config::{AuditMode, Config, Guarantee};
 use futures_util::FutureExt;
-use futures_util::stream::{FuturesUnordered, StreamExt};
-use offsets::{OffsetTracker, Tp};
+use produce::{CommitError, Kind, Output, Record};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::Serialize;
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use topology::Topology;
 
 /// Messages handled per turn of the loop when the consumer already holds them.
 const BURST: usize = 256;
+/// How long a restore may take before the process gives up.
+const RESTORE_LIMIT: Duration = Duration::from_secs(300);
 
-/// Where a produced record goes: bounded, a metric label.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Output {
-    Notification,
-    DeadLetter,
-    Audit,
-}
-
-impl Output {
-    fn as_str(self) -> &'static str {
-        match self {
-            Output::Notification => "notification",
-            Output::DeadLetter => "dead_letter",
-            Output::Audit => "audit",
-        }
-    }
-}
-
-struct Record {
-    topic: String,
-    key: Vec<u8>,
-    payload: Vec<u8>,
-    headers: Vec<(&'static str, Vec<u8>)>,
-    output: Output,
-}
-
-type Delivery =
-    Pin<Box<dyn Future<Output = (u64, Output, Result<(), (KafkaError, OwnedMessage)>)> + Send>>;
-
-/// The consumer's context: commits what is done for partitions being revoked,
-/// tracks assignments, and reads consumer lag from librdkafka's statistics.
+/// The consumer's context: rebalances reach the processing state through it.
 pub struct PipelineContext {
-    tracker: Arc<Mutex<OffsetTracker>>,
+    core: Arc<Mutex<Core>>,
     metrics: Arc<Metrics>,
 }
 
@@ -114,63 +95,19 @@ impl ClientContext for PipelineContext {
 impl ConsumerContext for PipelineContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let mut tracker = self.tracker.lock().expect("tracker lock");
-            let revoked: Vec<Tp> = tpl
-                .elements()
-                .iter()
-                .map(|e| Tp {
-                    topic: e.topic().into(),
-                    partition: e.partition(),
-                })
-                .collect();
-            let done: Vec<(Tp, i64)> = tracker
-                .committable()
-                .into_iter()
-                .filter(|(tp, _)| revoked.contains(tp))
-                .collect();
-            if !done.is_empty() {
-                match commit_list(&done).and_then(|l| consumer.commit(&l, CommitMode::Sync)) {
-                    Ok(()) => tracing::info!(
-                        partitions = done.len(),
-                        "committed done offsets of revoked partitions"
-                    ),
-                    Err(error) => {
-                        tracing::warn!(%error, "commit on revocation failed; the next owner re-reads")
-                    }
-                }
-            }
-            for tp in &revoked {
-                tracker.revoke(tp);
-                let partition = tp.partition.to_string();
-                let _ = self
-                    .metrics
-                    .consumer_lag
-                    .remove_label_values(&[tp.topic.as_ref(), partition.as_str()]);
-            }
-            tracing::info!(partitions = revoked.len(), "partitions revoked");
+            self.core.lock().expect("core lock").revoke(consumer, tpl);
         }
     }
 
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let mut tracker = self.tracker.lock().expect("tracker lock");
-            for e in tpl.elements() {
-                tracker.assign(Tp {
-                    topic: e.topic().into(),
-                    partition: e.partition(),
-                });
-            }
-            tracing::info!(partitions = tpl.count(), "partitions assigned");
+            self.core.lock().expect("core lock").assign(tpl);
         }
     }
 }
 
-fn commit_list(offsets: &[(Tp, i64)]) -> Result<TopicPartitionList, KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    for (tp, offset) in offsets {
-        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))?;
-    }
-    Ok(tpl)
+fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
+    core.lock().expect("core lock")
 }
 
 /// Sets a property unless the configuration already gives it.
@@ -199,7 +136,6 @@ pub struct RunSummary {
     pub messages: u64,
     pub notifications: u64,
     pub dead_letters: u64,
-    pub uncommitted_messages: usize,
 }
 
 /// Everything the pipeline needs from its caller.
@@ -211,7 +147,7 @@ pub struct Handles {
     pub commands: Option<tokio::sync::mpsc::Receiver<Command>>,
 }
 
-/// A request to the task that owns the engine.
+/// A request to the task that owns the engines.
 pub enum Command {
     /// Load the rules directory again (`source` says why, for the log).
     Reload {
@@ -243,7 +179,7 @@ pub enum ReloadOutcome {
     },
 }
 
-/// Runs the pipeline until `handles.shutdown` is cancelled, then drains and commits.
+/// Runs the pipeline until `handles.shutdown` is cancelled, then commits.
 pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::Result<RunSummary> {
     cfg.validate()?;
     let Handles {
@@ -252,26 +188,10 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         shutdown,
         mut commands,
     } = handles;
-    let tracker = Arc::new(Mutex::new(OffsetTracker::new()));
-    let mut consumer_cfg = client_config(&cfg, &cfg.kafka.consumer_properties);
-    consumer_cfg.set("group.id", &cfg.kafka.group_id);
-    for (k, v) in [
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("auto.offset.reset", "earliest"),
-        ("statistics.interval.ms", "5000"),
-        // librdkafka pauses fetching this long once its prefetch queue is full
-        // (default 1 s). A consumer that decides slower than the broker serves
-        // fills the queue, then drains it dry waiting: measured at 74% idle.
-        ("fetch.queue.backoff.ms", "5"),
-    ] {
-        set_default(&mut consumer_cfg, k, v);
-    }
-    let consumer: StreamConsumer<PipelineContext> =
-        consumer_cfg.create_with_context(PipelineContext {
-            tracker: tracker.clone(),
-            metrics: metrics.clone(),
-        })?;
+    let topo = topology::ensure(&cfg).await?;
+    let instance = cfg.instance_id();
+    let exactly_once = cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
+
     let mut producer_cfg = client_config(&cfg, &cfg.kafka.producer_properties);
     for (k, v) in [
         ("enable.idempotence", "true"),
@@ -282,43 +202,100 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
     ] {
         set_default(&mut producer_cfg, k, v);
     }
-    let producer: FutureProducer = producer_cfg.create()?;
-    let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
-    tracing::info!(topics = ?topics, group = %cfg.kafka.group_id, brokers = %cfg.kafka.bootstrap_servers, "consuming");
-
-    let producer_for_receivers = producer.clone();
-    let metrics_for_receivers = metrics.clone();
-    let mut p = Pipeline {
-        engine: Engine::new(rules),
-        out: Outputs::default(),
-        tracker,
-        producer,
-        deliveries: FuturesUnordered::new(),
-        metrics,
+    let transactional_id = exactly_once.then(|| format!("{}-{instance}", cfg.kafka.group_id));
+    let out = Output::new(producer_cfg.clone(), transactional_id, metrics.clone())?;
+    let receiver_producer: FutureProducer = {
+        let mut c = producer_cfg;
+        c.remove("transactional.id");
+        c.create()?
+    };
+    let core = Arc::new(Mutex::new(Core {
+        topo: topo.clone(),
+        rules: rules.clone(),
+        tasks: BTreeMap::new(),
+        kept: HashMap::new(),
+        assigned: Default::default(),
+        positions: BTreeMap::new(),
+        committed: BTreeMap::new(),
+        out,
+        restorer: store::Restorer::new(&cfg, topo.changelog.clone())?,
+        outputs: Outputs::default(),
         cache: HandleCache::default(),
-        cfg: cfg.clone(),
         summary: RunSummary::default(),
-        core_protected: 0,
         status: status.clone(),
         receivers: crate::sinks::receivers::Receivers::new(
-            metrics_for_receivers.receiver_deliveries.clone(),
+            metrics.receiver_deliveries.clone(),
             cfg.pipeline.external_url.clone(),
         )?,
         dead: Arc::new(ReceiverDeadLetters {
-            producer: producer_for_receivers,
+            producer: receiver_producer,
             topic: cfg.kafka.dead_letter_topic.clone(),
-            metrics: metrics_for_receivers.clone(),
+            metrics: metrics.clone(),
         }),
-    };
-    p.rules_loaded("startup");
-    p.publish_status(&status, &consumer);
+        to_receivers: Vec::new(),
+        fatal: None,
+        core_protected: 0,
+        runtime: tokio::runtime::Handle::current(),
+        metrics: metrics.clone(),
+        cfg: cfg.clone(),
+    }));
+
+    let mut consumer_cfg = client_config(&cfg, &cfg.kafka.consumer_properties);
+    consumer_cfg.set("group.id", &cfg.kafka.group_id);
+    for (k, v) in [
+        ("group.instance.id", instance.as_str()),
+        // A replaced instance's partitions move after this long (static
+        // membership brings them back at once to a restart with the same id).
+        ("session.timeout.ms", "10000"),
+        ("heartbeat.interval.ms", "2000"),
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        ("auto.offset.reset", "earliest"),
+        // The repartition topic is written in transactions in exactly-once mode.
+        ("isolation.level", "read_committed"),
+        ("statistics.interval.ms", "5000"),
+        // librdkafka pauses fetching this long once its prefetch queue is full
+        // (default 1 s). A consumer that decides slower than the broker serves
+        // fills the queue, then drains it dry waiting: measured at 74% idle.
+        ("fetch.queue.backoff.ms", "5"),
+    ] {
+        set_default(&mut consumer_cfg, k, v);
+    }
+    let consumer: StreamConsumer<PipelineContext> =
+        consumer_cfg.create_with_context(PipelineContext {
+            core: core.clone(),
+            metrics: metrics.clone(),
+        })?;
+    let mut topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
+    topics.push(&topo.repartition);
+    consumer.subscribe(&topics)?;
+    tracing::info!(
+        topics = ?topics,
+        group = %cfg.kafka.group_id,
+        instance = %instance,
+        guarantee = ?cfg.pipeline.processing_guarantee,
+        partitions = topo.partitions,
+        brokers = %cfg.kafka.bootstrap_servers,
+        "consuming"
+    );
+
+    {
+        let mut c = lock(&core);
+        c.rules_loaded("startup");
+        c.publish_status(&consumer);
+    }
     let mut commit_every = tokio::time::interval(cfg.pipeline.commit_interval()?);
     commit_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = cfg.pipeline.max_in_flight;
 
     loop {
-        let deadline = p.engine.next_deadline();
+        let (deadline, in_flight) = {
+            let mut c = lock(&core);
+            if let Some(e) = c.fatal.take() {
+                return Err(e);
+            }
+            (c.next_deadline(), c.out.in_flight())
+        };
         let sleep = async {
             match deadline {
                 Some(d) => {
@@ -330,7 +307,6 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
                 None => std::future::pending().await,
             }
         };
-        let in_flight = p.tracker().in_flight();
         let command = async {
             match commands.as_mut() {
                 Some(rx) => rx.recv().await,
@@ -340,34 +316,34 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break,
-            Some(cmd) = command => p.command(cmd),
-            Some((ticket, output, result)) = p.deliveries.next(), if !p.deliveries.is_empty() => p.delivered(ticket, output, result),
+            Some(cmd) = command => lock(&core).command(cmd),
             _ = sleep => {
                 let t = std::time::Instant::now();
-                p.advance(wall_clock(), None);
-                p.metrics.busy.inc_by(t.elapsed().as_secs_f64());
+                lock(&core).advance(wall_clock());
+                metrics.busy.inc_by(t.elapsed().as_secs_f64());
             }
             _ = commit_every.tick() => {
-                p.commit(&consumer, CommitMode::Async);
-                p.publish_status(&status, &consumer);
+                let mut c = lock(&core);
+                c.commit(&consumer, CommitMode::Async)?;
+                c.publish_status(&consumer);
             }
             msg = consumer.recv(), if in_flight < max_in_flight => match msg {
                 Ok(m) => {
                     let t = std::time::Instant::now();
-                    p.message(&m);
+                    lock(&core).message(&m);
                     drop(m);
                     // Take what the consumer already holds without another turn
-                    // of the select (bounded, so timers and acks keep their turn).
+                    // of the select (bounded, so timers and commits keep their turn).
+                    // The lock is not held while polling: rebalance callbacks run there.
                     for _ in 0..BURST {
-                        match consumer.recv().now_or_never() {
-                            Some(Ok(m)) => p.message(&m),
-                            _ => break,
-                        }
-                        if p.tracker().in_flight() >= max_in_flight {
+                        let Some(Ok(m)) = consumer.recv().now_or_never() else { break };
+                        let mut c = lock(&core);
+                        c.message(&m);
+                        if c.out.in_flight() >= max_in_flight {
                             break;
                         }
                     }
-                    p.metrics.busy.inc_by(t.elapsed().as_secs_f64());
+                    metrics.busy.inc_by(t.elapsed().as_secs_f64());
                 }
                 Err(error) => {
                     tracing::warn!(%error, "consumer error");
@@ -377,54 +353,90 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         }
     }
 
-    // Shutdown: stop consuming, emit what is due, wait for acknowledgements, commit.
-    tracing::info!("shutting down: flushing due groups and waiting for acknowledgements");
-    p.advance(wall_clock(), None);
-    let deadline = tokio::time::Instant::now() + cfg.pipeline.shutdown_timeout()?;
-    while !p.deliveries.is_empty() {
-        match tokio::time::timeout_at(deadline, p.deliveries.next()).await {
-            Ok(Some((ticket, output, result))) => p.delivered(ticket, output, result),
-            Ok(None) => break,
-            Err(_) => {
-                tracing::warn!(
-                    in_flight = p.deliveries.len(),
-                    "shutdown timeout: unacknowledged output; its input stays uncommitted"
-                );
-                break;
+    // Shutdown: stop consuming, emit what is due, make it durable, commit.
+    tracing::info!("shutting down: flushing due groups and committing");
+    let summary = {
+        let mut c = lock(&core);
+        c.advance(wall_clock());
+        let deadline = tokio::time::Instant::now() + cfg.pipeline.shutdown_timeout()?;
+        loop {
+            match c.try_commit(&consumer, CommitMode::Sync) {
+                Ok(true) => break,
+                Ok(false) if tokio::time::Instant::now() < deadline => continue,
+                Ok(false) => {
+                    tracing::warn!(
+                        "shutdown timeout: unacknowledged output; its input stays uncommitted"
+                    );
+                    break;
+                }
+                Err(e) => return Err(e),
             }
         }
-    }
-    p.commit(&consumer, CommitMode::Sync);
-    let open = p.tracker().open_messages();
-    p.summary.uncommitted_messages = open;
-    p.publish_status(&status, &consumer);
-    let _ = p.producer.flush(Duration::from_secs(5));
-    tracing::info!(summary = ?p.summary, "stopped");
-    Ok(p.summary)
+        c.publish_status(&consumer);
+        c.out.flush(Duration::from_secs(5));
+        c.summary.clone()
+    };
+    // Closing the consumer revokes its partitions (a last, empty commit) without the lock held.
+    drop(consumer);
+    tracing::info!(
+        received = summary.received,
+        messages = summary.messages,
+        notifications = summary.notifications,
+        dead_letters = summary.dead_letters,
+        "stopped"
+    );
+    Ok(summary)
 }
 
 /// The engine's clock at the edge: wall time.
-pub fn wall_clock() -> Ts {
-    Ts(std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0))
+pub fn wall_clock() -> crate::model::Ts {
+    crate::model::Ts(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+    )
 }
 
-struct Pipeline {
-    receivers: crate::sinks::receivers::Receivers,
-    dead: Arc<dyn crate::sinks::receivers::DeadLetter>,
-    status: Arc<Mutex<Status>>,
+/// One decide task: the engine of one repartition partition.
+struct Task {
     engine: Engine,
-    out: Outputs,
-    tracker: Arc<Mutex<OffsetTracker>>,
-    producer: FutureProducer,
-    deliveries: FuturesUnordered<Delivery>,
+}
+
+/// The processing state, shared by the loop and the rebalance callbacks.
+struct Core {
+    cfg: Config,
+    topo: Topology,
+    /// The current rules (the route stage's; every task's engine holds the same).
+    rules: Arc<RuleSet>,
+    tasks: BTreeMap<i32, Task>,
+    /// Tasks of revoked partitions, with their changelog's end offset after
+    /// their last commit: reused when the partition comes back unchanged.
+    kept: HashMap<i32, (Task, i64)>,
+    /// Partitions assigned to this instance (input and repartition). Messages
+    /// of others (prefetched before a revocation) are left to their new owner.
+    assigned: std::collections::HashSet<(Arc<str>, i32)>,
+    /// Per consumed partition: the offset after the last message processed.
+    positions: BTreeMap<(Arc<str>, i32), i64>,
+    /// What was last committed, to commit only what moved.
+    committed: BTreeMap<(Arc<str>, i32), i64>,
+    out: Output,
+    restorer: store::Restorer,
+    /// Scratch for engine outputs, drained after every step.
+    outputs: Outputs,
     metrics: Arc<Metrics>,
     cache: HandleCache,
-    cfg: Config,
     summary: RunSummary,
+    status: Arc<Mutex<Status>>,
+    receivers: crate::sinks::receivers::Receivers,
+    dead: Arc<dyn crate::sinks::receivers::DeadLetter>,
+    /// Notifications for receivers, called once the next commit succeeds.
+    to_receivers: Vec<Notification>,
+    /// Set by a rebalance callback that cannot go on; the loop stops with it.
+    fatal: Option<anyhow::Error>,
     core_protected: u64,
+    /// Receiver calls are spawned on it (commits may run on librdkafka's thread).
+    runtime: tokio::runtime::Handle,
 }
 
 #[derive(Serialize)]
@@ -436,10 +448,339 @@ struct AuditRecord<'a> {
     squad: Option<&'a str>,
     fate: FateKind,
     cause: Option<&'a str>,
-    at: Ts,
+    at: crate::model::Ts,
 }
 
-impl Pipeline {
+impl Core {
+    fn message(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+        use rdkafka::Message;
+        let tp: (Arc<str>, i32) = (m.topic().into(), m.partition());
+        if !self.assigned.contains(&tp) {
+            return;
+        }
+        self.positions.insert(tp, m.offset() + 1);
+        if self.topo.is_repartition(m.topic()) {
+            self.decide(m);
+        } else {
+            self.route(m);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<crate::model::Ts> {
+        self.tasks
+            .values()
+            .filter_map(|t| t.engine.next_deadline())
+            .min()
+    }
+
+    /// Commits; on a failure that cannot be retried, stops the process.
+    fn commit<C: Consumer<PipelineContext>>(
+        &mut self,
+        consumer: &C,
+        mode: CommitMode,
+    ) -> anyhow::Result<()> {
+        self.try_commit(consumer, mode).map(|_| ())
+    }
+
+    /// Writes state changes, makes outputs durable and commits positions.
+    /// `Ok(false)`: not everything was acknowledged yet (at least once); the
+    /// next call tries again.
+    fn try_commit<C: Consumer<PipelineContext>>(
+        &mut self,
+        consumer: &C,
+        mode: CommitMode,
+    ) -> anyhow::Result<bool> {
+        for (p, task) in &mut self.tasks {
+            store::write_changes(
+                &mut task.engine,
+                &self.topo.changelog,
+                *p,
+                &mut self.out,
+                &self.metrics,
+            );
+        }
+        let moved: Vec<(&(Arc<str>, i32), &i64)> = self
+            .positions
+            .iter()
+            .filter(|(tp, o)| self.committed.get(*tp) != Some(*o))
+            .collect();
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, p), o) in &moved {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(**o))?;
+        }
+        let group = consumer.group_metadata();
+        let exactly_once = self.cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
+        let timeout = self
+            .cfg
+            .pipeline
+            .shutdown_timeout()?
+            .min(Duration::from_secs(10));
+        match self
+            .out
+            .commit(&tpl, group.as_ref(), timeout, |l| consumer.commit(l, mode))
+        {
+            Ok(()) => {
+                self.metrics.commits.inc();
+                if exactly_once {
+                    self.metrics
+                        .transactions
+                        .with_label_values(&["commit"])
+                        .inc();
+                }
+                self.committed = self.positions.clone();
+                self.call_receivers();
+                Ok(true)
+            }
+            Err(CommitError::Unacknowledged(n)) => {
+                tracing::debug!(records = n, "not all output acknowledged; commit deferred");
+                Ok(false)
+            }
+            Err(e @ (CommitError::Aborted(_) | CommitError::Fatal(_))) => {
+                self.metrics
+                    .transactions
+                    .with_label_values(&["abort"])
+                    .inc();
+                self.to_receivers.clear();
+                Err(anyhow::anyhow!(
+                    "{e}: stopping so that a fresh instance restores the committed state"
+                ))
+            }
+        }
+    }
+
+    fn call_receivers(&mut self) {
+        if self.to_receivers.is_empty() {
+            return;
+        }
+        let _entered = self.runtime.enter();
+        for n in std::mem::take(&mut self.to_receivers) {
+            if let Some(sq) = self
+                .rules
+                .squad_by_name(&n.squad)
+                .map(|i| &self.rules.squads[i as usize])
+                .filter(|sq| !sq.receivers.is_empty())
+            {
+                self.receivers.deliver(&n, &sq.receivers, self.dead.clone());
+            }
+        }
+    }
+
+    /// Partitions are being revoked: commit everything first, then let their tasks go.
+    fn revoke(&mut self, consumer: &BaseConsumer<PipelineContext>, tpl: &TopicPartitionList) {
+        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        match self.try_commit(consumer, CommitMode::Sync) {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!("commit on revocation incomplete; the next owner re-reads"),
+            Err(e) => {
+                tracing::error!(error = %e, "commit on revocation failed");
+                self.fatal.get_or_insert(e);
+            }
+        }
+        for e in tpl.elements() {
+            let key: (Arc<str>, i32) = (e.topic().into(), e.partition());
+            self.assigned.remove(&key);
+            self.positions.remove(&key);
+            self.committed.remove(&key);
+            if self.topo.is_repartition(e.topic()) {
+                if let Some(task) = self.tasks.remove(&e.partition()) {
+                    let _ = self
+                        .metrics
+                        .task_state_bytes
+                        .remove_label_values(&[&e.partition().to_string()]);
+                    if let Some(end) = self.restorer.end(e.partition()) {
+                        self.kept.insert(e.partition(), (task, end));
+                    }
+                }
+            }
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[e.topic(), &e.partition().to_string()]);
+        }
+        tracing::info!(partitions = tpl.count(), "partitions revoked");
+    }
+
+    /// Partitions were assigned: restore each new task's state before it processes anything.
+    fn assign(&mut self, tpl: &TopicPartitionList) {
+        self.metrics.rebalances.with_label_values(&["assign"]).inc();
+        for e in tpl.elements() {
+            self.assigned.insert((e.topic().into(), e.partition()));
+        }
+        let wanted: Vec<i32> = tpl
+            .elements()
+            .iter()
+            .filter(|e| self.topo.is_repartition(e.topic()))
+            .map(|e| e.partition())
+            .filter(|p| !self.tasks.contains_key(p))
+            .collect();
+        self.metrics.restoring.set(wanted.len() as i64);
+        self.metrics.ready.set(0);
+        let mut restore = Vec::new();
+        for p in wanted {
+            match self.kept.remove(&p) {
+                Some((task, end)) if self.restorer.end(p) == Some(end) => {
+                    tracing::info!(partition = p, "state kept: the changelog did not move");
+                    self.tasks.insert(p, task);
+                    self.metrics.restoring.dec();
+                }
+                _ => restore.push(p),
+            }
+        }
+        if !restore.is_empty() {
+            match self
+                .restorer
+                .restore(&restore, self.rules.clone(), &self.metrics, RESTORE_LIMIT)
+            {
+                Ok(restored) => {
+                    for store::Restored {
+                        partition,
+                        engine,
+                        report,
+                        took,
+                    } in restored
+                    {
+                        self.metrics.restores.inc();
+                        self.metrics.restore_seconds.observe(took.as_secs_f64());
+                        tracing::info!(
+                            partition,
+                            records = report.records,
+                            malformed = report.malformed,
+                            orphans = report.orphans,
+                            alerts = engine.active_alerts(),
+                            groups = engine.active_groups(),
+                            took_ms = took.as_millis() as u64,
+                            "state restored"
+                        );
+                        self.tasks.insert(partition, Task { engine });
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "state restore failed");
+                    self.fatal.get_or_insert(e);
+                }
+            }
+            self.metrics.restoring.set(0);
+        }
+        self.kept.clear();
+        tracing::info!(
+            partitions = tpl.count(),
+            tasks = self.tasks.len(),
+            "partitions assigned"
+        );
+    }
+
+    /// Runs every task's timers due by `now`.
+    fn advance(&mut self, now: crate::model::Ts) {
+        let due: Vec<i32> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.engine.next_deadline().is_some_and(|d| d <= now))
+            .map(|(p, _)| *p)
+            .collect();
+        for p in due {
+            let task = self.tasks.get_mut(&p).expect("listed");
+            task.engine.tick(now, &mut self.outputs);
+            self.emit(Vec::new(), now);
+        }
+    }
+
+    /// Turns the outputs of one step into records: notifications, audit
+    /// records, plus `records` the step already made (dead letters).
+    fn emit(&mut self, mut records: Vec<Record>, now: crate::model::Ts) {
+        let rules = self.rules.clone();
+        self.metrics.record(
+            &mut self.cache,
+            &self.outputs.fates,
+            &self.outputs.notifications,
+        );
+        let notifications = std::mem::take(&mut self.outputs.notifications);
+        for n in &notifications {
+            let squad = rules
+                .squad_by_name(&n.squad)
+                .map(|i| &rules.squads[i as usize]);
+            let topic = squad
+                .map(|s| s.topic.clone())
+                .unwrap_or_else(|| format!("alerts.squad.{}", n.squad));
+            records.push(Record {
+                kind: Kind::Notification,
+                topic,
+                partition: None,
+                key: Some(n.group_key.as_bytes().to_vec()),
+                payload: Some(WebhookPayload::new(n, &self.cfg.pipeline.external_url).to_json()),
+                headers: vec![
+                    ("squadron.reason", n.reason.as_str().as_bytes().to_vec()),
+                    ("squadron.notification.id", n.id.as_bytes().to_vec()),
+                ],
+            });
+            if let Some(since) = n.alerts.iter().map(|a| a.starts_at).max() {
+                if since <= now {
+                    self.metrics.latency.observe(now.since(since).as_secs_f64());
+                }
+            }
+        }
+        self.summary.notifications += notifications.len() as u64;
+        if self.cfg.pipeline.deliver_receivers {
+            self.to_receivers.extend(notifications);
+        }
+        if self.cfg.pipeline.audit != AuditMode::Off {
+            for f in &self.outputs.fates {
+                if self.cfg.pipeline.audit == AuditMode::All
+                    || f.fate.kind() != FateKind::Notified
+                        && f.fate.kind() != FateKind::Deduplicated
+                {
+                    records.push(self.audit(f, &rules, now));
+                }
+            }
+        }
+        self.outputs.clear();
+        for r in records {
+            match r.kind {
+                Kind::DeadLetter => {
+                    self.metrics.dead_letters.inc();
+                    self.summary.dead_letters += 1;
+                }
+                Kind::Audit => self.metrics.audit_records.inc(),
+                _ => {}
+            }
+            self.out.send(r);
+        }
+        let protected: u64 = self
+            .tasks
+            .values()
+            .map(|t| t.engine.stats().core_protected)
+            .sum();
+        self.metrics
+            .core_protected
+            .inc_by(protected.saturating_sub(self.core_protected));
+        self.core_protected = self.core_protected.max(protected);
+    }
+
+    fn audit(&self, f: &FateRecord, rules: &RuleSet, now: crate::model::Ts) -> Record {
+        let (topic, partition, offset) = self.topo.origin(f.input).unwrap_or(("", -1, -1));
+        let rec = AuditRecord {
+            topic,
+            partition,
+            offset,
+            fingerprint: f.fingerprint.map(|fp| fp.to_string()),
+            squad: rules.squads.get(f.squad as usize).map(|s| &*s.name),
+            fate: f.fate.kind(),
+            cause: f.fate.cause(),
+            at: now,
+        };
+        let mut headers = vec![("squadron.input", f.input.to_string().into_bytes())];
+        if let Fate::Invalid { reason } = &f.fate {
+            headers.push(("squadron.reason", reason.to_string().into_bytes()));
+        }
+        Record {
+            kind: Kind::Audit,
+            topic: self.cfg.kafka.audit_topic.clone(),
+            partition: None,
+            key: f.fingerprint.map(|fp| fp.to_string().into_bytes()),
+            payload: Some(serde_json::to_vec(&rec).expect("audit serializes")),
+            headers,
+        }
+    }
+
     fn command(&mut self, cmd: Command) {
         match cmd {
             Command::Reload { source, reply } => {
@@ -453,10 +794,18 @@ impl Pipeline {
                 matchers,
                 reply,
             } => {
-                let groups = self.engine.groups(wall_clock(), |sq, labels| {
-                    squad.as_deref().is_none_or(|s| s == sq)
-                        && crate::rules::all_match(&matchers, labels)
-                });
+                let now = wall_clock();
+                let mut groups: Vec<crate::engine::GroupView> = self
+                    .tasks
+                    .values()
+                    .flat_map(|t| {
+                        t.engine.groups(now, |sq, labels| {
+                            squad.as_deref().is_none_or(|s| s == sq)
+                                && crate::rules::all_match(&matchers, labels)
+                        })
+                    })
+                    .collect();
+                groups.sort_by(|a, b| a.key.cmp(&b.key));
                 let _ = reply.send(groups);
             }
         }
@@ -465,12 +814,16 @@ impl Pipeline {
     /// The same loading as startup (`rules::load_dir`). Invalid files leave the
     /// current rules serving; state (groups, timers) carries over either way.
     fn reload(&mut self, source: &'static str) -> ReloadOutcome {
-        let current = self.engine.rules().digest.clone();
+        let current = self.rules.digest.clone();
         match crate::rules::load_dir(&self.cfg.rules) {
             Ok(rules) if rules.digest == current => ReloadOutcome::Unchanged { digest: current },
             Ok(rules) => {
                 let digest = rules.digest.clone();
-                self.engine.set_rules(Arc::new(rules));
+                let rules = Arc::new(rules);
+                for t in self.tasks.values_mut() {
+                    t.engine.set_rules(rules.clone());
+                }
+                self.rules = rules;
                 self.cache.clear_rules();
                 self.rules_loaded(source);
                 tracing::info!(source, digest = %digest, "rules reloaded");
@@ -510,327 +863,25 @@ impl Pipeline {
         s.rules_error = None;
     }
 
-    fn tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
-        self.tracker.lock().expect("tracker lock")
-    }
-
-    fn message(&mut self, m: &BorrowedMessage<'_>) {
+    fn publish_status(&self, consumer: &StreamConsumer<PipelineContext>) {
+        let rules = &self.rules;
         let now = wall_clock();
-        self.advance(now, None);
-        let tp = Tp {
-            topic: m.topic().into(),
-            partition: m.partition(),
-        };
-        let payload = m.payload().unwrap_or(b"");
-        // The id first (the engine needs it); how many alerts it holds is known after decoding.
-        let first = self.tracker().begin(&tp, m.offset(), 0);
-        let audit = self.cfg.pipeline.audit != AuditMode::Off;
-        let opts = FeedOptions {
-            ids: InputIds::PerMessage,
-            fingerprints: audit,
-            observe: None,
-        };
-        let fed = feed_with(&mut self.engine, payload, now, first, &mut self.out, opts);
-        self.tracker().expect(&tp, m.offset(), fed.alerts);
-        self.summary.messages += 1;
-        self.summary.received += fed.alerts as u64;
-        self.metrics.received(fed.format, fed.alerts);
-        let mut records = Vec::new();
-        let invalid: Vec<&Invalid> = self
-            .out
-            .fates
-            .iter()
-            .filter_map(|f| match &f.fate {
-                Fate::Invalid { reason } if f.input == first => Some(reason),
-                _ => None,
-            })
-            .collect();
-        if let Some(first_reason) = invalid.first() {
-            records.push(self.dead_letter(m, first_reason, invalid.len(), fed.alerts, now));
+        let (mut alerts, mut groups) = (0, 0);
+        let mut bytes = 0;
+        for (p, t) in &self.tasks {
+            alerts += t.engine.active_alerts();
+            groups += t.engine.active_groups();
+            let b = t.engine.state_bytes();
+            bytes += b;
+            self.metrics
+                .task_state_bytes
+                .with_label_values(&[&p.to_string()])
+                .set(b as i64);
         }
-        let source = m.timestamp().to_millis().map(Ts);
-        self.emit(records, source, now);
-        // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
-        self.advance(now, source);
-    }
-
-    fn dead_letter(
-        &self,
-        m: &BorrowedMessage<'_>,
-        reason: &Invalid,
-        invalid: usize,
-        alerts: u32,
-        now: Ts,
-    ) -> Record {
-        let mut headers = vec![
-            ("squadron.reason", reason.to_string().into_bytes()),
-            (
-                "squadron.reason.kind",
-                reason.kind.as_str().as_bytes().to_vec(),
-            ),
-            ("squadron.source.topic", m.topic().as_bytes().to_vec()),
-            (
-                "squadron.source.partition",
-                m.partition().to_string().into_bytes(),
-            ),
-            (
-                "squadron.source.offset",
-                m.offset().to_string().into_bytes(),
-            ),
-            ("squadron.time", now.to_string().into_bytes()),
-            (
-                "squadron.invalid.alerts",
-                format!("{invalid}/{alerts}").into_bytes(),
-            ),
-        ];
-        if let Some(h) = m.headers() {
-            for header in h.iter() {
-                if header.key == "content-type" {
-                    headers.push((
-                        "squadron.source.content-type",
-                        header.value.unwrap_or_default().to_vec(),
-                    ));
-                }
-            }
-        }
-        Record {
-            topic: self.cfg.kafka.dead_letter_topic.clone(),
-            key: m.key().unwrap_or_default().to_vec(),
-            payload: m.payload().unwrap_or_default().to_vec(),
-            headers,
-            output: Output::DeadLetter,
-        }
-    }
-
-    /// Runs every timer due by `now`. `source_ts`: the broker time of the message
-    /// just fed, when this flush follows it at once (for the latency histogram).
-    fn advance(&mut self, now: Ts, source_ts: Option<Ts>) {
-        if self.engine.next_deadline().is_some_and(|d| d <= now) {
-            self.engine.tick(now, &mut self.out);
-            self.emit(Vec::new(), source_ts, now);
-        }
-    }
-
-    /// Turns one engine step's outputs into records and tells the tracker which
-    /// inputs wait for them.
-    fn emit(&mut self, mut records: Vec<Record>, source_ts: Option<Ts>, now: Ts) {
-        let rules = self.engine.rules().clone();
-        self.metrics
-            .record(&mut self.cache, &self.out.fates, &self.out.notifications);
-        for n in &self.out.notifications {
-            let squad = rules
-                .squad_by_name(&n.squad)
-                .map(|i| &rules.squads[i as usize]);
-            let topic = squad
-                .map(|s| s.topic.clone())
-                .unwrap_or_else(|| format!("alerts.squad.{}", n.squad));
-            records.push(Record {
-                topic,
-                key: n.group_key.as_bytes().to_vec(),
-                payload: WebhookPayload::new(n, &self.cfg.pipeline.external_url).to_json(),
-                headers: vec![("squadron.reason", n.reason.as_str().as_bytes().to_vec())],
-                output: Output::Notification,
-            });
-            if let Some(ts) = source_ts {
-                self.metrics.latency.observe(now.since(ts).as_secs_f64());
-            }
-            if let Some(sq) =
-                squad.filter(|sq| self.cfg.pipeline.deliver_receivers && !sq.receivers.is_empty())
-            {
-                self.receivers.deliver(n, &sq.receivers, self.dead.clone());
-            }
-        }
-        self.summary.notifications += self.out.notifications.len() as u64;
-        if self.cfg.pipeline.audit != AuditMode::Off {
-            for f in &self.out.fates {
-                if self.cfg.pipeline.audit == AuditMode::All
-                    || f.fate.kind() != FateKind::Notified
-                        && f.fate.kind() != FateKind::Deduplicated
-                {
-                    records.push(self.audit(f, &rules, now));
-                }
-            }
-        }
-        let inputs: Vec<u64> = self.out.fates.iter().map(|f| f.input).collect();
-        self.out.clear();
-        if records.is_empty() {
-            let mut t = self.tracker();
-            for i in inputs {
-                t.decided(i);
-            }
-            return;
-        }
-        let ticket = self.tracker().decided_pending(inputs, records.len() as u32);
-        for r in records {
-            self.send(ticket, r);
-        }
-        let stats = self.engine.stats();
-        self.metrics
-            .core_protected
-            .inc_by(stats.core_protected - self.core_protected);
-        self.core_protected = stats.core_protected;
-    }
-
-    fn audit(&self, f: &FateRecord, rules: &RuleSet, now: Ts) -> Record {
-        let (topic, partition, offset) = match self.tracker().source_of(f.input) {
-            Some((tp, off)) => (tp.topic.to_string(), tp.partition, off),
-            None => (String::new(), -1, -1),
-        };
-        let rec = AuditRecord {
-            topic: &topic,
-            partition,
-            offset,
-            fingerprint: f.fingerprint.map(|fp| fp.to_string()),
-            squad: rules.squads.get(f.squad as usize).map(|s| &*s.name),
-            fate: f.fate.kind(),
-            cause: f.fate.cause(),
-            at: now,
-        };
-        let mut headers = vec![("squadron.input", f.input.to_string().into_bytes())];
-        if let Fate::Invalid { reason } = &f.fate {
-            headers.push(("squadron.reason", reason.to_string().into_bytes()));
-        }
-        Record {
-            topic: self.cfg.kafka.audit_topic.clone(),
-            key: f
-                .fingerprint
-                .map(|fp| fp.to_string().into_bytes())
-                .unwrap_or_default(),
-            payload: serde_json::to_vec(&rec).expect("audit serializes"),
-            headers,
-            output: Output::Audit,
-        }
-    }
-
-    fn send(&mut self, ticket: u64, r: Record) {
-        match r.output {
-            Output::DeadLetter => self.metrics.dead_letters.inc(),
-            Output::Audit => self.metrics.audit_records.inc(),
-            Output::Notification => {}
-        }
-        if r.output == Output::DeadLetter {
-            self.summary.dead_letters += 1;
-        }
-        let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
-        for (k, v) in &r.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
-            });
-        }
-        self.send_owned(ticket, r.output, r.topic, r.key, r.payload, headers);
-    }
-
-    fn send_owned(
-        &mut self,
-        ticket: u64,
-        output: Output,
-        topic: String,
-        key: Vec<u8>,
-        payload: Vec<u8>,
-        headers: OwnedHeaders,
-    ) {
-        let mut attempt = 0u32;
-        loop {
-            let record = FutureRecord::to(&topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(headers.clone());
-            match self.producer.send_result(record) {
-                Ok(delivery) => {
-                    self.deliveries.push(Box::pin(async move {
-                        let result = match delivery.await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err(e)) => Err(e),
-                            Err(_canceled) => {
-                                Err((KafkaError::Canceled, unsent(topic, key, payload, headers)))
-                            }
-                        };
-                        (ticket, output, result)
-                    }));
-                    self.metrics.in_flight.set(self.deliveries.len() as i64);
-                    return;
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                    // librdkafka's queue is full: let it drain. Rare: consumption
-                    // pauses at max_in_flight, well below the queue's size.
-                    attempt += 1;
-                    self.producer.poll(Duration::from_millis(10));
-                    if attempt % 100 == 0 {
-                        tracing::warn!(topic = %topic, "producer queue full; waiting");
-                    }
-                }
-                Err((error, _)) => {
-                    // Not a full queue (e.g. an unknown topic): retry in a second,
-                    // through the delivery path, without blocking the loop.
-                    self.metrics
-                        .produce_errors
-                        .with_label_values(&[output.as_str()])
-                        .inc();
-                    tracing::error!(%error, topic = %topic, "cannot produce; retrying in 1s");
-                    self.deliveries.push(Box::pin(async move {
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        let msg = unsent(topic, key, payload, headers);
-                        (ticket, output, Err((error, msg)))
-                    }));
-                    return;
-                }
-            }
-        }
-    }
-
-    fn delivered(
-        &mut self,
-        ticket: u64,
-        output: Output,
-        result: Result<(), (KafkaError, OwnedMessage)>,
-    ) {
-        match result {
-            Ok(()) => self.tracker().acked(ticket),
-            Err((error, msg)) => {
-                // At least once: a record that did not make it is sent again.
-                self.metrics
-                    .produce_errors
-                    .with_label_values(&[output.as_str()])
-                    .inc();
-                tracing::warn!(%error, topic = msg.topic(), "delivery failed; retrying");
-                let headers = msg.headers().cloned().unwrap_or_else(OwnedHeaders::new);
-                let (topic, key, payload) = (
-                    msg.topic().to_owned(),
-                    msg.key().unwrap_or_default().to_vec(),
-                    msg.payload().unwrap_or_default().to_vec(),
-                );
-                self.send_owned(ticket, output, topic, key, payload, headers);
-            }
-        }
-        self.metrics.in_flight.set(self.deliveries.len() as i64);
-    }
-
-    fn commit(&mut self, consumer: &StreamConsumer<PipelineContext>, mode: CommitMode) {
-        let offsets = self.tracker().committable();
-        if offsets.is_empty() {
-            return;
-        }
-        match commit_list(&offsets).and_then(|l| consumer.commit(&l, mode)) {
-            Ok(()) => self.metrics.commits.inc(),
-            Err(error) => tracing::warn!(%error, "offset commit failed; will retry"),
-        }
-    }
-
-    fn publish_status(&self, status: &Mutex<Status>, consumer: &StreamConsumer<PipelineContext>) {
-        let rules = self.engine.rules();
-        let now = wall_clock();
-        self.metrics
-            .active_alerts
-            .set(self.engine.active_alerts() as i64);
-        self.metrics
-            .active_groups
-            .set(self.engine.active_groups() as i64);
-        self.metrics
-            .state_bytes
-            .set(self.engine.state_bytes() as i64);
-        let open = self.tracker().open_messages();
-        self.metrics.open_messages.set(open as i64);
+        self.metrics.active_alerts.set(alerts as i64);
+        self.metrics.active_groups.set(groups as i64);
+        self.metrics.state_bytes.set(bytes as i64);
+        self.metrics.in_flight.set(self.out.in_flight() as i64);
         let assigned: Vec<String> = consumer
             .assignment()
             .map(|a| {
@@ -840,7 +891,7 @@ impl Pipeline {
                     .collect()
             })
             .unwrap_or_default();
-        let mut s = status.lock().expect("status lock");
+        let mut s = self.status.lock().expect("status lock");
         s.version = env!("CARGO_PKG_VERSION");
         s.rules_digest = rules.digest.clone();
         s.squads = rules
@@ -858,11 +909,13 @@ impl Pipeline {
             .collect();
         s.input_topics = self.cfg.kafka.input_topics.clone();
         s.assigned_partitions = assigned;
-        s.active_alerts = self.engine.active_alerts();
-        s.active_groups = self.engine.active_groups();
+        s.active_alerts = alerts;
+        s.active_groups = groups;
         s.received = self.summary.received;
         self.metrics.ready.set(i64::from(
-            !s.assigned_partitions.is_empty() && !s.rules_digest.is_empty(),
+            !s.assigned_partitions.is_empty()
+                && !s.rules_digest.is_empty()
+                && self.metrics.restoring.get() == 0,
         ));
         s.heartbeat = Some(now);
     }
@@ -966,18 +1019,4 @@ impl crate::sinks::receivers::DeadLetter for ReceiverDeadLetters {
             }
         });
     }
-}
-
-/// A record that never reached the broker, in the form a failed delivery
-/// reports, so both go through the same retry.
-fn unsent(topic: String, key: Vec<u8>, payload: Vec<u8>, headers: OwnedHeaders) -> OwnedMessage {
-    OwnedMessage::new(
-        Some(payload),
-        Some(key),
-        topic,
-        rdkafka::Timestamp::NotAvailable,
-        -1,
-        -1,
-        Some(headers),
-    )
 }

@@ -28,7 +28,18 @@ pub struct Metrics {
     pub active_groups: IntGauge,
     pub state_bytes: IntGauge,
     pub in_flight: IntGauge,
-    pub open_messages: IntGauge,
+    /// Per decide partition (task): approximate heap bytes of its engine's state.
+    pub task_state_bytes: IntGaugeVec,
+    /// Partitions whose state is being restored from the changelog.
+    pub restoring: IntGauge,
+    pub restores: IntCounter,
+    pub restore_records: IntCounter,
+    pub restore_seconds: Histogram,
+    pub changelog_records: IntCounter,
+    /// Exactly-once transactions by result (commit, abort).
+    pub transactions: IntCounterVec,
+    /// Partition assignments and revocations.
+    pub rebalances: IntCounterVec,
     pub consumer_lag: IntGaugeVec,
     pub commits: IntCounter,
     pub latency: Histogram,
@@ -153,9 +164,67 @@ impl Metrics {
                 "squadron_produce_in_flight",
                 "Records produced and not yet acknowledged by the broker.",
             )?,
-            open_messages: gauge(
-                "squadron_input_messages_open",
-                "Input messages not yet committable (undecided alerts or unacknowledged outputs).",
+            task_state_bytes: {
+                let g = IntGaugeVec::new(
+                    Opts::new(
+                        "squadron_task_state_bytes",
+                        "Approximate heap bytes of one decide partition's engine state.",
+                    ),
+                    &["partition"],
+                )?;
+                registry.register(Box::new(g.clone()))?;
+                g
+            },
+            restoring: gauge(
+                "squadron_state_restoring_partitions",
+                "Partitions whose state is being restored from the changelog (not ready meanwhile).",
+            )?,
+            restores: {
+                let c = IntCounter::new(
+                    "squadron_state_restores_total",
+                    "Partition states restored from the changelog.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            restore_records: {
+                let c = IntCounter::new(
+                    "squadron_state_restore_records_total",
+                    "Changelog records read while restoring state.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            restore_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "squadron_state_restore_seconds",
+                        "How long restoring one partition's state from the changelog took.",
+                    )
+                    .buckets(vec![
+                        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    ]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            changelog_records: {
+                let c = IntCounter::new(
+                    "squadron_changelog_records_total",
+                    "State changes written to the changelog topic (values and tombstones).",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            transactions: counter_vec(
+                "squadron_transactions_total",
+                "Exactly-once transactions, by result: commit, abort.",
+                &["result"],
+            )?,
+            rebalances: counter_vec(
+                "squadron_rebalances_total",
+                "Consumer group rebalances seen, by kind: assign, revoke.",
+                &["kind"],
             )?,
             consumer_lag: {
                 let g = IntGaugeVec::new(
@@ -215,6 +284,12 @@ impl Metrics {
         };
         for r in ["success", "failure"] {
             m.rule_reloads.with_label_values(&[r]);
+        }
+        for r in ["commit", "abort"] {
+            m.transactions.with_label_values(&[r]);
+        }
+        for r in ["assign", "revoke"] {
+            m.rebalances.with_label_values(&[r]);
         }
         let info = IntGaugeVec::new(
             Opts::new("squadron_build_info", "squadron's version."),

@@ -1,0 +1,87 @@
+//! The decide stage: a repartition record reaches the task of its partition,
+//! whose engine decides the fates of its alerts (or, for inhibition sources
+//! another task owns, only records them). Each alert carries the input id of
+//! its original message, so audit records name the input topic, partition and
+//! offset across the extra hop. It must not route or produce state itself:
+//! changes reach the changelog at commit (`store`).
+
+use super::topology::{ROLE, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
+use super::{Core, wall_clock};
+use crate::ingest::{FeedOptions, InputIds, feed_with};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+
+impl Core {
+    pub(super) fn decide(&mut self, m: &BorrowedMessage<'_>) {
+        let now = wall_clock();
+        let p = m.partition();
+        if !self.tasks.contains_key(&p) {
+            // Only while a revocation is under way: the next owner reads it.
+            tracing::debug!(
+                partition = p,
+                "record of a partition without a task; skipped"
+            );
+            return;
+        }
+        let (mut topic, mut partition, mut offset) = (None, None, None);
+        let mut sources_only = false;
+        if let Some(h) = m.headers() {
+            for h in h.iter() {
+                let v = h.value.unwrap_or_default();
+                let num = || {
+                    std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|s| s.parse::<i64>().ok())
+                };
+                match h.key {
+                    ROLE => sources_only = v == ROLE_SOURCES,
+                    SOURCE_TOPIC => topic = std::str::from_utf8(v).ok(),
+                    SOURCE_PARTITION => partition = num(),
+                    SOURCE_OFFSET => offset = num(),
+                    _ => {}
+                }
+            }
+        }
+        let origin = match (topic, partition, offset) {
+            (Some(t), Some(p), Some(o)) => self.topo.input_id(t, p as i32, o),
+            _ => None,
+        }
+        .unwrap_or(0);
+        self.advance_task(p, now);
+        let payload = m.payload().unwrap_or(b"");
+        let task = self.tasks.get_mut(&p).expect("checked above");
+        if sources_only {
+            if let Ok(decoded) = crate::decode::decode(payload) {
+                for a in decoded.alerts.iter().flatten() {
+                    task.engine.observe_source(a, now);
+                }
+            }
+            return;
+        }
+        let opts = FeedOptions {
+            ids: InputIds::PerMessage,
+            fingerprints: self.cfg.pipeline.audit != super::AuditMode::Off,
+            observe: None,
+        };
+        feed_with(
+            &mut task.engine,
+            payload,
+            now,
+            origin,
+            &mut self.outputs,
+            opts,
+        );
+        self.emit(Vec::new(), now);
+        // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
+        self.advance_task(p, now);
+    }
+
+    fn advance_task(&mut self, p: i32, now: crate::model::Ts) {
+        let Some(task) = self.tasks.get_mut(&p) else {
+            return;
+        };
+        if task.engine.next_deadline().is_some_and(|d| d <= now) {
+            task.engine.tick(now, &mut self.outputs);
+            self.emit(Vec::new(), now);
+        }
+    }
+}

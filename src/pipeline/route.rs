@@ -1,0 +1,198 @@
+//! The route stage: an input message, from any producer with any key, becomes
+//! repartition records, one per task that owns some of its alerts (the task is
+//! chosen by the alert's group key, so every message of a group meets the same
+//! engine). Alerts that can be inhibition sources also go to every other task,
+//! as sources only: inhibition is a global table, each task holds a copy.
+//! Undecodable messages and invalid alerts get their fate here and go to the
+//! dead-letter topic. It must not decide any other fate.
+
+use super::produce::{Kind, Record};
+use super::topology::{
+    ROLE, ROLE_ALERTS, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC,
+};
+use super::{Core, wall_clock};
+use crate::decode::{self, Invalid};
+use crate::engine::{Fate, FateRecord};
+use crate::ingest::NO_SQUAD;
+use crate::model::{Alert, Status, Ts};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use serde::ser::{Serialize, SerializeMap, Serializer};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+impl Core {
+    pub(super) fn route(&mut self, m: &BorrowedMessage<'_>) {
+        let now = wall_clock();
+        let payload = m.payload().unwrap_or(b"");
+        let origin = self
+            .topo
+            .input_id(m.topic(), m.partition(), m.offset())
+            .unwrap_or(0);
+        self.summary.messages += 1;
+        let mut invalid: Vec<Invalid> = Vec::new();
+        let alerts = match decode::decode(payload) {
+            Err(reason) => {
+                self.metrics.received(None, 1);
+                self.summary.received += 1;
+                invalid.push(reason);
+                1
+            }
+            Ok(decoded) => {
+                let n = decoded.alerts.len() as u32;
+                self.metrics.received(Some(decoded.format), n);
+                self.summary.received += n as u64;
+                // (task, sources only) -> a JSON array of alerts.
+                let mut batches: BTreeMap<(i32, bool), Vec<u8>> = BTreeMap::new();
+                let sources = !self.rules.inhibit_rules.is_empty();
+                for alert in &decoded.alerts {
+                    let a = match alert {
+                        Ok(a) => a,
+                        Err(reason) => {
+                            invalid.push(reason.clone());
+                            continue;
+                        }
+                    };
+                    let owner = self.rules.owner(&a.labels);
+                    let (_, key) = self.rules.group_of(owner.squad, &a.labels);
+                    let p = self.topo.partition_for(&key);
+                    append(batches.entry((p, false)).or_default(), a, now);
+                    if sources && self.rules.is_inhibit_source(&a.labels) {
+                        for q in (0..self.topo.partitions).filter(|q| *q != p) {
+                            append(batches.entry((q, true)).or_default(), a, now);
+                        }
+                    }
+                }
+                for ((p, sources_only), mut body) in batches {
+                    body.push(b']');
+                    let role = if sources_only {
+                        ROLE_SOURCES
+                    } else {
+                        ROLE_ALERTS
+                    };
+                    self.out.send(Record {
+                        kind: Kind::Repartition,
+                        topic: self.topo.repartition.clone(),
+                        partition: Some(p),
+                        key: None,
+                        payload: Some(body),
+                        headers: vec![
+                            (ROLE, role.to_vec()),
+                            (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
+                            (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
+                            (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
+                        ],
+                    });
+                }
+                n
+            }
+        };
+        if invalid.is_empty() {
+            return;
+        }
+        let record = dead_letter(
+            m,
+            &invalid[0],
+            invalid.len(),
+            alerts,
+            now,
+            &self.cfg.kafka.dead_letter_topic,
+        );
+        for reason in invalid {
+            self.outputs.fates.push(FateRecord {
+                input: origin,
+                squad: NO_SQUAD,
+                fingerprint: None,
+                fate: Fate::Invalid { reason },
+            });
+        }
+        self.emit(vec![record], now);
+    }
+}
+
+/// Appends `a` to a JSON array being built, as a Prometheus alert. An explicit
+/// status (webhook formats) is carried by `endsAt`, as Alertmanager does:
+/// resolved ends at the latest now; firing has no past end.
+fn append(buf: &mut Vec<u8>, a: &Alert<'_>, now: Ts) {
+    buf.push(if buf.is_empty() { b'[' } else { b',' });
+    let ends_at = match a.status {
+        Some(Status::Resolved) => Some(a.ends_at.map_or(now, |e| e.min(now))),
+        Some(Status::Firing) => a.ends_at.filter(|e| *e > now),
+        None => a.ends_at,
+    };
+    let wire = Wire {
+        labels: Pairs(&a.labels),
+        annotations: Pairs(&a.annotations),
+        starts_at: a.starts_at,
+        ends_at,
+        generator_url: a.generator_url.as_deref(),
+    };
+    serde_json::to_writer(&mut *buf, &wire).expect("alerts serialize");
+}
+
+#[derive(serde::Serialize)]
+struct Wire<'a> {
+    labels: Pairs<'a>,
+    annotations: Pairs<'a>,
+    #[serde(rename = "startsAt", skip_serializing_if = "Option::is_none")]
+    starts_at: Option<Ts>,
+    #[serde(rename = "endsAt", skip_serializing_if = "Option::is_none")]
+    ends_at: Option<Ts>,
+    #[serde(rename = "generatorURL", skip_serializing_if = "Option::is_none")]
+    generator_url: Option<&'a str>,
+}
+
+struct Pairs<'a>(&'a [(Cow<'a, str>, Cow<'a, str>)]);
+
+impl Serialize for Pairs<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+}
+
+/// The message, verbatim, with why and where it came from.
+fn dead_letter(
+    m: &BorrowedMessage<'_>,
+    reason: &Invalid,
+    invalid: usize,
+    alerts: u32,
+    now: Ts,
+    topic: &str,
+) -> Record {
+    let mut headers = vec![
+        ("squadron.reason", reason.to_string().into_bytes()),
+        (
+            "squadron.reason.kind",
+            reason.kind.as_str().as_bytes().to_vec(),
+        ),
+        (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
+        (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
+        (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
+        ("squadron.time", now.to_string().into_bytes()),
+        (
+            "squadron.invalid.alerts",
+            format!("{invalid}/{alerts}").into_bytes(),
+        ),
+    ];
+    if let Some(h) = m.headers() {
+        for header in h.iter() {
+            if header.key == "content-type" {
+                headers.push((
+                    "squadron.source.content-type",
+                    header.value.unwrap_or_default().to_vec(),
+                ));
+            }
+        }
+    }
+    Record {
+        kind: Kind::DeadLetter,
+        topic: topic.to_owned(),
+        partition: None,
+        key: m.key().map(<[u8]>::to_vec),
+        payload: Some(m.payload().unwrap_or_default().to_vec()),
+        headers,
+    }
+}

@@ -1,0 +1,175 @@
+//! State stores: restoring a task's engine from its changelog partition, and
+//! writing the engine's changes back to it. The engine never knows whether its
+//! state was just restored (the processor/store split of Kafka Streams).
+//!
+//! Guarantees: a restore reads the partition from its beginning to its end as a
+//! read_committed consumer, so in exactly-once mode it sees exactly the state
+//! of the last committed transaction; at least once, the state of the last
+//! acknowledged changes (at least what the last offset commit covered).
+
+use super::produce::{Kind, Output, Record};
+use crate::engine::{Engine, RestoreReport};
+use crate::rules::RuleSet;
+use crate::telemetry::metrics::Metrics;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Reads changelog partitions, never in a group and never committing.
+pub struct Restorer {
+    consumer: BaseConsumer<Quiet>,
+    topic: String,
+}
+
+/// Reaching the end of a partition is how a restore knows it is done, not an
+/// error worth a log line.
+pub struct Quiet;
+
+impl rdkafka::ClientContext for Quiet {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::warn!(%error, reason, "changelog reader");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Quiet {}
+
+/// One partition's restored engine.
+pub struct Restored {
+    pub partition: i32,
+    pub engine: Engine,
+    pub report: RestoreReport,
+    pub took: Duration,
+}
+
+impl Restorer {
+    pub fn new(cfg: &super::Config, topic: String) -> anyhow::Result<Restorer> {
+        let mut c = super::client_config(cfg, &cfg.kafka.consumer_properties);
+        // Never committed: the group id only satisfies librdkafka.
+        c.set("group.id", format!("{}-restore", cfg.kafka.group_id));
+        c.set("enable.auto.commit", "false");
+        c.set("enable.partition.eof", "true");
+        c.set("isolation.level", "read_committed");
+        c.set("auto.offset.reset", "earliest");
+        c.set("fetch.wait.max.ms", "50");
+        c.remove("group.instance.id");
+        Ok(Restorer {
+            consumer: c.create_with_context(Quiet)?,
+            topic,
+        })
+    }
+
+    /// Rebuilds the engines of `partitions` from their changelog partitions
+    /// under `rules`, reading them together. An empty partition costs one
+    /// watermark request.
+    pub fn restore(
+        &self,
+        partitions: &[i32],
+        rules: Arc<RuleSet>,
+        metrics: &Metrics,
+        give_up: Duration,
+    ) -> anyhow::Result<Vec<Restored>> {
+        let started = Instant::now();
+        let mut done = Vec::new();
+        let mut reading: HashMap<i32, Vec<crate::engine::Change>> = HashMap::new();
+        for &p in partitions {
+            let (low, high) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(30))?;
+            if high <= low {
+                let (engine, report) =
+                    Engine::from_changelog(rules.clone(), Vec::<crate::engine::Change>::new());
+                done.push(Restored {
+                    partition: p,
+                    engine,
+                    report,
+                    took: started.elapsed(),
+                });
+            } else {
+                reading.insert(p, Vec::new());
+            }
+        }
+        if reading.is_empty() {
+            return Ok(done);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in reading.keys() {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Beginning)?;
+        }
+        self.consumer.assign(&tpl)?;
+        let result = loop {
+            if reading.is_empty() {
+                break Ok(());
+            }
+            if started.elapsed() > give_up {
+                break Err(anyhow::anyhow!(
+                    "restoring {} partitions {:?}: not at the end after {give_up:?}",
+                    self.topic,
+                    reading.keys().collect::<Vec<_>>()
+                ));
+            }
+            match self.consumer.poll(Duration::from_millis(200)) {
+                Some(Ok(m)) => {
+                    if let Some(records) = reading.get_mut(&m.partition()) {
+                        records.push((
+                            m.key().unwrap_or_default().to_vec(),
+                            m.payload().map(<[u8]>::to_vec),
+                        ));
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    if let Some(records) = reading.remove(&p) {
+                        metrics.restore_records.inc_by(records.len() as u64);
+                        let (engine, report) = Engine::from_changelog(rules.clone(), records);
+                        done.push(Restored {
+                            partition: p,
+                            engine,
+                            report,
+                            took: started.elapsed(),
+                        });
+                    }
+                }
+                Some(Err(error)) => {
+                    tracing::warn!(%error, "changelog read failed; retrying");
+                }
+                None => {}
+            }
+        };
+        self.consumer.unassign()?;
+        result.map(|()| done)
+    }
+
+    /// The changelog partition's end offset (to tell whether a kept engine is current).
+    pub fn end(&self, p: i32) -> Option<i64> {
+        self.consumer
+            .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
+            .ok()
+            .map(|(_, high)| high)
+    }
+}
+
+/// Writes what changed in `engine` since the last call to changelog partition `p`.
+pub fn write_changes(
+    engine: &mut Engine,
+    topic: &str,
+    p: i32,
+    out: &mut Output,
+    metrics: &Metrics,
+) {
+    for (key, value) in engine.take_changes() {
+        metrics.changelog_records.inc();
+        out.send(Record {
+            kind: Kind::Changelog,
+            topic: topic.to_owned(),
+            partition: Some(p),
+            key: Some(key),
+            payload: value,
+            headers: Vec::new(),
+        });
+    }
+}

@@ -1,0 +1,159 @@
+//! The topology, named (as Kafka Streams' `Topology::describe`):
+//!
+//! ```text
+//! source  input topics (any key, any partition)
+//!   └─ route      decode; invalid → dead-letter topic; squad + group key
+//!        └─ sink  repartition topic, partition = hash(group key) mod N
+//!                 (inhibition sources: to every partition)
+//! source  repartition topic partition p
+//!   └─ decide     task p: one engine, state store p
+//!        ├─ store  changelog topic partition p (compacted)
+//!        └─ sinks  squad topics, audit topic, receivers (after commit)
+//! ```
+//!
+//! This file holds the names, the partitioner, the encoding of an input's
+//! origin into the engine's input id, and the creation of internal topics.
+//! It must not decide anything about alerts.
+
+use super::Config;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Header on repartition records: what the decide stage does with them.
+pub const ROLE: &str = "squadron.role";
+/// Alerts whose fate the receiving task decides.
+pub const ROLE_ALERTS: &[u8] = b"alerts";
+/// Inhibition sources owned by another task: recorded, not decided.
+pub const ROLE_SOURCES: &[u8] = b"sources";
+pub const SOURCE_TOPIC: &str = "squadron.source.topic";
+pub const SOURCE_PARTITION: &str = "squadron.source.partition";
+pub const SOURCE_OFFSET: &str = "squadron.source.offset";
+
+const OFFSET_BITS: u32 = 42;
+const PARTITION_BITS: u32 = 14;
+
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub inputs: Vec<Arc<str>>,
+    pub repartition: String,
+    pub changelog: String,
+    /// Partitions of the repartition and changelog topics (equal).
+    pub partitions: i32,
+}
+
+impl Topology {
+    /// Which task decides a group.
+    pub fn partition_for(&self, group_key: &str) -> i32 {
+        (xxhash_rust::xxh3::xxh3_64(group_key.as_bytes()) % self.partitions as u64) as i32
+    }
+
+    /// The engine's input id for a message of an input topic: (topic index,
+    /// partition, offset) packed into 8 + 14 + 42 bits. Deterministic, so an id
+    /// restored from the changelog still names its origin (for the audit trail).
+    pub fn input_id(&self, topic: &str, partition: i32, offset: i64) -> Option<u64> {
+        let t = self.inputs.iter().position(|t| &**t == topic)? as u64;
+        if !(0..1 << PARTITION_BITS).contains(&partition)
+            || !(0..1i64 << OFFSET_BITS).contains(&offset)
+        {
+            return None;
+        }
+        Some(
+            t << (PARTITION_BITS + OFFSET_BITS) | (partition as u64) << OFFSET_BITS | offset as u64,
+        )
+    }
+
+    /// The input topic, partition and offset an input id names.
+    pub fn origin(&self, input: u64) -> Option<(&str, i32, i64)> {
+        let t = (input >> (PARTITION_BITS + OFFSET_BITS)) as usize;
+        let partition = ((input >> OFFSET_BITS) & ((1 << PARTITION_BITS) - 1)) as i32;
+        let offset = (input & ((1 << OFFSET_BITS) - 1)) as i64;
+        Some((self.inputs.get(t)?, partition, offset))
+    }
+
+    pub fn is_repartition(&self, topic: &str) -> bool {
+        topic == self.repartition
+    }
+}
+
+/// Creates the repartition and changelog topics when missing, and returns the
+/// topology with their partition count. Existing topics keep theirs: changing
+/// it would move groups between tasks, away from their state.
+pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
+    let admin: AdminClient<DefaultClientContext> =
+        super::client_config(cfg, &cfg.kafka.producer_properties).create()?;
+    let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
+    let n = cfg.pipeline.partitions;
+    let rf = || TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
+    let topics = [
+        NewTopic::new(&repartition, n, rf()).set("cleanup.policy", "delete"),
+        NewTopic::new(&changelog, n, rf())
+            .set("cleanup.policy", "compact")
+            // Compaction only cleans closed segments: roll them often enough that
+            // the topic stays near the size of the live state.
+            .set("segment.ms", "600000")
+            .set("min.cleanable.dirty.ratio", "0.1"),
+    ];
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin.create_topics(&topics, &opts).await? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating internal topic {topic}: {code}"),
+        }
+    }
+    let probe: BaseConsumer = super::client_config(cfg, &cfg.kafka.consumer_properties).create()?;
+    let count = |topic: &str| -> anyhow::Result<i32> {
+        // Metadata can lag a fresh creation: ask a few times.
+        for _ in 0..50 {
+            let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+            if let Some(t) = md.topics().first().filter(|t| !t.partitions().is_empty()) {
+                return Ok(t.partitions().len() as i32);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        anyhow::bail!("internal topic {topic} has no partitions")
+    };
+    let (pr, pc) = (count(&repartition)?, count(&changelog)?);
+    anyhow::ensure!(
+        pr == pc,
+        "{repartition} has {pr} partitions but {changelog} has {pc}: they must be equal \
+         (a task's state lives in the changelog partition of the same number)"
+    );
+    Ok(Topology {
+        inputs: cfg
+            .kafka
+            .input_topics
+            .iter()
+            .map(|t| t.as_str().into())
+            .collect(),
+        repartition,
+        changelog,
+        partitions: pr,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_ids_name_their_origin() {
+        let t = Topology {
+            inputs: vec!["a".into(), "b".into()],
+            repartition: "r".into(),
+            changelog: "c".into(),
+            partitions: 12,
+        };
+        let id = t.input_id("b", 16383, (1 << 42) - 1).unwrap();
+        assert_eq!(t.origin(id), Some(("b", 16383, (1 << 42) - 1)));
+        assert_eq!(t.origin(t.input_id("a", 0, 0).unwrap()), Some(("a", 0, 0)));
+        assert_eq!(t.input_id("nope", 0, 0), None);
+        assert_eq!(t.input_id("a", 16384, 0), None);
+        let p = t.partition_for("payments:{service=\"checkout\"}");
+        assert!((0..12).contains(&p));
+        assert_eq!(p, t.partition_for("payments:{service=\"checkout\"}"));
+    }
+}
