@@ -4,36 +4,14 @@
 //! sets it, and checks that these tests ran. Without it each test says so and
 //! returns. Every test uses its own topics and consumer group.
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+mod common;
+
+use common::*;
+use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-fn broker() -> Option<String> {
-    match std::env::var("SQUADRON_TEST_KAFKA") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            eprintln!(
-                "SQUADRON_TEST_KAFKA is not set: skipping (scripts/test.sh starts a broker and sets it)"
-            );
-            None
-        }
-    }
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
 
 struct Topics {
     input: String,
@@ -111,28 +89,6 @@ inhibit_rules:
     dir
 }
 
-/// Creates topics: (name, partitions).
-fn create(broker: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .unwrap();
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|(name, p)| NewTopic::new(name, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for r in rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
-
 /// A test's topics: the input with 4 partitions, the others with 1.
 fn create_topics(broker: &str, t: &Topics) {
     let topics: Vec<(&str, i32)> = t
@@ -141,14 +97,6 @@ fn create_topics(broker: &str, t: &Topics) {
         .map(|name| (name, if name == t.input { 4 } else { 1 }))
         .collect();
     create(broker, &topics);
-}
-
-fn producer(broker: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("linger.ms", "1")
-        .create()
-        .unwrap()
 }
 
 /// Produces messages round-robin over the input's partitions.
@@ -167,124 +115,6 @@ fn produce(broker: &str, topic: &str, messages: &[Vec<u8>]) {
     p.flush(Duration::from_secs(10)).unwrap();
 }
 
-/// A record read back: (partition, offset, headers, payload).
-type Record = (i32, i64, HashMap<String, String>, Vec<u8>);
-
-/// Every record of a topic.
-fn read_all(broker: &str, topic: &str, want_at_least: usize, timeout: Duration) -> Vec<Record> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    c.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let start = Instant::now();
-    let mut quiet_since = Instant::now();
-    while start.elapsed() < timeout {
-        match c.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => {
-                let headers = m
-                    .headers()
-                    .map(|h| {
-                        h.iter()
-                            .map(|h| {
-                                (
-                                    h.key.to_owned(),
-                                    String::from_utf8_lossy(h.value.unwrap_or_default())
-                                        .into_owned(),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                out.push((
-                    m.partition(),
-                    m.offset(),
-                    headers,
-                    m.payload().unwrap_or_default().to_vec(),
-                ));
-                quiet_since = Instant::now();
-            }
-            _ if out.len() >= want_at_least && quiet_since.elapsed() > Duration::from_secs(2) => {
-                break;
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-/// Committed offset of the group per input partition.
-fn committed(broker: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..4 {
-        tpl.add_partition(topic, p);
-    }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
-    got.elements()
-        .iter()
-        .map(|e| {
-            (
-                e.partition(),
-                if let Offset::Offset(o) = e.offset() {
-                    o
-                } else {
-                    -1
-                },
-            )
-        })
-        .collect()
-}
-
-fn end_offsets(broker: &str, topic: &str) -> BTreeMap<i32, i64> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .unwrap();
-    (0..4)
-        .map(|p| {
-            (
-                p,
-                c.fetch_watermarks(topic, p, Duration::from_secs(10))
-                    .unwrap()
-                    .1,
-            )
-        })
-        .collect()
-}
-
-fn wait_until(timeout: Duration, what: &str, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
-fn alert(labels: Value) -> Value {
-    json!({"labels": labels, "annotations": {"summary": "test"}})
-}
-
-fn squadron(args: &[&str], envs: &[(&str, String)]) -> std::process::Child {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"));
-    cmd.args(args).env("SQUADRON_LOG", "squadron=info,warn");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    cmd.stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
 fn run_env(broker: &str, t: &Topics, rules: &Path) -> Vec<(&'static str, String)> {
     vec![
         ("SQUADRON_BOOTSTRAP_SERVERS", broker.to_owned()),
@@ -295,34 +125,6 @@ fn run_env(broker: &str, t: &Topics, rules: &Path) -> Vec<(&'static str, String)
         ("SQUADRON_RULES", rules.display().to_string()),
         ("SQUADRON_HTTP_LISTEN", "off".to_owned()),
     ]
-}
-
-fn stop(mut child: std::process::Child) -> String {
-    // SAFETY-free SIGTERM: ask politely through the kill command.
-    let _ = std::process::Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            assert!(status.success(), "squadron exited with {status}: {err}");
-            return err;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(40),
-            "squadron did not stop within 40s of SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -674,26 +476,6 @@ fn record_then_replay_round_trips_a_stream() {
     assert_eq!(lines.lines().count(), expected);
 }
 
-/// A minimal HTTP/1.1 exchange over loopback: (status, body).
-fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
-}
-
 /// Starts `squadron run` with its HTTP server on a free port and waits for /readyz.
 fn run_with_http(
     broker: &str,
@@ -712,22 +494,6 @@ fn run_with_http(
             && http(port, "GET", "/readyz").0 == 200
     });
     (child, port)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn metric(port: u16, line_prefix: &str) -> Option<f64> {
-    let (_, body) = http(port, "GET", "/metrics");
-    body.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[test]

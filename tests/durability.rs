@@ -1,0 +1,381 @@
+//! Durable state under failure, against the real broker: SIGKILL mid-stream,
+//! restarts, instances killed and added, input spread over partitions with no
+//! useful key. The guarantees checked here are the ones README.md ("Delivery
+//! guarantees") states.
+//!
+//! Needs `SQUADRON_TEST_KAFKA=host:port` (scripts/test.sh sets it). The tests
+//! in this file run one at a time: each starts several processes.
+
+mod common;
+
+use common::*;
+use rdkafka::producer::{BaseRecord, Producer};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[derive(Clone)]
+struct Setup {
+    broker: String,
+    input: String,
+    audit: String,
+    squad: String,
+    group: String,
+    rules: PathBuf,
+}
+
+fn setup(test: &str) -> Option<Setup> {
+    let broker = broker()?;
+    let id = unique(test);
+    let s = Setup {
+        input: format!("in-{id}"),
+        audit: format!("audit-{id}"),
+        squad: format!("payments-{id}"),
+        group: format!("group-{id}"),
+        rules: Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("rules")),
+        broker,
+    };
+    create(
+        &s.broker,
+        &[
+            (s.input.as_str(), 4),
+            (s.audit.as_str(), 1),
+            (s.squad.as_str(), 1),
+            (format!("dlq-{id}").as_str(), 1),
+        ],
+    );
+    std::fs::create_dir_all(&s.rules).unwrap();
+    std::fs::write(
+        s.rules.join("rules.yaml"),
+        format!(
+            r#"
+ownership: {{fallback_squad: payments}}
+grouping: {{group_by: [alertname, shard], group_wait: 500ms, group_interval: 1s, repeat_interval: 4h}}
+squads:
+  - name: payments
+    services: [checkout]
+    topic: {squad}
+"#,
+            squad = s.squad
+        ),
+    )
+    .unwrap();
+    Some(s)
+}
+
+/// `squadron run` in exactly-once mode with the given instance id.
+fn instance(s: &Setup, id: &str, http: Option<u16>) -> Child {
+    let listen = http.map_or("off".into(), |p| format!("127.0.0.1:{p}"));
+    squadron(
+        &["run", "--audit", "all"],
+        &[
+            ("SQUADRON_BOOTSTRAP_SERVERS", s.broker.clone()),
+            ("SQUADRON_GROUP_ID", s.group.clone()),
+            ("SQUADRON_INPUT_TOPICS", s.input.clone()),
+            ("SQUADRON_AUDIT_TOPIC", s.audit.clone()),
+            (
+                "SQUADRON_DEAD_LETTER_TOPIC",
+                s.input.replacen("in-", "dlq-", 1),
+            ),
+            ("SQUADRON_RULES", s.rules.display().to_string()),
+            ("SQUADRON_HTTP_LISTEN", listen),
+            ("SQUADRON_PROCESSING_GUARANTEE", "exactly-once".into()),
+            ("SQUADRON_INSTANCE_ID", id.into()),
+        ],
+    )
+}
+
+fn kill(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Alerts that keep firing: every `every`, each live group's alert is sent
+/// again (to a random partition, no key), and a new group starts each round.
+/// Returns the messages produced.
+fn keep_firing(s: &Setup, first_groups: usize, rounds: usize, every: Duration) -> usize {
+    let p = producer(&s.broker);
+    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut sent = 0;
+    for round in 0..rounds {
+        let groups = first_groups + round;
+        for g in 0..groups {
+            let ends = std::time::SystemTime::now() + Duration::from_secs(300);
+            let ends: chrono_free::Rfc3339 = ends.into();
+            let body = serde_json::to_vec(&json!([{
+                "labels": {"alertname": "HighErrorRate", "service": "checkout", "shard": g.to_string()},
+                "endsAt": ends.0,
+            }]))
+            .unwrap();
+            p.send(
+                BaseRecord::<(), [u8]>::to(&s.input)
+                    .payload(&body)
+                    .partition((next() % 4) as i32),
+            )
+            .unwrap();
+            sent += 1;
+        }
+        p.flush(Duration::from_secs(10)).unwrap();
+        std::thread::sleep(every);
+    }
+    sent
+}
+
+/// RFC 3339 without a date crate: enough for `endsAt`.
+mod chrono_free {
+    pub struct Rfc3339(pub String);
+    impl From<std::time::SystemTime> for Rfc3339 {
+        fn from(t: std::time::SystemTime) -> Rfc3339 {
+            let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+            let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+            // Civil from days (Howard Hinnant's algorithm).
+            let z = days + 719_468;
+            let era = z.div_euclid(146_097);
+            let doe = z - era * 146_097;
+            let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+            let y = yoe + era * 400;
+            let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+            let mp = (5 * doy + 2) / 153;
+            let d = doy - (153 * mp + 2) / 5 + 1;
+            let m = if mp < 10 { mp + 3 } else { mp - 9 };
+            let y = if m <= 2 { y + 1 } else { y };
+            Rfc3339(format!(
+                "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+                rem / 3600,
+                rem % 3600 / 60,
+                rem % 60
+            ))
+        }
+    }
+}
+
+/// Waits until the group has committed every input message and the last
+/// groups had time to flush.
+fn drain(s: &Setup) {
+    let ends = end_offsets(&s.broker, &s.input);
+    wait_until(
+        Duration::from_secs(120),
+        "every input offset committed",
+        || committed(&s.broker, &s.group, &s.input) == ends,
+    );
+    // group_wait is 500ms: the last new group flushes well within this.
+    std::thread::sleep(Duration::from_secs(3));
+}
+
+/// Notifications per group key (read_committed), and every notification id seen.
+fn notifications(s: &Setup, want: usize) -> (BTreeMap<String, Vec<String>>, Vec<String>) {
+    let mut by_group: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut ids = Vec::new();
+    for (_, _, headers, payload) in
+        read_committed(&s.broker, &s.squad, want, Duration::from_secs(30))
+    {
+        let v: Value = serde_json::from_slice(&payload).unwrap();
+        by_group
+            .entry(v["groupKey"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(v["reason"].as_str().unwrap().to_owned());
+        assert_eq!(
+            headers.get("squadron.notification.id").map(String::as_str),
+            v["notificationId"].as_str(),
+            "the id header and payload agree"
+        );
+        ids.push(v["notificationId"].as_str().unwrap().to_owned());
+    }
+    (by_group, ids)
+}
+
+/// Fates per input (partition, offset), read_committed.
+fn fates(s: &Setup, want: usize) -> HashMap<(i64, i64), Vec<String>> {
+    let mut out: HashMap<(i64, i64), Vec<String>> = HashMap::new();
+    for (_, _, _, payload) in read_committed(&s.broker, &s.audit, want, Duration::from_secs(30)) {
+        let v: Value = serde_json::from_slice(&payload).unwrap();
+        assert_eq!(
+            v["topic"].as_str(),
+            Some(s.input.as_str()),
+            "audit names the input topic: {v}"
+        );
+        out.entry((
+            v["partition"].as_i64().unwrap(),
+            v["offset"].as_i64().unwrap(),
+        ))
+        .or_default()
+        .push(v["fate"].as_str().unwrap().to_owned());
+    }
+    out
+}
+
+fn assert_each_group_once(by_group: &BTreeMap<String, Vec<String>>, ids: &[String], groups: usize) {
+    let twice: Vec<_> = by_group.iter().filter(|(_, r)| r.len() != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "groups not notified exactly once: {twice:?}"
+    );
+    assert_eq!(by_group.len(), groups, "every group is notified");
+    assert!(by_group.values().all(|r| r == &["new_group"]));
+    let mut unique = ids.to_vec();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), ids.len(), "no notification id twice");
+}
+
+fn assert_one_fate_per_input(fates: &HashMap<(i64, i64), Vec<String>>, s: &Setup, inputs: usize) {
+    let ends = end_offsets(&s.broker, &s.input);
+    assert_eq!(ends.values().sum::<i64>() as usize, inputs);
+    let mut missing = Vec::new();
+    for (p, end) in &ends {
+        for o in 0..*end {
+            if !fates.contains_key(&(*p as i64, o)) {
+                missing.push((p, o));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "inputs without a fate: {missing:?}");
+    let twice: Vec<_> = fates.iter().filter(|(_, f)| f.len() != 1).take(5).collect();
+    assert!(twice.is_empty(), "inputs with several fates: {twice:?}");
+    assert_eq!(fates.len(), inputs, "fates sum to inputs");
+}
+
+#[test]
+fn ten_sigkills_never_notify_a_group_twice_exactly_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup("kill10") else { return };
+    let (first_groups, rounds) = (20, 36);
+    let mut current = Some(instance(&s, "kill10", None));
+    let stream = {
+        let s = s.clone();
+        std::thread::spawn(move || keep_firing(&s, first_groups, rounds, Duration::from_secs(1)))
+    };
+    // Kill at uneven moments while the stream runs, restarting at once.
+    let mut kills = 0;
+    for pause_ms in [2300, 1700, 3100, 900, 2600, 1900, 2900, 1300, 2200, 1600] {
+        std::thread::sleep(Duration::from_millis(pause_ms));
+        kill(current.take().unwrap());
+        kills += 1;
+        current = Some(instance(&s, "kill10", None));
+    }
+    assert!(!stream.is_finished(), "the kills land mid-stream");
+    let inputs = stream.join().unwrap();
+    assert_eq!(kills, 10);
+    drain(&s);
+    let log = stop(current.take().unwrap());
+    assert!(log.contains("state restored"), "{log}");
+
+    let groups = first_groups + rounds - 1;
+    let (by_group, ids) = notifications(&s, groups);
+    assert_each_group_once(&by_group, &ids, groups);
+    let fates = fates(&s, inputs);
+    assert_one_fate_per_input(&fates, &s, inputs);
+}
+
+#[test]
+fn a_restart_resumes_within_seconds_after_sigterm_and_after_sigkill() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup("restart") else { return };
+    let port = free_port();
+    let ready = |port: u16| {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/readyz").0 == 200
+    };
+    // The default instance id (<host>-<HTTP port>) is what a restart keeps.
+    let start = |s: &Setup| {
+        let mut c = instance(s, "", Some(port));
+        let t = Instant::now();
+        while !ready(port) {
+            if let Some(status) = c.try_wait().unwrap() {
+                panic!("squadron exited with {status}");
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "not ready within 60s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (c, t.elapsed())
+    };
+    let (first, _) = start(&s);
+    let p = producer(&s.broker);
+    let send = |shard: &str| {
+        let body = serde_json::to_vec(
+            &json!([{"labels": {"alertname": "A", "service": "checkout", "shard": shard}}]),
+        )
+        .unwrap();
+        p.send(
+            BaseRecord::<(), [u8]>::to(&s.input)
+                .payload(&body)
+                .partition(0),
+        )
+        .unwrap();
+        p.flush(Duration::from_secs(10)).unwrap();
+    };
+    send("before");
+    wait_until(Duration::from_secs(30), "the first notification", || {
+        read_committed(&s.broker, &s.squad, 1, Duration::from_secs(3)).len() == 1
+    });
+    let log = stop(first);
+    assert!(log.contains("stopped"), "{log}");
+    let (second, after_sigterm) = start(&s);
+    send("after-sigterm");
+    kill(second);
+    let (third, after_sigkill) = start(&s);
+    send("after-sigkill");
+    eprintln!(
+        "ready after SIGTERM + restart: {after_sigterm:?}; after SIGKILL + restart: {after_sigkill:?}"
+    );
+    assert!(
+        after_sigterm < Duration::from_secs(10),
+        "SIGTERM + restart: ready after {after_sigterm:?}"
+    );
+    assert!(
+        after_sigkill < Duration::from_secs(10),
+        "SIGKILL + restart: ready after {after_sigkill:?}"
+    );
+    wait_until(Duration::from_secs(30), "three notifications", || {
+        read_committed(&s.broker, &s.squad, 3, Duration::from_secs(3)).len() >= 3
+    });
+    stop(third);
+    let (by_group, ids) = notifications(&s, 3);
+    assert_each_group_once(&by_group, &ids, 3);
+}
+
+#[test]
+fn three_instances_one_killed_one_added_notify_each_group_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup("three") else { return };
+    let (first_groups, rounds) = (30, 30);
+    let a = instance(&s, "a", None);
+    let b = instance(&s, "b", None);
+    let c = instance(&s, "c", None);
+    let stream = {
+        let s = s.clone();
+        std::thread::spawn(move || keep_firing(&s, first_groups, rounds, Duration::from_secs(1)))
+    };
+    std::thread::sleep(Duration::from_secs(8));
+    kill(b);
+    std::thread::sleep(Duration::from_secs(6));
+    let d = instance(&s, "d", None);
+    assert!(
+        !stream.is_finished(),
+        "the kill and the new instance land mid-stream"
+    );
+    let inputs = stream.join().unwrap();
+    drain(&s);
+    for child in [a, c, d] {
+        stop(child);
+    }
+    let groups = first_groups + rounds - 1;
+    let (by_group, ids) = notifications(&s, groups);
+    assert_each_group_once(&by_group, &ids, groups);
+    let fates = fates(&s, inputs);
+    assert_one_fate_per_input(&fates, &s, inputs);
+}
