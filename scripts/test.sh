@@ -50,8 +50,15 @@ scripts/kafka.sh start
 trap 'scripts/kafka.sh stop' EXIT
 export SQUADRON_TEST_KAFKA="127.0.0.1:$SQUADRON_KAFKA_PORT"
 
-log "unit, integration and CLI tests (the Kafka tests use the broker above)"
+log "broker conformance: what exactly-once needs from the broker, before anything relies on it"
+cargo test --locked --test broker_conformance 2>&1 | tee target/conformance-output.txt
+grep -q "test a_second_producer_with_the_same_transactional_id_fences_the_first ... ok" target/conformance-output.txt || {
+  echo "the broker conformance tests did not run" >&2; exit 1; }
+
+log "unit, integration, durability and CLI tests (the Kafka tests use the broker above)"
 cargo test --locked 2>&1 | tee target/test-output.txt
 # The Kafka tests skip without a broker; here they must have run.
-grep -q "test sigkill_mid_stream_and_restart_loses_no_alert ... ok" target/test-output.txt || {
-  echo "the Kafka integration tests did not run" >&2; exit 1; }
+for t in sigkill_mid_stream_and_restart_loses_no_alert ten_sigkills_never_notify_a_group_twice_exactly_once \
+         three_instances_one_killed_one_added_notify_each_group_once; do
+  grep -q "test $t ... ok" target/test-output.txt || { echo "the Kafka integration test $t did not run" >&2; exit 1; }
+done

@@ -370,7 +370,7 @@ impl Engine {
         if flapping {
             out.fates.push(record(Fate::Flapping));
         }
-        let group = self.group_for(&alert.labels, owner.squad, now);
+        let group = self.group_for(&alert.labels, owner.squad, input, now);
         let g = self.state.groups[group as usize]
             .as_mut()
             .expect("live group");
@@ -435,7 +435,7 @@ impl Engine {
     }
 
     /// Finds or creates the group for a new alert.
-    fn group_for(&mut self, labels: &impl Labels, squad: SquadId, now: Ts) -> GroupId {
+    fn group_for(&mut self, labels: &impl Labels, squad: SquadId, input: InputId, now: Ts) -> GroupId {
         let (group_labels, key) = self.rules.group_of(squad, labels);
         let key: Arc<str> = key.into();
         let sq = &self.rules.squads[squad as usize];
@@ -450,7 +450,7 @@ impl Engine {
             members: Vec::new(),
             next_flush: due,
             last_notified: None,
-            created: now,
+            origin: input,
             sequence: 0,
         };
         let id = match self.state.free_groups.pop() {
@@ -829,7 +829,7 @@ impl Engine {
         };
         let sq = &self.rules.squads[squad as usize];
         Notification {
-            id: notification_id(&group.key, group.created, group.sequence),
+            id: notification_id(&group.key, group.origin, group.sequence),
             at: now,
             squad: sq.name.clone(),
             goalkeeper: sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now)),
@@ -970,13 +970,13 @@ fn record_change(
     f.flapping
 }
 
-/// `<xxh3 of the group key>-<group created, ms>-<sequence>`: the same for the
+/// `<xxh3 of the group key>-<creating input>-<sequence>`: the same for the
 /// same notification of the same group episode, whoever decides it.
-fn notification_id(group_key: &str, created: Ts, sequence: u64) -> Arc<str> {
+fn notification_id(group_key: &str, origin: InputId, sequence: u64) -> Arc<str> {
     format!(
         "{:016x}-{}-{sequence}",
         xxhash_rust::xxh3::xxh3_64(group_key.as_bytes()),
-        created.millis()
+        origin
     )
     .into()
 }

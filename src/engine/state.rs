@@ -90,9 +90,11 @@ pub struct Group {
     pub members: Vec<AlertKey>,
     pub next_flush: Ts,
     pub last_notified: Option<Ts>,
-    /// When the group was created: with `sequence`, the notification id.
+    /// The input whose alert created the group. With `sequence`, it makes the
+    /// notification id: deciding the same input again (after a crash, at least
+    /// once) gives the same id, where a clock would not.
     #[serde(default)]
-    pub created: Ts,
+    pub origin: InputId,
     /// Notifications sent for this group so far.
     #[serde(default)]
     pub sequence: u64,
@@ -104,10 +106,10 @@ pub enum Timer {
     /// Sorts first: a window's summary goes out before the next window's flushes.
     StormSummary(Arc<str>),
     /// Flushes due at one instant run in the order of the groups' identity
-    /// (creation time, key hash), not of their ids: ids are not kept across a
+    /// (creating input, key hash), not of their ids: ids are not kept across a
     /// restore, and a restored engine must decide in the same order.
     Flush {
-        created: Ts,
+        origin: InputId,
         key_hash: u64,
         group: GroupId,
     },
@@ -116,7 +118,7 @@ pub enum Timer {
 impl Timer {
     pub fn flush(g: &Group, id: GroupId) -> Timer {
         Timer::Flush {
-            created: g.created,
+            origin: g.origin,
             key_hash: xxhash_rust::xxh3::xxh3_64(g.key.as_bytes()),
             group: id,
         }
