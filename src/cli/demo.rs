@@ -54,6 +54,9 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         };
         mock.create_topic(&cfg.kafka.input_topics[0], 4, 1)?;
         mock.create_topic(&cfg.kafka.dead_letter_topic, 1, 1)?;
+        // The mock cluster cannot create topics through the admin API.
+        mock.create_topic(&cfg.repartition_topic(), cfg.pipeline.partitions, 1)?;
+        mock.create_topic(&cfg.changelog_topic(), cfg.pipeline.partitions, 1)?;
         for s in &rules.squads {
             mock.create_topic(&s.topic, 1, 1)?;
         }
@@ -98,7 +101,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         println!("{}", summary(&shared.metrics, started.elapsed(), args.duration));
         let (decided, _, _) = counts(&shared.metrics);
         println!(
-            "generated {produced} messages; the pipeline read {} messages holding {} alerts; {} alerts were still waiting in groups (their messages stay uncommitted and are re-read on restart)",
+            "generated {produced} messages; the pipeline read {} messages holding {} alerts; {} alerts were still waiting in groups (kept in the state store: a restart restores them)",
             summary_run.messages,
             summary_run.received,
             summary_run.received.saturating_sub(decided)

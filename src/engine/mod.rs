@@ -435,7 +435,13 @@ impl Engine {
     }
 
     /// Finds or creates the group for a new alert.
-    fn group_for(&mut self, labels: &impl Labels, squad: SquadId, input: InputId, now: Ts) -> GroupId {
+    fn group_for(
+        &mut self,
+        labels: &impl Labels,
+        squad: SquadId,
+        input: InputId,
+        now: Ts,
+    ) -> GroupId {
         let (group_labels, key) = self.rules.group_of(squad, labels);
         let key: Arc<str> = key.into();
         let sq = &self.rules.squads[squad as usize];

@@ -62,7 +62,7 @@ impl Core {
             fingerprints: self.cfg.pipeline.audit != super::AuditMode::Off,
             observe: None,
         };
-        feed_with(
+        let fed = feed_with(
             &mut task.engine,
             payload,
             now,
@@ -70,6 +70,7 @@ impl Core {
             &mut self.outputs,
             opts,
         );
+        self.metrics.stage_alerts[1].inc_by(fed.alerts as u64);
         self.emit(Vec::new(), now);
         // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
         self.advance_task(p, now);

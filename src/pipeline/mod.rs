@@ -632,6 +632,7 @@ impl Core {
                 .restore(&restore, self.rules.clone(), &self.metrics, RESTORE_LIMIT)
             {
                 Ok(restored) => {
+                    let (mut records, mut alerts, mut slowest) = (0, 0, Duration::ZERO);
                     for store::Restored {
                         partition,
                         engine,
@@ -641,18 +642,26 @@ impl Core {
                     {
                         self.metrics.restores.inc();
                         self.metrics.restore_seconds.observe(took.as_secs_f64());
-                        tracing::info!(
-                            partition,
-                            records = report.records,
-                            malformed = report.malformed,
-                            orphans = report.orphans,
-                            alerts = engine.active_alerts(),
-                            groups = engine.active_groups(),
-                            took_ms = took.as_millis() as u64,
-                            "state restored"
-                        );
+                        if report.malformed > 0 || report.orphans > 0 {
+                            tracing::warn!(
+                                partition,
+                                malformed = report.malformed,
+                                orphans = report.orphans,
+                                "changelog records left out of the restored state"
+                            );
+                        }
+                        records += report.records;
+                        alerts += engine.active_alerts();
+                        slowest = slowest.max(took);
                         self.tasks.insert(partition, Task { engine });
                     }
+                    tracing::info!(
+                        partitions = restore.len(),
+                        records,
+                        alerts,
+                        took_ms = slowest.as_millis() as u64,
+                        "state restored"
+                    );
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "state restore failed");

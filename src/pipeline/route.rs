@@ -55,6 +55,7 @@ impl Core {
                     let owner = self.rules.owner(&a.labels);
                     let (_, key) = self.rules.group_of(owner.squad, &a.labels);
                     let p = self.topo.partition_for(&key);
+                    self.metrics.stage_alerts[0].inc();
                     append(batches.entry((p, false)).or_default(), a, now);
                     if sources && self.rules.is_inhibit_source(&a.labels) {
                         for q in (0..self.topo.partitions).filter(|q| *q != p) {

@@ -83,34 +83,49 @@ impl Topology {
 /// topology with their partition count. Existing topics keep theirs: changing
 /// it would move groups between tasks, away from their state.
 pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
-    let admin: AdminClient<DefaultClientContext> =
-        super::client_config(cfg, &cfg.kafka.producer_properties).create()?;
     let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
+    let probe: BaseConsumer = super::client_config(cfg, &cfg.kafka.consumer_properties).create()?;
+    let partitions = |topic: &str| -> anyhow::Result<Option<i32>> {
+        let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        Ok(md
+            .topics()
+            .first()
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len() as i32))
+    };
     let n = cfg.pipeline.partitions;
     let rf = || TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
-    let topics = [
-        NewTopic::new(&repartition, n, rf()).set("cleanup.policy", "delete"),
-        NewTopic::new(&changelog, n, rf())
-            .set("cleanup.policy", "compact")
-            // Compaction only cleans closed segments: roll them often enough that
-            // the topic stays near the size of the live state.
-            .set("segment.ms", "600000")
-            .set("min.cleanable.dirty.ratio", "0.1"),
-    ];
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    for r in admin.create_topics(&topics, &opts).await? {
-        match r {
-            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => anyhow::bail!("creating internal topic {topic}: {code}"),
+    let mut missing = Vec::new();
+    if partitions(&repartition)?.is_none() {
+        missing.push(NewTopic::new(&repartition, n, rf()).set("cleanup.policy", "delete"));
+    }
+    if partitions(&changelog)?.is_none() {
+        missing.push(
+            NewTopic::new(&changelog, n, rf())
+                .set("cleanup.policy", "compact")
+                // Compaction only cleans closed segments: roll them often enough
+                // that the topic stays near the size of the live state.
+                .set("segment.ms", "600000")
+                .set("min.cleanable.dirty.ratio", "0.1"),
+        );
+    }
+    if !missing.is_empty() {
+        let admin: AdminClient<DefaultClientContext> =
+            super::client_config(cfg, &cfg.kafka.producer_properties).create()?;
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for r in admin.create_topics(&missing, &opts).await? {
+            match r {
+                Ok(topic) => tracing::info!(topic, partitions = n, "created internal topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("creating internal topic {topic}: {code}"),
+            }
         }
     }
-    let probe: BaseConsumer = super::client_config(cfg, &cfg.kafka.consumer_properties).create()?;
     let count = |topic: &str| -> anyhow::Result<i32> {
         // Metadata can lag a fresh creation: ask a few times.
         for _ in 0..50 {
-            let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-            if let Some(t) = md.topics().first().filter(|t| !t.partitions().is_empty()) {
-                return Ok(t.partitions().len() as i32);
+            if let Some(n) = partitions(topic)? {
+                return Ok(n);
             }
             std::thread::sleep(Duration::from_millis(100));
         }

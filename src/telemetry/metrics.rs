@@ -40,6 +40,8 @@ pub struct Metrics {
     pub transactions: IntCounterVec,
     /// Partition assignments and revocations.
     pub rebalances: IntCounterVec,
+    /// Alerts handled by each stage of the topology: route, decide.
+    pub stage_alerts: [IntCounter; 2],
     pub consumer_lag: IntGaugeVec,
     pub commits: IntCounter,
     pub latency: Histogram,
@@ -221,6 +223,14 @@ impl Metrics {
                 "Exactly-once transactions, by result: commit, abort.",
                 &["result"],
             )?,
+            stage_alerts: {
+                let c = counter_vec(
+                    "squadron_stage_alerts_total",
+                    "Alerts handled by each stage of the topology: route (decoded, sent to their task), decide (fed to an engine).",
+                    &["stage"],
+                )?;
+                ["route", "decide"].map(|s| c.with_label_values(&[s]))
+            },
             rebalances: counter_vec(
                 "squadron_rebalances_total",
                 "Consumer group rebalances seen, by kind: assign, revoke.",
@@ -361,6 +371,12 @@ impl Metrics {
             .map(IntCounter::get)
             .sum::<u64>()
             + self.received.with_label_values(&["undecodable"]).get()
+    }
+
+    /// Input alerts that reached an engine or were found invalid: everything
+    /// read has been through both stages.
+    pub fn through_total(&self) -> u64 {
+        self.stage_alerts[1].get() + self.fates[FateKind::Invalid as usize].get()
     }
 
     /// Fates so far, by kind (for summaries; the registry has the same numbers).
