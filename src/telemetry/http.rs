@@ -58,6 +58,10 @@ impl Shared {
         if s.assigned_partitions.is_empty() {
             return Err("no input partitions assigned".into());
         }
+        let restoring = self.metrics.restoring.get();
+        if restoring > 0 {
+            return Err(format!("restoring the state of {restoring} partitions from the changelog"));
+        }
         let now = crate::pipeline::wall_clock();
         if s.heartbeat
             .is_some_and(|h| now.since(h) > std::time::Duration::from_secs(30))
