@@ -54,6 +54,10 @@ pub struct BenchArgs {
     /// Latency run: how long to send.
     #[arg(long, default_value = "15s", value_parser = |s: &str| crate::model::parse_duration(s))]
     pub latency_duration: Duration,
+    /// Restore run: active alerts in one task's state, written to a changelog
+    /// partition and restored from it (0 skips the run).
+    #[arg(long, default_value_t = 100_000)]
+    pub restore_alerts: usize,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -130,6 +134,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         // What the generator achieved, which can fall short of the target on a loaded machine.
         let achieved_rate = sent_batches as f64 * 64.0 / args.latency_duration.as_secs_f64();
         let _ = std::fs::remove_dir_all(&dir);
+        // Restore.
+        let restore = if args.restore_alerts > 0 {
+            Some(restore_run(b, &args.rules, &id, args.restore_alerts).await?)
+        } else {
+            None
+        };
         let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(-1);
 
         let result = json!({
@@ -144,6 +154,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             "baseline_alerts_per_second": baseline_rate,
             "ratio_pipeline_to_baseline": rate / baseline_rate,
             "fates": fates.iter().map(|(k, n)| (k.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+            "restore": restore.as_ref().map(|r| json!({"active_alerts": r.alerts, "records": r.records, "compacted_records": r.live, "seconds": r.took.as_secs_f64(), "alerts_per_second": r.alerts as f64 / r.took.as_secs_f64()})),
             "latency": {"target_alerts_per_second": latency_rate, "achieved_alerts_per_second": achieved_rate, "probes": latencies.len(), "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last().copied().unwrap_or(-1)},
         });
         if args.json {
@@ -153,6 +164,15 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             println!("  throughput  {alerts} alerts in {:.2}s = {rate:.0} alerts/s (at least once)", elapsed.as_secs_f64());
             println!("  exactly     {alerts} alerts in {:.2}s = {eos_rate:.0} alerts/s (exactly once; {:.2} of at least once)", eos_elapsed.as_secs_f64(), eos_rate / rate);
             println!("  baseline    bare consumer over the same topic: {baseline_rate:.0} alerts/s (pipeline/baseline = {:.2})", rate / baseline_rate);
+            if let Some(r) = &restore {
+                println!(
+                    "  restore     {} active alerts ({} changelog records, {} after compaction) restored in {:.2}s",
+                    r.alerts,
+                    r.records,
+                    r.live,
+                    r.took.as_secs_f64()
+                );
+            }
             println!(
                 "  latency     at {achieved_rate:.0} alerts/s (target {latency_rate:.0}), group_wait 0, {} probes: p50 {} ms, p99 {} ms, max {} ms",
                 latencies.len(),
@@ -411,4 +431,89 @@ async fn latency_run(
     latencies.sort_unstable();
     anyhow::ensure!(!latencies.is_empty(), "no probe notification arrived");
     Ok((latencies, probe))
+}
+
+struct RestoreRun {
+    alerts: usize,
+    records: usize,
+    live: usize,
+    took: Duration,
+}
+
+/// One task's state with `alerts` active alerts (each resent once, so the log
+/// holds history as well as live state), written to a one-partition changelog
+/// as the pipeline writes it, then restored the way an assignment restores it.
+async fn restore_run(
+    brokers: &str,
+    rules_dir: &std::path::Path,
+    id: &str,
+    alerts: usize,
+) -> anyhow::Result<RestoreRun> {
+    use crate::engine::{Engine, Outputs};
+    let rules = super::run::load_rules(rules_dir)?;
+    let topic = format!("bench-changelog-{id}");
+    create_topics(brokers, &[(&topic, 1)]).await?;
+    eprintln!("bench: restore run: {alerts} active alerts into {topic}");
+    let now = wall_clock();
+    let mut engine = Engine::new(rules.clone());
+    engine.track_changes();
+    let mut out = Outputs::default();
+    let messages = crate::sim::distinct_alerts(alerts, now, 7);
+    let mut log = Vec::new();
+    for round in 0..2 {
+        for (i, m) in messages.iter().enumerate() {
+            crate::ingest::feed(
+                &mut engine,
+                m,
+                now.plus(Duration::from_millis(round)),
+                i as u64,
+                &mut out,
+            );
+            out.clear();
+        }
+        log.extend(engine.take_changes());
+    }
+    let live = engine.active_alerts();
+    let p = producer(brokers)?;
+    let mut pending = FuturesUnordered::new();
+    for (k, v) in &log {
+        let mut r: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&topic).key(&k[..]).partition(0);
+        if let Some(v) = v {
+            r = r.payload(&v[..]);
+        }
+        pending.push(p.send(r, Duration::from_secs(30)));
+        if pending.len() > 10_000 {
+            pending
+                .next()
+                .await
+                .expect("non-empty")
+                .map_err(|(e, _)| anyhow::anyhow!("changelog: {e}"))?;
+        }
+    }
+    while let Some(r) = pending.next().await {
+        r.map_err(|(e, _)| anyhow::anyhow!("changelog: {e}"))?;
+    }
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap_servers = brokers.to_owned();
+    cfg.kafka.group_id = format!("bench-restore-{id}");
+    let metrics = Metrics::new(prometheus::Registry::new())?;
+    let restorer = crate::pipeline::store::Restorer::new(&cfg, topic.clone())?;
+    let started = Instant::now();
+    let restored = tokio::task::block_in_place(|| {
+        restorer.restore(&[0], rules, &metrics, Duration::from_secs(300))
+    })?;
+    let took = started.elapsed();
+    let engine = &restored.first().context("restored one partition")?.engine;
+    anyhow::ensure!(
+        engine.active_alerts() == live,
+        "restored {} alerts, wrote {live}",
+        engine.active_alerts()
+    );
+    let distinct: std::collections::HashSet<&[u8]> = log.iter().map(|(k, _)| &k[..]).collect();
+    Ok(RestoreRun {
+        alerts: live,
+        records: log.len(),
+        live: distinct.len(),
+        took,
+    })
 }

@@ -60,7 +60,9 @@ impl Shared {
         }
         let restoring = self.metrics.restoring.get();
         if restoring > 0 {
-            return Err(format!("restoring the state of {restoring} partitions from the changelog"));
+            return Err(format!(
+                "restoring the state of {restoring} partitions from the changelog"
+            ));
         }
         let now = crate::pipeline::wall_clock();
         if s.heartbeat
