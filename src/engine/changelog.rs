@@ -29,8 +29,10 @@ use std::sync::Arc;
 /// Keys touched since the last [`Engine::take_changes`].
 #[derive(Debug, Default)]
 pub(super) struct Dirty {
-    /// Both the `alert/` and the `flap/` record of each key.
     pub alerts: HashSet<AlertKey>,
+    /// Flap history that may have changed (never keys that had none: no
+    /// tombstones for state that never existed).
+    pub flaps: HashSet<AlertKey>,
     pub groups: HashSet<Arc<str>>,
     pub storms: HashSet<Arc<str>>,
     /// (rule name, source index, equal-label values).
@@ -40,6 +42,7 @@ pub(super) struct Dirty {
 impl Dirty {
     fn is_empty(&self) -> bool {
         self.alerts.is_empty()
+            && self.flaps.is_empty()
             && self.groups.is_empty()
             && self.storms.is_empty()
             && self.sources.is_empty()
@@ -98,6 +101,10 @@ impl Engine {
         alerts.sort();
         for k in alerts {
             out.push((key("alert", k), s.alerts.get(&k).and_then(json)));
+        }
+        let mut flaps: Vec<AlertKey> = dirty.flaps.into_iter().collect();
+        flaps.sort();
+        for k in flaps {
             out.push((key("flap", k), s.flaps.get(&k).and_then(json)));
         }
         let mut groups: Vec<Arc<str>> = dirty.groups.into_iter().collect();

@@ -301,8 +301,12 @@ impl Engine {
         }
 
         if let Some(d) = self.dirty.as_mut() {
-            if self.state.alerts.contains_key(&key) || self.state.flaps.contains_key(&key) {
+            if self.state.alerts.contains_key(&key) {
                 d.alerts.insert(key);
+            }
+            // Any flap history this alert has may change below (a new one is marked where made).
+            if self.state.flaps.contains_key(&key) {
+                d.flaps.insert(key);
             }
         }
         if let Some(stored) = self.state.alerts.get_mut(&key) {
@@ -327,7 +331,12 @@ impl Engine {
                 } else {
                     Some(Fate::Deduplicated)
                 }
-            } else if record_change(&mut self.state.flaps, key, now, self.rules.flap.as_ref()) {
+            } else if {
+                if let Some(d) = self.dirty.as_mut() {
+                    d.flaps.insert(key);
+                }
+                record_change(&mut self.state.flaps, key, now, self.rules.flap.as_ref())
+            } {
                 Some(Fate::Flapping)
             } else {
                 stored.pending.push(input);
@@ -394,17 +403,6 @@ impl Engine {
                 pending: if flapping { Vec::new() } else { vec![input] },
             },
         );
-    }
-
-    /// Records `alert` as an inhibition source only, without deciding its fate:
-    /// for an alert whose fate another engine decides (the pipeline sends
-    /// inhibition sources to every partition's engine).
-    pub fn observe_source(&mut self, alert: &Alert<'_>, now: Ts) {
-        if self.rules.inhibit_rules.is_empty() {
-            return;
-        }
-        let key = AlertKey::of(&alert.labels, &mut self.scratch);
-        self.update_sources(key, &alert.labels, alert.ends_at, alert.status_at(now), now);
     }
 
     /// Runs every timer due at or before `to`, in order, each at its own time
@@ -563,41 +561,57 @@ impl Engine {
         status: Status,
         now: Ts,
     ) {
-        let until = firing_until(ends_at, now, self.rules.resolve_timeout);
-        for (r, (_, sources)) in self
-            .rules
-            .inhibit_rules
-            .iter()
-            .zip(self.state.sources.iter_mut())
-        {
-            for (n, (matchers, idx)) in r.sources.iter().zip(sources.iter_mut()).enumerate() {
-                if !all_match(matchers, labels) {
-                    continue;
-                }
-                let shared = equal_key(&r.equal, labels);
-                if let Some(d) = self.dirty.as_mut() {
-                    d.sources
-                        .insert((r.name.clone(), n as u32, shared.as_str().into()));
-                }
-                match status {
-                    Status::Firing => {
-                        let entries = idx.by_key.entry(shared.into_boxed_str()).or_default();
-                        match entries.iter_mut().find(|(f, _)| *f == key) {
-                            Some(e) => e.1 = until,
-                            None => {
-                                // Usually one source per key: do not over-allocate.
-                                entries.reserve_exact(1);
-                                entries.push((key, until));
-                            }
-                        }
+        for (rule, entry) in source_entries(&self.rules, key, labels, ends_at, status, now) {
+            self.apply_source(rule, &entry);
+        }
+    }
+
+    /// Records inhibition source entries decided elsewhere ([`source_entries`]
+    /// of an alert another engine owns): inhibition is a table every engine
+    /// needs whole. Entries of rules these rules do not have are ignored.
+    pub fn observe_sources(&mut self, entries: &[SourceEntry]) {
+        for e in entries {
+            if let Some(rule) = self
+                .rules
+                .inhibit_rules
+                .iter()
+                .position(|r| r.name == e.rule)
+            {
+                self.apply_source(rule, e);
+            }
+        }
+    }
+
+    fn apply_source(&mut self, rule: usize, e: &SourceEntry) {
+        let Some(idx) = self
+            .state
+            .sources
+            .get_mut(rule)
+            .and_then(|(_, idx)| idx.get_mut(e.source as usize))
+        else {
+            return;
+        };
+        if let Some(d) = self.dirty.as_mut() {
+            d.sources
+                .insert((e.rule.clone(), e.source, e.equal.clone()));
+        }
+        match e.until {
+            Some(until) => {
+                let entries = idx.by_key.entry(e.equal.clone()).or_default();
+                match entries.iter_mut().find(|(f, _)| *f == e.key) {
+                    Some(x) => x.1 = until,
+                    None => {
+                        // Usually one source per key: do not over-allocate.
+                        entries.reserve_exact(1);
+                        entries.push((e.key, until));
                     }
-                    Status::Resolved => {
-                        if let Some(entries) = idx.by_key.get_mut(shared.as_str()) {
-                            entries.retain(|(f, _)| *f != key);
-                            if entries.is_empty() {
-                                idx.by_key.remove(shared.as_str());
-                            }
-                        }
+                }
+            }
+            None => {
+                if let Some(entries) = idx.by_key.get_mut(&e.equal) {
+                    entries.retain(|(f, _)| *f != e.key);
+                    if entries.is_empty() {
+                        idx.by_key.remove(&e.equal);
                     }
                 }
             }
@@ -618,7 +632,7 @@ impl Engine {
             let keep = !(calm && !(f.flapping && alerts.contains_key(key)));
             if !keep {
                 if let Some(d) = dirty.as_mut() {
-                    d.alerts.insert(*key);
+                    d.flaps.insert(*key);
                 }
             }
             keep
@@ -649,6 +663,14 @@ impl Engine {
         if let Some(d) = self.dirty.as_mut() {
             d.groups.insert(group.key.clone());
             d.alerts.extend(group.members.iter().copied());
+            let flaps = &self.state.flaps;
+            d.flaps.extend(
+                group
+                    .members
+                    .iter()
+                    .filter(|k| flaps.contains_key(*k))
+                    .copied(),
+            );
         }
         let squad = self.group_squad[gid as usize];
         let flap_window = self.rules.flap.map(|f| f.window);
@@ -993,6 +1015,49 @@ fn firing_until(ends_at: Option<Ts>, now: Ts, resolve_timeout: Duration) -> Ts {
         Some(t) if t > now => t,
         _ => now.plus(resolve_timeout),
     }
+}
+
+/// One inhibit-rule source an alert matches, as every engine's source index
+/// records it: `until` is when it stops firing, `None` when it resolved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SourceEntry {
+    pub rule: Arc<str>,
+    pub source: u32,
+    pub equal: Box<str>,
+    pub key: AlertKey,
+    pub until: Option<Ts>,
+}
+
+/// The inhibition source entries of one alert under `rules`, each with the
+/// index of its inhibit rule. Empty for the many alerts that are no source.
+pub fn source_entries(
+    rules: &RuleSet,
+    key: AlertKey,
+    labels: &impl Labels,
+    ends_at: Option<Ts>,
+    status: Status,
+    now: Ts,
+) -> Vec<(usize, SourceEntry)> {
+    let mut out = Vec::new();
+    for (ri, r) in rules.inhibit_rules.iter().enumerate() {
+        for (n, matchers) in r.sources.iter().enumerate() {
+            if !all_match(matchers, labels) {
+                continue;
+            }
+            out.push((
+                ri,
+                SourceEntry {
+                    rule: r.name.clone(),
+                    source: n as u32,
+                    equal: equal_key(&r.equal, labels).into_boxed_str(),
+                    key,
+                    until: (status == Status::Firing)
+                        .then(|| firing_until(ends_at, now, rules.resolve_timeout)),
+                },
+            ));
+        }
+    }
+    out
 }
 
 /// The values of the `equal` labels, joined: sources and targets must agree on it.

@@ -7,6 +7,7 @@
 
 use super::topology::{ROLE, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
 use super::{Core, wall_clock};
+use crate::engine::SourceEntry;
 use crate::ingest::{FeedOptions, InputIds, feed_with};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
@@ -50,9 +51,10 @@ impl Core {
         let payload = m.payload().unwrap_or(b"");
         let task = self.tasks.get_mut(&p).expect("checked above");
         if sources_only {
-            if let Ok(decoded) = crate::decode::decode(payload) {
-                for a in decoded.alerts.iter().flatten() {
-                    task.engine.observe_source(a, now);
+            match serde_json::from_slice::<Vec<SourceEntry>>(payload) {
+                Ok(entries) => task.engine.observe_sources(&entries),
+                Err(error) => {
+                    tracing::warn!(%error, partition = p, "unreadable inhibition sources record; skipped")
                 }
             }
             return;

@@ -235,6 +235,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         to_receivers: Vec::new(),
         fatal: None,
         core_protected: 0,
+        scratch: Vec::with_capacity(512),
         runtime: tokio::runtime::Handle::current(),
         metrics: metrics.clone(),
         cfg: cfg.clone(),
@@ -435,6 +436,8 @@ struct Core {
     /// Set by a rebalance callback that cannot go on; the loop stops with it.
     fatal: Option<anyhow::Error>,
     core_protected: u64,
+    /// Reused for computing alert keys in the route stage.
+    scratch: Vec<u8>,
     /// Receiver calls are spawned on it (commits may run on librdkafka's thread).
     runtime: tokio::runtime::Handle,
 }

@@ -1,8 +1,9 @@
 //! The route stage: an input message, from any producer with any key, becomes
 //! repartition records, one per task that owns some of its alerts (the task is
 //! chosen by the alert's group key, so every message of a group meets the same
-//! engine). Alerts that can be inhibition sources also go to every other task,
-//! as sources only: inhibition is a global table, each task holds a copy.
+//! engine). An alert that is an inhibition source also sends its source entries
+//! (a few bytes each, not the alert) to every other task: inhibition is a
+//! global table, each task holds a copy.
 //! Undecodable messages and invalid alerts get their fate here and go to the
 //! dead-letter topic. It must not decide any other fate.
 
@@ -12,9 +13,9 @@ use super::topology::{
 };
 use super::{Core, wall_clock};
 use crate::decode::{self, Invalid};
-use crate::engine::{Fate, FateRecord};
+use crate::engine::{Fate, FateRecord, SourceEntry, source_entries};
 use crate::ingest::NO_SQUAD;
-use crate::model::{Alert, Status, Ts};
+use crate::model::{Alert, AlertKey, Status, Ts};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::borrow::Cow;
@@ -41,10 +42,10 @@ impl Core {
                 let n = decoded.alerts.len() as u32;
                 self.metrics.received(Some(decoded.format), n);
                 self.summary.received += n as u64;
-                // (task, sources only) -> a JSON array of alerts.
-                let mut batches: BTreeMap<(i32, bool), Vec<u8>> = BTreeMap::new();
-                let sources = !self.rules.inhibit_rules.is_empty();
-                for alert in &decoded.alerts {
+                // Each valid alert's task, and the inhibition source entries every other task needs.
+                let mut owners: Vec<(usize, i32)> = Vec::with_capacity(decoded.alerts.len());
+                let mut sources: BTreeMap<i32, Vec<SourceEntry>> = BTreeMap::new();
+                for (i, alert) in decoded.alerts.iter().enumerate() {
                     let a = match alert {
                         Ok(a) => a,
                         Err(reason) => {
@@ -55,33 +56,74 @@ impl Core {
                     let owner = self.rules.owner(&a.labels);
                     let (_, key) = self.rules.group_of(owner.squad, &a.labels);
                     let p = self.topo.partition_for(&key);
-                    self.metrics.stage_alerts[0].inc();
-                    append(batches.entry((p, false)).or_default(), a, now);
-                    if sources && self.rules.is_inhibit_source(&a.labels) {
-                        for q in (0..self.topo.partitions).filter(|q| *q != p) {
-                            append(batches.entry((q, true)).or_default(), a, now);
+                    owners.push((i, p));
+                    if !self.rules.inhibit_rules.is_empty() {
+                        let key = AlertKey::of(&a.labels, &mut self.scratch);
+                        let entries = source_entries(
+                            &self.rules,
+                            key,
+                            &a.labels,
+                            a.ends_at,
+                            a.status_at(now),
+                            now,
+                        );
+                        if !entries.is_empty() {
+                            for q in (0..self.topo.partitions).filter(|q| *q != p) {
+                                sources
+                                    .entry(q)
+                                    .or_default()
+                                    .extend(entries.iter().map(|(_, e)| e.clone()));
+                            }
                         }
                     }
                 }
-                for ((p, sources_only), mut body) in batches {
-                    body.push(b']');
-                    let role = if sources_only {
-                        ROLE_SOURCES
-                    } else {
-                        ROLE_ALERTS
-                    };
+                self.metrics.stage_alerts[0].inc_by(owners.len() as u64);
+                let mut batches: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
+                match owners.first() {
+                    // One task owns every alert of a valid message: it gets the bytes as they came.
+                    Some(&(_, p)) if invalid.is_empty() && owners.iter().all(|(_, q)| *q == p) => {
+                        batches.insert(p, payload.to_vec());
+                    }
+                    _ => {
+                        let room = payload.len() / decoded.alerts.len().max(1) + 64;
+                        for &(i, p) in &owners {
+                            let a = decoded.alerts[i].as_ref().expect("valid");
+                            let buf = batches
+                                .entry(p)
+                                .or_insert_with(|| Vec::with_capacity(room * 8));
+                            append(buf, a, now);
+                        }
+                        for body in batches.values_mut() {
+                            body.push(b']');
+                        }
+                    }
+                }
+                let headers = |role: &[u8]| {
+                    vec![
+                        (ROLE, role.to_vec()),
+                        (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
+                        (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
+                        (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
+                    ]
+                };
+                for (p, body) in batches {
                     self.out.send(Record {
                         kind: Kind::Repartition,
                         topic: self.topo.repartition.clone(),
                         partition: Some(p),
                         key: None,
                         payload: Some(body),
-                        headers: vec![
-                            (ROLE, role.to_vec()),
-                            (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
-                            (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
-                            (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
-                        ],
+                        headers: headers(ROLE_ALERTS),
+                    });
+                }
+                for (p, entries) in sources {
+                    self.out.send(Record {
+                        kind: Kind::Repartition,
+                        topic: self.topo.repartition.clone(),
+                        partition: Some(p),
+                        key: None,
+                        payload: Some(serde_json::to_vec(&entries).expect("entries serialize")),
+                        headers: headers(ROLE_SOURCES),
                     });
                 }
                 n

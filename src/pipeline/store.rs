@@ -31,7 +31,9 @@ pub struct Quiet;
 
 impl rdkafka::ClientContext for Quiet {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let eof = matches!(error, KafkaError::PartitionEOF(_))
+            || matches!(&error, KafkaError::Global(c) if *c == rdkafka::types::RDKafkaErrorCode::PartitionEOF);
+        if !eof {
             tracing::warn!(%error, reason, "changelog reader");
         }
     }

@@ -168,14 +168,6 @@ impl RuleSet {
         (group_labels, key)
     }
 
-    /// Whether an alert can be the source of an inhibit rule: every instance
-    /// deciding targets must see it (the pipeline sends it to all partitions).
-    pub fn is_inhibit_source(&self, labels: &impl Labels) -> bool {
-        self.inhibit_rules
-            .iter()
-            .any(|r| r.sources.iter().any(|m| all_match(m, labels)))
-    }
-
     pub fn owner(&self, labels: &impl Labels) -> Owner {
         let service = self.service_of(labels);
         let squad = service
