@@ -331,16 +331,16 @@ impl Engine {
                 } else {
                     Some(Fate::Deduplicated)
                 }
-            } else if {
+            } else {
                 if let Some(d) = self.dirty.as_mut() {
                     d.flaps.insert(key);
                 }
-                record_change(&mut self.state.flaps, key, now, self.rules.flap.as_ref())
-            } {
-                Some(Fate::Flapping)
-            } else {
-                stored.pending.push(input);
-                None
+                if record_change(&mut self.state.flaps, key, now, self.rules.flap.as_ref()) {
+                    Some(Fate::Flapping)
+                } else {
+                    stored.pending.push(input);
+                    None
+                }
             };
             if let Some(fate) = fate {
                 out.fates.push(FateRecord {
