@@ -236,6 +236,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         fatal: None,
         core_protected: 0,
         scratch: Vec::with_capacity(512),
+        broadcast: Default::default(),
         runtime: tokio::runtime::Handle::current(),
         metrics: metrics.clone(),
         cfg: cfg.clone(),
@@ -438,6 +439,8 @@ struct Core {
     core_protected: u64,
     /// Reused for computing alert keys in the route stage.
     scratch: Vec<u8>,
+    /// Inhibition source entries the route stage has told every task about.
+    broadcast: route::Broadcast,
     /// Receiver calls are spawned on it (commits may run on librdkafka's thread).
     runtime: tokio::runtime::Handle,
 }
@@ -493,6 +496,7 @@ impl Core {
         consumer: &C,
         mode: CommitMode,
     ) -> anyhow::Result<bool> {
+        self.broadcast.sweep(wall_clock());
         for (p, task) in &mut self.tasks {
             store::write_changes(
                 &mut task.engine,

@@ -44,7 +44,7 @@ impl Core {
                 self.summary.received += n as u64;
                 // Each valid alert's task, and the inhibition source entries every other task needs.
                 let mut owners: Vec<(usize, i32)> = Vec::with_capacity(decoded.alerts.len());
-                let mut sources: BTreeMap<i32, Vec<SourceEntry>> = BTreeMap::new();
+                let mut sources: Vec<SourceEntry> = Vec::new();
                 for (i, alert) in decoded.alerts.iter().enumerate() {
                     let a = match alert {
                         Ok(a) => a,
@@ -54,8 +54,9 @@ impl Core {
                         }
                     };
                     let owner = self.rules.owner(&a.labels);
-                    let (_, key) = self.rules.group_of(owner.squad, &a.labels);
-                    let p = self.topo.partition_for(&key);
+                    let p = self
+                        .topo
+                        .partition_for(self.rules.group_hash(owner.squad, &a.labels));
                     owners.push((i, p));
                     if !self.rules.inhibit_rules.is_empty() {
                         let key = AlertKey::of(&a.labels, &mut self.scratch);
@@ -67,14 +68,12 @@ impl Core {
                             a.status_at(now),
                             now,
                         );
-                        if !entries.is_empty() {
-                            for q in (0..self.topo.partitions).filter(|q| *q != p) {
-                                sources
-                                    .entry(q)
-                                    .or_default()
-                                    .extend(entries.iter().map(|(_, e)| e.clone()));
-                            }
-                        }
+                        sources.extend(
+                            entries
+                                .into_iter()
+                                .map(|(_, e)| e)
+                                .filter(|e| self.broadcast.due(e, now)),
+                        );
                     }
                 }
                 self.metrics.stage_alerts[0].inc_by(owners.len() as u64);
@@ -116,15 +115,19 @@ impl Core {
                         headers: headers(ROLE_ALERTS),
                     });
                 }
-                for (p, entries) in sources {
-                    self.out.send(Record {
-                        kind: Kind::Repartition,
-                        topic: self.topo.repartition.clone(),
-                        partition: Some(p),
-                        key: None,
-                        payload: Some(serde_json::to_vec(&entries).expect("entries serialize")),
-                        headers: headers(ROLE_SOURCES),
-                    });
+                if !sources.is_empty() {
+                    // The same bytes to every task (the owner applies them twice: idempotent).
+                    let body = serde_json::to_vec(&sources).expect("entries serialize");
+                    for p in 0..self.topo.partitions {
+                        self.out.send(Record {
+                            kind: Kind::Repartition,
+                            topic: self.topo.repartition.clone(),
+                            partition: Some(p),
+                            key: None,
+                            payload: Some(body.clone()),
+                            headers: headers(ROLE_SOURCES),
+                        });
+                    }
                 }
                 n
             }
@@ -237,5 +240,49 @@ fn dead_letter(
         key: m.key().map(<[u8]>::to_vec),
         payload: Some(m.payload().unwrap_or_default().to_vec()),
         headers,
+    }
+}
+
+/// Which inhibition source entries the route stage last sent to every task,
+/// and until when. A firing source is sent again only when the tasks' copy
+/// would have less than half of its new lifetime left (Prometheus resends an
+/// alert every evaluation with a later `endsAt`; telling every task each time
+/// would cost a record per task per resend). Resolves are always sent. Losing
+/// this cache (restart, rebalance) only means sending again.
+#[derive(Default)]
+pub(super) struct Broadcast {
+    sent: std::collections::HashMap<u64, Ts>,
+}
+
+impl Broadcast {
+    fn due(&mut self, e: &SourceEntry, now: Ts) -> bool {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(e.rule.as_bytes());
+        h.update(&e.source.to_le_bytes());
+        h.update(e.equal.as_bytes());
+        h.update(&e.key.0.to_le_bytes());
+        let id = h.digest();
+        match e.until {
+            None => {
+                self.sent.remove(&id);
+                true
+            }
+            Some(until) => match self.sent.get(&id) {
+                Some(&known)
+                    if known.millis() - now.millis() >= (until.millis() - now.millis()) / 2 =>
+                {
+                    false
+                }
+                _ => {
+                    self.sent.insert(id, until);
+                    true
+                }
+            },
+        }
+    }
+
+    /// Forgets entries every task has already let expire.
+    pub(super) fn sweep(&mut self, now: Ts) {
+        self.sent.retain(|_, until| *until > now);
     }
 }

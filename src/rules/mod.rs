@@ -168,6 +168,36 @@ impl RuleSet {
         (group_labels, key)
     }
 
+    /// A hash of the group [`RuleSet::group_of`] names, without building it
+    /// (the route stage partitions every alert by it). Stable across
+    /// processes and versions: instances must agree on it.
+    pub fn group_hash(&self, squad: SquadId, labels: &impl Labels) -> u64 {
+        let sq = &self.squads[squad as usize];
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(sq.name.as_bytes());
+        h.update(&[0xff]);
+        let mut pair = |n: &str, v: &str| {
+            h.update(n.as_bytes());
+            h.update(&[0xfe]);
+            h.update(v.as_bytes());
+            h.update(&[0xff]);
+        };
+        if sq.grouping.group_by.iter().any(|l| &**l == "...") {
+            for i in 0..labels.len() {
+                let (n, v) = labels.pair(i);
+                pair(n, v);
+            }
+        } else {
+            // In `group_by` order: alerts of one group agree on every value.
+            for l in &sq.grouping.group_by {
+                if let Some(v) = labels.get(l) {
+                    pair(l, v);
+                }
+            }
+        }
+        h.digest()
+    }
+
     pub fn owner(&self, labels: &impl Labels) -> Owner {
         let service = self.service_of(labels);
         let squad = service

@@ -219,3 +219,31 @@ fn ownership_resolution_order() {
     assert_eq!(owner(&[("namespace", "etl")]), ("data".into(), false));
     assert_eq!(owner(&[("service", "mystery")]), ("ops".into(), false));
 }
+
+#[test]
+fn alerts_of_one_group_share_its_hash_and_other_groups_do_not() {
+    let rules = compile_one(
+        "squads:\n  - name: a\n    services: [x]\n    grouping: {group_by: [alertname, service]}\n  - name: b\n    services: [y]\n    grouping: {group_by: ['...']}\n",
+    )
+    .unwrap();
+    let l = |pairs: &[(&str, &str)]| LabelSet::from_pairs(pairs.iter().copied());
+    let a = rules.squad_by_name("a").unwrap();
+    let b = rules.squad_by_name("b").unwrap();
+    let one = l(&[("alertname", "Down"), ("service", "x"), ("pod", "p1")]);
+    let same_group = l(&[("alertname", "Down"), ("service", "x"), ("pod", "p2")]);
+    let other_group = l(&[("alertname", "Up"), ("service", "x"), ("pod", "p1")]);
+    assert_eq!(rules.group_of(a, &one).1, rules.group_of(a, &same_group).1);
+    assert_eq!(rules.group_hash(a, &one), rules.group_hash(a, &same_group));
+    assert_ne!(rules.group_hash(a, &one), rules.group_hash(a, &other_group));
+    assert_ne!(
+        rules.group_hash(a, &one),
+        rules.group_hash(b, &one),
+        "squads differ"
+    );
+    // `...`: every label is the group.
+    assert_ne!(rules.group_hash(b, &one), rules.group_hash(b, &same_group));
+    // Label values cannot run into names: ("ab","c") is not ("a","bc").
+    let x = l(&[("alertname", "ab"), ("service", "c")]);
+    let y = l(&[("alertname", "a"), ("service", "bc")]);
+    assert_ne!(rules.group_hash(a, &x), rules.group_hash(a, &y));
+}
