@@ -4,8 +4,9 @@
 //!
 //! Needs `SQUADRON_TEST_KAFKA=host:port` (scripts/test.sh sets it).
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+mod common;
+
+use common::{broker, create, unique};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -13,44 +14,6 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 type BaseProducer = ThreadedProducer<DefaultProducerContext>;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use std::time::{Duration, Instant};
-
-fn broker() -> Option<String> {
-    match std::env::var("SQUADRON_TEST_KAFKA") {
-        Ok(b) if !b.is_empty() => Some(b),
-        _ => {
-            eprintln!("SQUADRON_TEST_KAFKA is not set: skipping");
-            None
-        }
-    }
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-fn create_topic(broker: &str, name: &str) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", broker)
-        .create()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    for r in rt
-        .block_on(admin.create_topics(
-            &[NewTopic::new(name, 1, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        ))
-        .unwrap()
-    {
-        r.unwrap();
-    }
-}
 
 fn transactional(broker: &str, id: &str) -> BaseProducer {
     let p: BaseProducer = ClientConfig::new()
@@ -96,7 +59,7 @@ fn read(broker: &str, topic: &str, isolation: &str) -> Vec<String> {
 fn read_committed_hides_aborted_records() {
     let Some(broker) = broker() else { return };
     let topic = unique("conformance-abort");
-    create_topic(&broker, &topic);
+    create(&broker, &[(topic.as_str(), 1)]);
     let p = transactional(&broker, &unique("txn"));
     p.begin_transaction().unwrap();
     for i in 0..3 {
@@ -124,7 +87,7 @@ fn read_committed_hides_aborted_records() {
 fn offsets_sent_in_a_transaction_are_committed_with_it() {
     let Some(broker) = broker() else { return };
     let topic = unique("conformance-offsets");
-    create_topic(&broker, &topic);
+    create(&broker, &[(topic.as_str(), 1)]);
     let group = unique("conformance-group");
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker)
@@ -173,7 +136,7 @@ fn offsets_sent_in_a_transaction_are_committed_with_it() {
 fn a_second_producer_with_the_same_transactional_id_fences_the_first() {
     let Some(broker) = broker() else { return };
     let topic = unique("conformance-fence");
-    create_topic(&broker, &topic);
+    create(&broker, &[(topic.as_str(), 1)]);
     let id = unique("txn");
     let zombie = transactional(&broker, &id);
     zombie.begin_transaction().unwrap();

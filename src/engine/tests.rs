@@ -210,17 +210,15 @@ fn run_logged(
     first_input: u64,
     log: &mut Vec<Change>,
 ) -> (Vec<FateRecord>, Vec<Notification>, u64) {
-    let mut out = Outputs::default();
-    let (mut fates, mut notes) = (Vec::new(), Vec::new());
-    let mut next = first_input;
-    for &(now, ref m) in messages {
-        engine.advance_to(now, &mut out);
-        next += feed(engine, m, now, next, &mut out).alerts as u64;
-        fates.append(&mut out.fates);
-        notes.append(&mut out.notifications);
+    let mut out = (Vec::new(), Vec::new(), first_input);
+    for m in messages {
+        let (f, n, next) = run(engine, std::slice::from_ref(m), out.2, false);
+        out.0.extend(f);
+        out.1.extend(n);
+        out.2 = next;
         log.extend(engine.take_changes());
     }
-    (fates, notes, next)
+    out
 }
 
 /// What compaction keeps: the last record of each key, tombstoned keys gone.
