@@ -287,4 +287,23 @@ mod tests {
         );
         assert!(parse_property("nope").is_err());
     }
+
+    #[test]
+    fn guarantee_sets_the_default_commit_interval_and_names_derive_from_the_group() {
+        let c: Config = serde_yaml_ng::from_str(
+            "kafka: {group_id: g, instance_id: i-1}\npipeline: {processing_guarantee: exactly_once}",
+        )
+        .unwrap();
+        assert_eq!(c.pipeline.processing_guarantee, Guarantee::ExactlyOnce);
+        assert_eq!(c.pipeline.commit_interval().unwrap(), Duration::from_millis(100));
+        assert_eq!(c.repartition_topic(), "g-repartition");
+        assert_eq!(c.changelog_topic(), "g-changelog");
+        assert_eq!(c.instance_id(), "i-1");
+        let d = Config::default();
+        assert_eq!(d.pipeline.commit_interval().unwrap(), Duration::from_secs(1));
+        assert!(d.instance_id().ends_with("-9464"), "{}", d.instance_id());
+        let mut bad = Config::default();
+        bad.pipeline.partitions = 0;
+        assert!(bad.validate().is_err());
+    }
 }
