@@ -54,6 +54,9 @@ pub struct BenchArgs {
     /// Latency run: how long to send.
     #[arg(long, default_value = "15s", value_parser = |s: &str| crate::model::parse_duration(s))]
     pub latency_duration: Duration,
+    /// Partitions of the internal topics (decide tasks) in the throughput runs.
+    #[arg(long, default_value_t = 12)]
+    pub partitions: i32,
     /// Restore run: active alerts in one task's state, written to a changelog
     /// partition and restored from it (0 skips the run).
     #[arg(long, default_value_t = 100_000)]
@@ -86,6 +89,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
         cfg.http.listen = None;
         cfg.pipeline.deliver_receivers = false;
+        cfg.pipeline.partitions = args.partitions;
         let mut runs = Vec::new();
         for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
             let mut cfg = cfg.clone();
