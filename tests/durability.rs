@@ -166,15 +166,27 @@ mod chrono_free {
 
 /// Waits until the group has committed every input message and the last
 /// groups had time to flush.
-fn drain(s: &Setup) {
+/// Waits until the group has committed every input message and every input
+/// has a fate in the audit topic: a group's first alert gets its fate at the
+/// group's flush, with its notification, so then every notification is out.
+fn drain(s: &Setup) -> HashMap<(i64, i64), Vec<String>> {
     let ends = end_offsets(&s.broker, &s.input);
     wait_until(
         Duration::from_secs(120),
         "every input offset committed",
         || committed(&s.broker, &s.group, &s.input) == ends,
     );
-    // group_wait is 500ms: the last new group flushes well within this.
-    std::thread::sleep(Duration::from_secs(3));
+    let inputs = ends.values().sum::<i64>() as usize;
+    let start = Instant::now();
+    loop {
+        let f = fates(s, inputs);
+        let decided = ends
+            .iter()
+            .all(|(p, end)| (0..*end).all(|o| f.contains_key(&(*p as i64, o))));
+        if decided || start.elapsed() > Duration::from_secs(90) {
+            return f;
+        }
+    }
 }
 
 /// Notifications (read_committed): reasons per group key, and every
@@ -263,8 +275,8 @@ fn assert_one_fate_per_input(fates: &HashMap<(i64, i64), Vec<String>>, s: &Setup
 }
 
 /// Ten SIGKILLs at uneven moments while alerts keep firing, restarting at
-/// once; returns what the consumers of the outputs see.
-fn ten_sigkills(s: &Setup, guarantee: &str) -> (usize, usize) {
+/// once; returns the inputs, the groups and every input's fates.
+fn ten_sigkills(s: &Setup, guarantee: &str) -> (usize, usize, HashMap<(i64, i64), Vec<String>>) {
     let (first_groups, rounds) = (20, 36);
     let mut current = Some(instance_with(s, "kill10", None, guarantee));
     let stream = {
@@ -278,20 +290,19 @@ fn ten_sigkills(s: &Setup, guarantee: &str) -> (usize, usize) {
     }
     assert!(!stream.is_finished(), "the kills land mid-stream");
     let inputs = stream.join().unwrap();
-    drain(s);
+    let fates = drain(s);
     let log = stop(current.take().unwrap());
     assert!(log.contains("state restored"), "{log}");
-    (inputs, first_groups + rounds - 1)
+    (inputs, first_groups + rounds - 1, fates)
 }
 
 #[test]
 fn ten_sigkills_never_notify_a_group_twice_exactly_once() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = setup("kill10") else { return };
-    let (inputs, groups) = ten_sigkills(&s, "exactly-once");
+    let (inputs, groups, fates) = ten_sigkills(&s, "exactly-once");
     let (by_group, ids) = notifications(&s, groups);
     assert_each_group_once(&by_group, &ids, groups);
-    let fates = fates(&s, inputs);
     assert_one_fate_per_input(&fates, &s, inputs);
 }
 
@@ -299,7 +310,7 @@ fn ten_sigkills_never_notify_a_group_twice_exactly_once() {
 fn ten_sigkills_at_least_once_repeat_a_notification_only_under_its_id() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let Some(s) = setup("kill10alo") else { return };
-    let (inputs, groups) = ten_sigkills(&s, "at-least-once");
+    let (_, groups, fates) = ten_sigkills(&s, "at-least-once");
     let (by_group, ids) = notifications(&s, groups);
     assert_eq!(by_group.len(), groups, "every group is notified");
     // A repeat is the same notification: one id per group, all new_group.
@@ -319,7 +330,6 @@ fn ten_sigkills_at_least_once_repeat_a_notification_only_under_its_id() {
         ids.len() - groups
     );
     // Nothing lost: every input has a fate (some have two: decided again after a kill).
-    let fates = fates(&s, inputs);
     let ends = end_offsets(&s.broker, &s.input);
     for (p, end) in &ends {
         for o in 0..*end {
@@ -422,13 +432,12 @@ fn three_instances_one_killed_one_added_notify_each_group_once() {
         "the kill and the new instance land mid-stream"
     );
     let inputs = stream.join().unwrap();
-    drain(&s);
+    let fates = drain(&s);
     for child in [a, c, d] {
         stop(child);
     }
     let groups = first_groups + rounds - 1;
     let (by_group, ids) = notifications(&s, groups);
     assert_each_group_once(&by_group, &ids, groups);
-    let fates = fates(&s, inputs);
     assert_one_fate_per_input(&fates, &s, inputs);
 }

@@ -295,12 +295,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.pipeline.processing_guarantee, Guarantee::ExactlyOnce);
-        assert_eq!(c.pipeline.commit_interval().unwrap(), Duration::from_millis(100));
+        assert_eq!(
+            c.pipeline.commit_interval().unwrap(),
+            Duration::from_millis(100)
+        );
         assert_eq!(c.repartition_topic(), "g-repartition");
         assert_eq!(c.changelog_topic(), "g-changelog");
         assert_eq!(c.instance_id(), "i-1");
         let d = Config::default();
-        assert_eq!(d.pipeline.commit_interval().unwrap(), Duration::from_secs(1));
+        assert_eq!(
+            d.pipeline.commit_interval().unwrap(),
+            Duration::from_secs(1)
+        );
         assert!(d.instance_id().ends_with("-9464"), "{}", d.instance_id());
         let mut bad = Config::default();
         bad.pipeline.partitions = 0;
