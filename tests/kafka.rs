@@ -590,7 +590,6 @@ fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
         "impact_rules:\n  - name: oops\n    match: ['severity=~\"(\"']\n    action: drop\n",
     )
     .unwrap();
-    let broke = Instant::now();
     wait_until(
         Duration::from_secs(2),
         "the failed reload in status",
@@ -598,7 +597,6 @@ fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
             serde_json::from_str::<Value>(&http(port, "GET", "/api/v1/status").1).unwrap()["rules_error"].is_string()
         },
     );
-    assert!(broke.elapsed() <= Duration::from_secs(2));
     assert_eq!(metric(port, "squadron_rules_valid "), Some(0.0));
     assert_eq!(
         metric(port, "squadron_rule_reloads_total{result=\"failure\"}"),
@@ -643,12 +641,11 @@ fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
         "impact_rules:\n  - name: fixed\n    match: ['severity=\"info\"']\n    action: drop\n",
     )
     .unwrap();
-    let fixed = Instant::now();
     wait_until(Duration::from_secs(2), "the fixed rules loaded", || {
         let s: Value = serde_json::from_str(&http(port, "GET", "/api/v1/status").1).unwrap();
         s["rules_error"].is_null() && s["rules_digest"] != digest.as_str()
     });
-    assert!(fixed.elapsed() <= Duration::from_secs(2));
+    // (wait_until gives up past 2 s: the file watch reloads within that.)
     assert_eq!(metric(port, "squadron_rules_valid "), Some(1.0));
     assert_eq!(
         metric(port, "squadron_rule_reloads_total{result=\"success\"}"),

@@ -875,6 +875,8 @@ impl Core {
         self.metrics.rules_valid.set(1);
         self.metrics.last_reload.set(now.millis() / 1000);
         let mut s = self.status.lock().expect("status lock");
+        // With the load time, at once: /api/v1/status never pairs a new load time with the old digest.
+        s.rules_digest = self.rules.digest.clone();
         s.rules_loaded_at = Some(now.to_string());
         s.rules_error = None;
     }
