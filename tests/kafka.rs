@@ -11,7 +11,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 struct Topics {
     input: String,
