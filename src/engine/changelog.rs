@@ -150,8 +150,18 @@ impl Engine {
         let mut groups: BTreeMap<Arc<str>, Group> = BTreeMap::new();
         let mut storms: HashMap<Arc<str>, StormWindow> = HashMap::new();
         let mut sources = Sources::new();
-        for (k, v) in records {
-            report.records += 1;
+        // Only the last record of a key counts: parse nothing a later record replaces
+        // (an uncompacted changelog holds every resend's update).
+        let records: Vec<(K, Option<V>)> = records.into_iter().collect();
+        let mut last: HashMap<&[u8], usize> = HashMap::with_capacity(records.len());
+        for (i, (k, _)) in records.iter().enumerate() {
+            last.insert(k.as_ref(), i);
+        }
+        report.records = records.len() as u64;
+        for (i, (k, v)) in records.iter().enumerate() {
+            if last.get(k.as_ref()) != Some(&i) {
+                continue;
+            }
             if apply(
                 k.as_ref(),
                 v.as_ref().map(AsRef::as_ref),
