@@ -382,9 +382,13 @@ fn a_restart_resumes_within_seconds_after_sigterm_and_after_sigkill() {
         p.flush(Duration::from_secs(10)).unwrap();
     };
     send("before");
-    wait_until(Duration::from_secs(30), "the first notification", || {
-        read_committed(&s.broker, &s.squad, 1, Duration::from_secs(3)).len() == 1
-    });
+    let t = Instant::now();
+    while read_committed(&s.broker, &s.squad, 1, Duration::from_secs(3)).len() != 1 {
+        if t.elapsed() > Duration::from_secs(45) {
+            let log = stop(first);
+            panic!("no notification within 45 s; squadron said:\n{log}");
+        }
+    }
     let log = stop(first);
     assert!(log.contains("stopped"), "{log}");
     let (second, after_sigterm) = start(&s);

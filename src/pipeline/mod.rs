@@ -249,6 +249,9 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         // A replaced instance's partitions move after this long (static
         // membership brings them back at once to a restart with the same id).
         ("session.timeout.ms", "10000"),
+        // An input topic created after startup (or not yet in the broker's
+        // metadata at subscribe) is picked up within this, not librdkafka's 5 minutes.
+        ("topic.metadata.refresh.interval.ms", "10000"),
         ("heartbeat.interval.ms", "2000"),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
