@@ -32,11 +32,8 @@ fn run(
         fates.append(&mut out.fates);
         notes.append(&mut out.notifications);
     }
-    while drain && engine.pending_inputs() > 0 {
-        let d = engine
-            .next_deadline()
-            .expect("pending inputs wait for a timer");
-        engine.tick(d, &mut out);
+    if drain {
+        engine_drain(engine, &mut out);
     }
     fates.append(&mut out.fates);
     notes.append(&mut out.notifications);
@@ -329,4 +326,87 @@ fn a_changelog_with_garbage_and_missing_records_restores_what_it_can() {
     assert_eq!(report.malformed, 2);
     assert_eq!(report.orphans, 1, "the group's member without a record");
     assert_eq!(restored.active_alerts(), engine.active_alerts() - 1);
+}
+
+#[test]
+fn source_entries_from_another_engine_inhibit_like_a_local_source() {
+    // The pipeline's global table: the engine owning NodeDown is not the one
+    // deciding the pod alert; the route stage sends the source's entries over.
+    let rules = example_rules();
+    let now = Ts(1_764_147_600_000);
+    let msg = |labels: serde_json::Value, ends: Ts| {
+        serde_json::to_vec(&serde_json::json!([{"labels": labels, "endsAt": ends.to_string()}]))
+            .unwrap()
+    };
+    let node = serde_json::json!({"alertname": "NodeDown", "cluster": "eu-1", "node": "n1", "service": "kubernetes", "severity": "critical", "env": "production"});
+    let pod = serde_json::json!({"alertname": "KubePodNotReady", "cluster": "eu-1", "node": "n1", "service": "checkout", "pod": "p1", "severity": "warning", "env": "production"});
+    let source = msg(node.clone(), now.plus(Duration::from_secs(600)));
+    let decoded = crate::decode::decode(&source).unwrap();
+    let alert = decoded.alerts[0].as_ref().unwrap();
+    let key = AlertKey::of(&alert.labels, &mut Vec::new());
+    let entries: Vec<SourceEntry> = source_entries(
+        &rules,
+        key,
+        &alert.labels,
+        alert.ends_at,
+        Status::Firing,
+        now,
+    )
+    .into_iter()
+    .map(|(_, e)| e)
+    .collect();
+    assert!(
+        entries
+            .iter()
+            .any(|e| &*e.rule == "node-down-inhibits-pods")
+    );
+
+    let mut other = Engine::new(rules.clone());
+    other.observe_sources(&entries);
+    let mut out = Outputs::default();
+    feed(
+        &mut other,
+        &msg(pod.clone(), now.plus(Duration::from_secs(600))),
+        now,
+        1,
+        &mut out,
+    );
+    assert_eq!(
+        out.fates[0].fate,
+        Fate::Inhibited {
+            rule: "node-down-inhibits-pods".into()
+        }
+    );
+
+    // The source resolves: its entries say so, and the target is no longer inhibited.
+    let resolved: Vec<SourceEntry> = entries
+        .into_iter()
+        .map(|e| SourceEntry { until: None, ..e })
+        .collect();
+    other.observe_sources(&resolved);
+    out.clear();
+    feed(
+        &mut other,
+        &msg(pod, now.plus(Duration::from_secs(600))),
+        now.plus(Duration::from_secs(1)),
+        2,
+        &mut out,
+    );
+    engine_drain(&mut other, &mut out);
+    assert!(
+        out.fates
+            .iter()
+            .all(|f| !matches!(f.fate, Fate::Inhibited { .. })),
+        "{:?}",
+        out.fates
+    );
+}
+
+fn engine_drain(engine: &mut Engine, out: &mut Outputs) {
+    while engine.pending_inputs() > 0 {
+        let d = engine
+            .next_deadline()
+            .expect("pending inputs wait for a timer");
+        engine.tick(d, out);
+    }
 }
