@@ -5,7 +5,9 @@
 //! offset across the extra hop. It must not route or produce state itself:
 //! changes reach the changelog at commit (`store`).
 
-use super::topology::{ROLE, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC};
+use super::topology::{
+    ROLE, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC,
+};
 use super::{Core, wall_clock};
 use crate::engine::SourceEntry;
 use crate::ingest::{FeedOptions, InputIds, feed_with};
@@ -25,6 +27,7 @@ impl Core {
         }
         let (mut topic, mut partition, mut offset) = (None, None, None);
         let mut sources_only = false;
+        let mut source = None;
         if let Some(h) = m.headers() {
             for h in h.iter() {
                 let v = h.value.unwrap_or_default();
@@ -38,6 +41,7 @@ impl Core {
                     SOURCE_TOPIC => topic = std::str::from_utf8(v).ok(),
                     SOURCE_PARTITION => partition = num(),
                     SOURCE_OFFSET => offset = num(),
+                    SOURCE_TIMESTAMP => source = num().map(crate::model::Ts),
                     _ => {}
                 }
             }
@@ -47,7 +51,7 @@ impl Core {
             _ => None,
         }
         .unwrap_or(0);
-        self.advance_task(p, now);
+        self.advance_task(p, now, None);
         let payload = m.payload().unwrap_or(b"");
         let task = self.tasks.get_mut(&p).expect("checked above");
         if sources_only {
@@ -73,18 +77,18 @@ impl Core {
             opts,
         );
         self.metrics.stage_alerts[1].inc_by(fed.alerts as u64);
-        self.emit(Vec::new(), now);
+        self.emit(Vec::new(), source, now);
         // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
-        self.advance_task(p, now);
+        self.advance_task(p, now, source);
     }
 
-    fn advance_task(&mut self, p: i32, now: crate::model::Ts) {
+    fn advance_task(&mut self, p: i32, now: crate::model::Ts, source: Option<crate::model::Ts>) {
         let Some(task) = self.tasks.get_mut(&p) else {
             return;
         };
         if task.engine.next_deadline().is_some_and(|d| d <= now) {
             task.engine.tick(now, &mut self.outputs);
-            self.emit(Vec::new(), now);
+            self.emit(Vec::new(), source, now);
         }
     }
 }

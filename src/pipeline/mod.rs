@@ -204,11 +204,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
     }
     let transactional_id = exactly_once.then(|| format!("{}-{instance}", cfg.kafka.group_id));
     let out = Output::new(producer_cfg.clone(), transactional_id, metrics.clone())?;
-    let receiver_producer: FutureProducer = {
-        let mut c = producer_cfg;
-        c.remove("transactional.id");
-        c.create()?
-    };
+    let receiver_producer: FutureProducer = { producer_cfg.create()? };
     let core = Arc::new(Mutex::new(Core {
         topo: topo.clone(),
         rules: rules.clone(),
@@ -329,7 +325,8 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
             }
             _ = commit_every.tick() => {
                 let mut c = lock(&core);
-                c.commit(&consumer, CommitMode::Async)?;
+                // Ok(false): not all acknowledged yet; the next tick tries again.
+                c.try_commit(&consumer, CommitMode::Async)?;
                 c.publish_status(&consumer);
             }
             msg = consumer.recv(), if in_flight < max_in_flight => match msg {
@@ -378,7 +375,6 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
             }
         }
         c.publish_status(&consumer);
-        c.out.flush(Duration::from_secs(5));
         c.summary.clone()
     };
     // Closing the consumer revokes its partitions (a last, empty commit) without the lock held.
@@ -480,15 +476,6 @@ impl Core {
             .values()
             .filter_map(|t| t.engine.next_deadline())
             .min()
-    }
-
-    /// Commits; on a failure that cannot be retried, stops the process.
-    fn commit<C: Consumer<PipelineContext>>(
-        &mut self,
-        consumer: &C,
-        mode: CommitMode,
-    ) -> anyhow::Result<()> {
-        self.try_commit(consumer, mode).map(|_| ())
     }
 
     /// Writes state changes, makes outputs durable and commits positions.
@@ -699,13 +686,20 @@ impl Core {
         for p in due {
             let task = self.tasks.get_mut(&p).expect("listed");
             task.engine.tick(now, &mut self.outputs);
-            self.emit(Vec::new(), now);
+            self.emit(Vec::new(), None, now);
         }
     }
 
     /// Turns the outputs of one step into records: notifications, audit
     /// records, plus `records` the step already made (dead letters).
-    fn emit(&mut self, mut records: Vec<Record>, now: crate::model::Ts) {
+    /// `source_ts`: the input's broker timestamp, when this step follows that
+    /// input at once (for the latency histogram).
+    fn emit(
+        &mut self,
+        mut records: Vec<Record>,
+        source_ts: Option<crate::model::Ts>,
+        now: crate::model::Ts,
+    ) {
         let rules = self.rules.clone();
         self.metrics.record(
             &mut self.cache,
@@ -731,10 +725,8 @@ impl Core {
                     ("squadron.notification.id", n.id.as_bytes().to_vec()),
                 ],
             });
-            if let Some(since) = n.alerts.iter().map(|a| a.starts_at).max() {
-                if since <= now {
-                    self.metrics.latency.observe(now.since(since).as_secs_f64());
-                }
+            if let Some(ts) = source_ts {
+                self.metrics.latency.observe(now.since(ts).as_secs_f64());
             }
         }
         self.summary.notifications += notifications.len() as u64;

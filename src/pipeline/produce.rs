@@ -337,9 +337,4 @@ impl Output {
             Err(e) => CommitError::Fatal(e),
         }
     }
-
-    /// Waits for outstanding deliveries (shutdown).
-    pub fn flush(&self, timeout: Duration) {
-        let _ = self.producer.flush(timeout);
-    }
 }

@@ -9,7 +9,8 @@
 
 use super::produce::{Kind, Record};
 use super::topology::{
-    ROLE, ROLE_ALERTS, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC,
+    ROLE, ROLE_ALERTS, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP,
+    SOURCE_TOPIC,
 };
 use super::{Core, wall_clock};
 use crate::decode::{self, Invalid};
@@ -97,12 +98,20 @@ impl Core {
                         }
                     }
                 }
+                // The input's broker timestamp, for the decide stage's latency histogram. A
+                // header, not the record's timestamp: the broker may refuse odd timestamps.
+                let source_ts = m
+                    .timestamp()
+                    .to_millis()
+                    .map(|t| t.to_string().into_bytes())
+                    .unwrap_or_default();
                 let headers = |role: &[u8]| {
                     vec![
                         (ROLE, role.to_vec()),
                         (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
                         (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
                         (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
+                        (SOURCE_TIMESTAMP, source_ts.clone()),
                     ]
                 };
                 for (p, body) in batches {
@@ -151,7 +160,7 @@ impl Core {
                 fate: Fate::Invalid { reason },
             });
         }
-        self.emit(vec![record], now);
+        self.emit(vec![record], None, now);
     }
 }
 

@@ -32,6 +32,8 @@ pub const ROLE_SOURCES: &[u8] = b"sources";
 pub const SOURCE_TOPIC: &str = "squadron.source.topic";
 pub const SOURCE_PARTITION: &str = "squadron.source.partition";
 pub const SOURCE_OFFSET: &str = "squadron.source.offset";
+/// The input message's broker timestamp (ms), on repartition records.
+pub const SOURCE_TIMESTAMP: &str = "squadron.source.timestamp";
 
 const OFFSET_BITS: u32 = 42;
 const PARTITION_BITS: u32 = 14;
