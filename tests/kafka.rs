@@ -11,7 +11,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Topics {
     input: String,
@@ -326,34 +326,41 @@ fn sigkill_mid_stream_and_restart_loses_no_alert() {
         "every input offset committed",
         || committed(&broker, &t.group, &t.input) == ends,
     );
-    stop(second);
-
     // Every input message's alerts have fates in the audit topic (at least once:
     // some were decided twice, by the killed instance and again after restart).
-    let audit = read_all(
-        &broker,
-        &t.audit,
-        total_messages * per_message,
-        Duration::from_secs(60),
-    );
-    let mut fates: HashMap<(i64, i64), usize> = HashMap::new();
-    for (_, _, _, p) in &audit {
-        let v: Value = serde_json::from_slice(p).unwrap();
-        *fates
-            .entry((
-                v["partition"].as_i64().unwrap(),
-                v["offset"].as_i64().unwrap(),
-            ))
-            .or_default() += 1;
-    }
-    let mut missing = Vec::new();
-    for (p, end) in &ends {
-        for o in 0..*end {
-            if fates.get(&(*p as i64, o)).copied().unwrap_or(0) < per_message {
-                missing.push((p, o));
+    // Committed input offsets do not mean decided: the decide stage reads the
+    // repartition topic after the route stage, so wait for the fates themselves.
+    let start = Instant::now();
+    let missing = loop {
+        let audit = read_all(
+            &broker,
+            &t.audit,
+            total_messages * per_message,
+            Duration::from_secs(10),
+        );
+        let mut fates: HashMap<(i64, i64), usize> = HashMap::new();
+        for (_, _, _, p) in &audit {
+            let v: Value = serde_json::from_slice(p).unwrap();
+            *fates
+                .entry((
+                    v["partition"].as_i64().unwrap(),
+                    v["offset"].as_i64().unwrap(),
+                ))
+                .or_default() += 1;
+        }
+        let mut missing = Vec::new();
+        for (p, end) in &ends {
+            for o in 0..*end {
+                if fates.get(&(*p as i64, o)).copied().unwrap_or(0) < per_message {
+                    missing.push((*p, o));
+                }
             }
         }
-    }
+        if missing.is_empty() || start.elapsed() > Duration::from_secs(90) {
+            break missing;
+        }
+    };
+    stop(second);
     assert!(
         missing.is_empty(),
         "inputs without a fate for every alert: {:?} (of {})",
