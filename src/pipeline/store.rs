@@ -80,9 +80,20 @@ impl Restorer {
         let mut done = Vec::new();
         let mut reading: HashMap<i32, Vec<crate::engine::Change>> = HashMap::new();
         for &p in partitions {
-            let (low, high) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(30))?;
+            // A fresh or moving partition answers NotLeaderForPartition for a moment: retry.
+            let (low, high) = loop {
+                match self
+                    .consumer
+                    .fetch_watermarks(&self.topic, p, Duration::from_secs(30))
+                {
+                    Ok(w) => break w,
+                    Err(error) if started.elapsed() < give_up => {
+                        tracing::warn!(%error, partition = p, "changelog watermarks; retrying");
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            };
             if high <= low {
                 let (engine, report) =
                     Engine::from_changelog(rules.clone(), Vec::<crate::engine::Change>::new());
