@@ -67,10 +67,13 @@ pub enum InvalidKind {
     BadLabel,
     BadTimestamp,
     BadField,
+    /// Nested deeper than a supported message can be: a CloudEvent inside a
+    /// CloudEvent, or a field serde_json refuses past its recursion limit (128).
+    TooDeep,
 }
 
 impl InvalidKind {
-    pub const ALL: [InvalidKind; 7] = [
+    pub const ALL: [InvalidKind; 8] = [
         InvalidKind::NotUtf8,
         InvalidKind::NotJson,
         InvalidKind::UnknownShape,
@@ -78,6 +81,7 @@ impl InvalidKind {
         InvalidKind::BadLabel,
         InvalidKind::BadTimestamp,
         InvalidKind::BadField,
+        InvalidKind::TooDeep,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -88,6 +92,7 @@ impl InvalidKind {
             InvalidKind::BadLabel => "bad_label",
             InvalidKind::BadTimestamp => "bad_timestamp",
             InvalidKind::BadField => "bad_field",
+            InvalidKind::TooDeep => "too_deep",
         }
     }
 }
@@ -126,9 +131,15 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, Invalid> {
     // One SIMD pass validates UTF-8; serde_json then reads strings without re-checking.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Invalid::new(InvalidKind::NotUtf8, e.to_string()))?;
+    decode_text(text, true)
+}
+
+/// Decodes checked text; `envelope` says whether a CloudEvent may wrap it
+/// (CloudEvents nest one level: an event's `data` is never another event).
+fn decode_text(text: &str, envelope: bool) -> Result<Decoded<'_>, Invalid> {
     match text.trim_start().as_bytes().first() {
         Some(b'[') => decode_batch(text),
-        Some(b'{') => decode_object(text),
+        Some(b'{') => decode_object(text, envelope),
         Some(_) => match serde_json::from_str::<IgnoredAny>(text) {
             // Valid JSON of another type (a string, a number) is a shape error.
             Ok(_) => Err(Invalid::new(
@@ -158,9 +169,15 @@ fn decode_batch(text: &str) -> Result<Decoded<'_>, Invalid> {
     })
 }
 
-fn decode_object(text: &str) -> Result<Decoded<'_>, Invalid> {
+fn decode_object(text: &str, envelope: bool) -> Result<Decoded<'_>, Invalid> {
     let obj: AlertObject = serde_json::from_str(text).map_err(not_json)?;
     if obj.specversion.is_some() {
+        if !envelope {
+            return Err(Invalid::new(
+                InvalidKind::TooDeep,
+                "a CloudEvent inside a CloudEvent's data",
+            ));
+        }
         return decode_cloudevent(&obj);
     }
     if let Some(Str(action)) = &obj.event_action {
@@ -217,7 +234,7 @@ fn decode_cloudevent<'a>(obj: &AlertObject<'a>) -> Result<Decoded<'a>, Invalid> 
             "a CloudEvent without \"data\"",
         ));
     };
-    let inner = decode(data.get().as_bytes()).map_err(|mut e| {
+    let inner = decode_text(data.get(), false).map_err(|mut e| {
         e.detail = format!("CloudEvent data: {}", e.detail);
         e
     })?;
@@ -319,8 +336,20 @@ fn pagerduty_alert<'a>(action: &str, obj: AlertObject<'a>) -> Result<Alert<'a>, 
     })
 }
 
+/// Nesting is bounded without a pass of its own: serde_json refuses typed
+/// values nested past 128 levels and skips ignored ones iteratively (linear
+/// time, constant stack); the decoder itself recurses once, into a CloudEvent.
 fn not_json(e: serde_json::Error) -> Invalid {
-    Invalid::new(InvalidKind::NotJson, e.to_string())
+    let kind = if is_too_deep(&e) {
+        InvalidKind::TooDeep
+    } else {
+        InvalidKind::NotJson
+    };
+    Invalid::new(kind, e.to_string())
+}
+
+fn is_too_deep(e: &serde_json::Error) -> bool {
+    e.to_string().starts_with("recursion limit exceeded")
 }
 
 fn decode_items<'a>(items: &[&'a RawValue], with_status: bool) -> Vec<Result<Alert<'a>, Invalid>> {
@@ -330,7 +359,9 @@ fn decode_items<'a>(items: &[&'a RawValue], with_status: bool) -> Vec<Result<Ale
         .enumerate()
         .map(|(i, raw)| {
             let obj: AlertObject<'a> = serde_json::from_str(raw.get()).map_err(|e| {
-                let kind = if raw.get().starts_with('{') {
+                let kind = if is_too_deep(&e) {
+                    InvalidKind::TooDeep
+                } else if raw.get().starts_with('{') {
                     InvalidKind::BadField
                 } else {
                     InvalidKind::UnknownShape
@@ -741,6 +772,44 @@ mod tests {
             InvalidKind::NotUtf8
         );
         assert_eq!(decode(b"   ").unwrap_err().kind, InvalidKind::NotJson);
+    }
+
+    /// A message nested thousands of levels deep once overflowed the stack
+    /// (a poison pill that crash-looped every instance) and decoded in
+    /// quadratic time. Now it is refused, whatever nests.
+    #[test]
+    fn deep_nesting_is_refused_not_followed() {
+        let cloudevents = |n: usize| {
+            let mut m = r#"{"labels":{"alertname":"A"}}"#.to_string();
+            for _ in 0..n {
+                m = format!(r#"{{"specversion":"1.0","type":"x","data":{m}}}"#);
+            }
+            m
+        };
+        for n in [2, 2_000, 8_000] {
+            let e = decode(cloudevents(n).as_bytes()).unwrap_err();
+            assert_eq!(e.kind, InvalidKind::TooDeep, "{n} levels: {e}");
+        }
+        assert!(decode(cloudevents(1).as_bytes()).unwrap().alerts[0].is_ok());
+        let nest = |open: &str, close: &str, n: usize| {
+            format!("{}1{}", open.repeat(n), close.repeat(n))
+        };
+        for (open, close) in [("[", "]"), ("{\"k\":", "}")] {
+            let deep = nest(open, close, 100_000);
+            // A field no shape reads is skipped (iteratively, in linear time).
+            let ignored = format!(r#"{{"labels":{{"a":"1"}},"extra":{deep}}}"#);
+            assert!(decode(ignored.as_bytes()).unwrap().alerts[0].is_ok());
+            // Where a value is read, the nesting is refused with its reason.
+            let read = format!(r#"{{"labels":{{"a":"1"}},"annotations":{{"x":{deep}}}}}"#);
+            let kind = |m: &str| match decode(m.as_bytes()) {
+                Err(e) => e.kind,
+                Ok(d) => d.alerts[0].as_ref().unwrap_err().kind,
+            };
+            assert!(matches!(kind(&read), InvalidKind::TooDeep | InvalidKind::BadLabel));
+            // Nothing deep is an alert; the reason depends on the shape.
+            kind(&deep);
+            kind(&format!("[{deep}]"));
+        }
     }
 
     #[test]
