@@ -1,6 +1,6 @@
 //! squadron: alert noise reduction between monitoring systems and the squads
 //! that own the services. See README.md for use and ARCHITECTURE.md for the map.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)] // one audited exception: `cli::run::raise_open_file_limit`
 
 pub mod cli;
 pub mod compare;

@@ -133,6 +133,14 @@ pub fn load_rules(dir: &std::path::Path) -> anyhow::Result<Arc<RuleSet>> {
 
 pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
     let cfg = args.resolve()?;
+    let files = raise_open_file_limit();
+    if files < cfg.http.max_connections as u64 + 256 {
+        tracing::warn!(
+            open_file_limit = files,
+            max_connections = cfg.http.max_connections,
+            "the open-file limit leaves little room beyond http.max_connections: raise the limit (ulimit -n) or lower max_connections"
+        );
+    }
     let rules = load_rules(&cfg.rules)?;
     tracing::info!(rules = %cfg.rules.display(), digest = %rules.digest, squads = rules.squads.len(), "rules loaded");
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -160,8 +168,35 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             dead_letters = summary.dead_letters,
             "done"
         );
-        Ok(0)
+        Ok(exit_code())
     })
+}
+
+/// Raises the soft open-file limit to the hard limit, as Go programs such as
+/// Prometheus do at start (the default soft limit is often 1024). Returns the
+/// limit in force.
+#[allow(unsafe_code)]
+pub fn raise_open_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur as u64
 }
 
 /// SIGHUP reloads the rules (through the same path as startup).
@@ -219,15 +254,34 @@ pub async fn start_http(
     if let Some(addr) = cfg.http.listen {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let s = shared.clone();
+        let limits = cfg.http.limits()?;
+        let server = tokio::spawn(http::serve(addr, limits, s, shutdown.clone(), tx));
+        // Alive but deaf is the worst state for an orchestrator: if the server
+        // ends while squadron runs, shut down and exit non-zero to be restarted.
         tokio::spawn(async move {
-            if let Err(error) = http::serve(addr, s, shutdown, tx).await {
-                tracing::error!(%error, %addr, "http server failed");
-            }
+            let why = match server.await {
+                Ok(Ok(())) if shutdown.is_cancelled() => return,
+                Ok(Ok(())) => "stopped".to_string(),
+                Ok(Err(error)) => error.to_string(),
+                Err(panic) => format!("panicked: {panic}"),
+            };
+            tracing::error!(error = %why, %addr, "http server failed: shutting down to be restarted");
+            HTTP_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
+            shutdown.cancel();
         });
         rx.await
             .with_context(|| format!("cannot serve HTTP on {addr}"))?;
     }
     Ok(shared)
+}
+
+/// Set when the HTTP server ended while squadron was running: the process
+/// shuts down and exits non-zero.
+pub static HTTP_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The exit code after a graceful shutdown: 0, or 1 when the HTTP server failed.
+pub fn exit_code() -> i32 {
+    i32::from(HTTP_FAILED.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 /// SIGTERM and SIGINT start a graceful shutdown; a second one exits at once.

@@ -51,6 +51,41 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// Alertmanager-compatible `POST /api/v2/alerts`.
     pub ingest: crate::sources::http::IngestConfig,
+    /// Open connections at most; more wait in the listen backlog until one closes.
+    pub max_connections: usize,
+    /// A client must send a request's headers within this time; it also closes
+    /// idle keep-alive connections.
+    pub header_timeout: String,
+    /// A client must send a request's body within this time (after its headers).
+    pub body_timeout: String,
+}
+
+/// [`HttpConfig`] with its durations parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    pub max_connections: usize,
+    pub header_timeout: Duration,
+    pub body_timeout: Duration,
+}
+
+impl HttpConfig {
+    pub fn limits(&self) -> anyhow::Result<HttpLimits> {
+        let parse = |key: &str, v: &str| {
+            parse_duration(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("http.{key}: {v:?} is not a positive duration"))
+        };
+        anyhow::ensure!(
+            self.max_connections > 0,
+            "http.max_connections must be at least 1"
+        );
+        Ok(HttpLimits {
+            max_connections: self.max_connections,
+            header_timeout: parse("header_timeout", &self.header_timeout)?,
+            body_timeout: parse("body_timeout", &self.body_timeout)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -132,6 +167,9 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             ingest: Default::default(),
+            max_connections: 1024,
+            header_timeout: "10s".into(),
+            body_timeout: "20s".into(),
         }
     }
 }
@@ -218,6 +256,7 @@ impl Config {
         );
         self.pipeline.commit_interval()?;
         self.pipeline.shutdown_timeout()?;
+        self.http.limits()?;
         Ok(())
     }
 

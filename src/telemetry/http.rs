@@ -3,6 +3,7 @@
 //! touches the engine directly.
 
 use super::metrics::Metrics;
+use crate::pipeline::config::HttpLimits;
 use bytes_body::{Body, full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -75,37 +76,126 @@ impl Shared {
 }
 
 /// Serves until `shutdown` is cancelled. Returns the bound address through `bound`.
+///
+/// Hostile or broken clients cannot take the server down: at most
+/// `limits.max_connections` are open (more wait in the kernel's backlog), a
+/// client that does not send its headers or body in time is disconnected, and
+/// a failed accept (e.g. out of file descriptors) is counted and retried after
+/// a pause instead of ending the server.
 pub async fn serve(
     addr: SocketAddr,
+    limits: HttpLimits,
     shared: Shared,
     shutdown: CancellationToken,
     bound: tokio::sync::oneshot::Sender<SocketAddr>,
 ) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     let _ = bound.send(listener.local_addr()?);
-    tracing::info!(addr = %listener.local_addr()?, "http server listening");
+    tracing::info!(addr = %listener.local_addr()?, max_connections = limits.max_connections, "http server listening");
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let builder = Arc::new(builder);
+    let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = shutdown.cancelled() => return Ok(()),
+        };
         let (stream, peer) = tokio::select! {
-            r = listener.accept() => r?,
+            r = listener.accept() => match r {
+                Ok(conn) => {
+                    backoff = ACCEPT_BACKOFF_MIN;
+                    conn
+                }
+                Err(error) => {
+                    // A connection that failed before we took it concerns only its client.
+                    if is_connection_error(&error) {
+                        continue;
+                    }
+                    // Out of file descriptors or memory: back off and keep
+                    // serving; the connections we hold will close.
+                    shared
+                        .metrics
+                        .http_accept_errors
+                        .with_label_values(&[accept_error_kind(&error)])
+                        .inc();
+                    tracing::warn!(%error, retry_in = ?backoff, "http server cannot accept a connection");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.cancelled() => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(ACCEPT_BACKOFF_MAX);
+                    continue;
+                }
+            },
             _ = shutdown.cancelled() => return Ok(()),
         };
         let shared = shared.clone();
+        let builder = builder.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            let metrics = shared.metrics.clone();
+            metrics.http_connections.inc();
             let service = service_fn(move |req| {
                 let shared = shared.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&shared, req, peer.ip()).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        route(&shared, req, peer.ip(), limits).await,
+                    )
+                }
             });
-            if let Err(error) = http1::Builder::new()
+            if let Err(error) = builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
+                let reason = if error.is_timeout() {
+                    "header_timeout"
+                } else {
+                    "protocol"
+                };
+                metrics
+                    .http_connection_errors
+                    .with_label_values(&[reason])
+                    .inc();
                 tracing::debug!(%error, "http connection ended with an error");
             }
+            metrics.http_connections.dec();
         });
     }
 }
 
-async fn route(shared: &Shared, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
+const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
+const ACCEPT_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Errors of one incoming connection (not of the listener).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted
+    )
+}
+
+/// A bounded label for an accept error.
+fn accept_error_kind(e: &std::io::Error) -> &'static str {
+    // EMFILE (24) and ENFILE (23): the process or the system is out of file descriptors.
+    match e.raw_os_error() {
+        Some(24) => "emfile",
+        Some(23) => "enfile",
+        _ if e.kind() == std::io::ErrorKind::OutOfMemory => "out_of_memory",
+        _ => "other",
+    }
+}
+
+async fn route(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+    limits: HttpLimits,
+) -> Response<Body> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
@@ -124,7 +214,7 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: std::net::IpAddr) 
             json(StatusCode::OK, &s)
         }
         (&Method::POST, "/api/v2/alerts") => {
-            let reply = ingest(shared, req, peer).await;
+            let reply = ingest(shared, req, peer, limits.body_timeout).await;
             shared
                 .metrics
                 .ingest_requests
@@ -194,7 +284,12 @@ async fn route(shared: &Shared, req: Request<Incoming>, peer: std::net::IpAddr) 
 }
 
 /// `POST /api/v2/alerts`: token, size limit, then the ingest decides.
-async fn ingest(shared: &Shared, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
+async fn ingest(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+    body_timeout: std::time::Duration,
+) -> Response<Body> {
     use http_body_util::BodyExt;
     let Some(ingest) = &shared.ingest else {
         return text(
@@ -213,17 +308,43 @@ async fn ingest(shared: &Shared, req: Request<Incoming>, peer: std::net::IpAddr)
             .body(full(b"missing or wrong bearer token\n".to_vec()))
             .expect("response");
     }
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body over {} bytes\n", ingest.max_body_bytes),
+        )
+    };
+    // A declared length over the limit is refused before reading a byte.
+    if hyper::body::Body::size_hint(req.body())
+        .lower()
+        .try_into()
+        .map_or(true, |n: usize| n > ingest.max_body_bytes)
+    {
+        return too_large();
+    }
     let limited = http_body_util::Limited::new(req.into_body(), ingest.max_body_bytes);
-    let body = match limited.collect().await {
+    let Ok(collected) = tokio::time::timeout(body_timeout, limited.collect()).await else {
+        shared
+            .metrics
+            .http_connection_errors
+            .with_label_values(&["body_timeout"])
+            .inc();
+        // The rest of the body is not read: the connection closes after this answer.
+        return Response::builder()
+            .status(StatusCode::REQUEST_TIMEOUT)
+            .header(hyper::header::CONNECTION, "close")
+            .body(full(
+                format!("the body did not arrive within {body_timeout:?}\n").into_bytes(),
+            ))
+            .expect("response");
+    };
+    let body = match collected {
         Ok(b) => b.to_bytes(),
         Err(e)
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some() =>
         {
-            return text(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &format!("body over {} bytes\n", ingest.max_body_bytes),
-            );
+            return too_large();
         }
         Err(e) => {
             return text(

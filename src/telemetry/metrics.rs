@@ -55,6 +55,12 @@ pub struct Metrics {
     pub receiver_deliveries: IntCounterVec,
     /// Alertmanager-compatible ingest requests by HTTP status code.
     pub ingest_requests: IntCounterVec,
+    /// Open HTTP connections.
+    pub http_connections: IntGauge,
+    /// Failed accepts by reason (e.g. too many open files); the server backs off and goes on.
+    pub http_accept_errors: IntCounterVec,
+    /// Connections closed for taking too long (headers, body) or ending in a protocol error.
+    pub http_connection_errors: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
 }
@@ -116,6 +122,20 @@ impl Metrics {
                 "squadron_ingest_requests_total",
                 "POST /api/v2/alerts requests, by HTTP status code.",
                 &["code"],
+            )?,
+            http_connections: gauge(
+                "squadron_http_connections",
+                "Open HTTP connections (at most http.max_connections; more wait to be accepted).",
+            )?,
+            http_accept_errors: counter_vec(
+                "squadron_http_accept_errors_total",
+                "Connections the HTTP server could not accept, by error kind; it backs off and keeps serving.",
+                &["error"],
+            )?,
+            http_connection_errors: counter_vec(
+                "squadron_http_connection_errors_total",
+                "HTTP connections ended by the server, by reason: header_timeout (slow or idle client), body_timeout, protocol.",
+                &["reason"],
             )?,
             registry: reg,
             received_by_format: Format::ALL.map(|f| received.with_label_values(&[f.as_str()])),
