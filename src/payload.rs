@@ -92,6 +92,56 @@ impl<'a> WebhookPayload<'a> {
     pub fn to_json(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("payload serializes")
     }
+
+    /// Serialized with as many alerts as `limits` allow, in order; the others
+    /// are counted in `truncatedAlerts` (as Alertmanager's `max_alerts` does), so
+    /// a group of any size makes a message the broker and receivers take.
+    /// `commonLabels` and `status` still describe the whole group.
+    pub fn to_json_within(mut self, limits: PayloadLimits) -> Vec<u8> {
+        if limits.max_alerts > 0 && self.alerts.len() > limits.max_alerts {
+            self.truncated_alerts += (self.alerts.len() - limits.max_alerts) as u32;
+            self.alerts.truncate(limits.max_alerts);
+        }
+        let json = self.to_json();
+        if json.len() <= limits.max_bytes {
+            return json;
+        }
+        let sizes: Vec<usize> = self
+            .alerts
+            .iter()
+            .map(|a| serde_json::to_vec(a).expect("alert serializes").len() + 1)
+            .collect();
+        // The payload without its alerts, plus room for the larger count.
+        let mut total = json.len() - sizes.iter().sum::<usize>() + 10;
+        let keep = sizes
+            .iter()
+            .take_while(|&&s| {
+                total += s;
+                total <= limits.max_bytes
+            })
+            .count();
+        self.truncated_alerts += (self.alerts.len() - keep) as u32;
+        self.alerts.truncate(keep);
+        self.to_json()
+    }
+}
+
+/// How large one notification message may be.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct PayloadLimits {
+    /// Serialized bytes at most (alerts beyond are left out and counted).
+    pub max_bytes: usize,
+    /// Alerts listed at most; 0: no limit but `max_bytes`.
+    pub max_alerts: usize,
+}
+
+impl Default for PayloadLimits {
+    fn default() -> PayloadLimits {
+        PayloadLimits {
+            max_bytes: 900_000,
+            max_alerts: 0,
+        }
+    }
 }
 
 /// The pairs every set has in common (Alertmanager's commonLabels).
@@ -111,6 +161,69 @@ mod tests {
     use super::*;
     use crate::engine::{NotifiedAlert, NotifyReason};
     use crate::model::Fingerprint;
+
+    /// 20 POSTs of 1,000 alerts in one group once made an 11 MB notification
+    /// the broker refused for ever. Now it lists what fits and counts the rest.
+    #[test]
+    fn a_large_group_is_cut_to_fit_and_counts_what_it_left_out() {
+        let summary = "x".repeat(400);
+        let alerts: Vec<NotifiedAlert> = (0..20_000)
+            .map(|i| NotifiedAlert {
+                fingerprint: Fingerprint(i),
+                status: Status::Firing,
+                labels: LabelSet::from_pairs([
+                    ("alertname", "PodDown"),
+                    ("pod", &format!("checkout-{i:05}")),
+                ]),
+                annotations: LabelSet::from_pairs([("summary", summary.as_str())]),
+                starts_at: Ts(0),
+                ends_at: None,
+                generator_url: None,
+                flapping: false,
+            })
+            .collect();
+        let n = Notification {
+            id: "n-1".into(),
+            at: Ts(0),
+            squad: "payments".into(),
+            goalkeeper: None,
+            group_key: "k".into(),
+            group_labels: LabelSet::from_pairs([("alertname", "PodDown")]),
+            status: Status::Firing,
+            reason: NotifyReason::GroupChanged,
+            core: false,
+            alerts,
+            folded: None,
+        };
+        let full = WebhookPayload::new(&n, "http://s").to_json();
+        assert!(full.len() > 9_000_000);
+        let limits = PayloadLimits::default();
+        let cut = WebhookPayload::new(&n, "http://s").to_json_within(limits);
+        assert!(cut.len() <= limits.max_bytes);
+        let v: serde_json::Value = serde_json::from_slice(&cut).unwrap();
+        let listed = v["alerts"].as_array().unwrap().len();
+        assert!(listed > 1000, "{listed}");
+        assert_eq!(
+            listed as u64 + v["truncatedAlerts"].as_u64().unwrap(),
+            20_000
+        );
+        assert_eq!(v["alerts"][0]["labels"]["pod"], "checkout-00000");
+        assert_eq!(v["commonLabels"]["alertname"], "PodDown");
+        let few = WebhookPayload::new(&n, "http://s").to_json_within(PayloadLimits {
+            max_alerts: 10,
+            ..limits
+        });
+        let v: serde_json::Value = serde_json::from_slice(&few).unwrap();
+        assert_eq!(v["alerts"].as_array().unwrap().len(), 10);
+        assert_eq!(v["truncatedAlerts"], 19_990);
+        // A group that fits is unchanged.
+        let mut small = n.clone();
+        small.alerts.truncate(3);
+        assert_eq!(
+            WebhookPayload::new(&small, "http://s").to_json_within(limits),
+            WebhookPayload::new(&small, "http://s").to_json()
+        );
+    }
 
     #[test]
     fn carries_alertmanager_webhook_fields() {

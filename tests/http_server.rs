@@ -128,7 +128,8 @@ fn slow_and_idle_clients_are_disconnected() {
     let m = String::from_utf8(srv.shared.metrics.render()).unwrap();
     assert!(
         m.lines()
-            .any(|l| l.starts_with("squadron_http_connection_errors_total{reason=\"header_timeout\"}")),
+            .any(|l| l
+                .starts_with("squadron_http_connection_errors_total{reason=\"header_timeout\"}")),
         "{m}"
     );
     assert!(get(srv.addr, "/healthz").starts_with("HTTP/1.1 200"));

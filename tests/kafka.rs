@@ -269,6 +269,100 @@ fn routes_to_squad_topics_dead_letters_bad_input_and_commits() {
     assert!(log.contains("stopped"), "{log}");
 }
 
+/// 20,000 alerts in one group once made an 11 MB notification the broker
+/// refused for ever: never delivered, input never committed, SIGTERM stuck.
+/// Now the notification lists what fits and counts the rest, and an output the
+/// broker refuses for good (here: a squad topic with a 50 KB limit) is
+/// dead-lettered with its reason instead of blocking the partition.
+#[test]
+fn oversized_groups_are_cut_and_refused_outputs_dead_lettered() {
+    let Some(broker) = broker() else {
+        return;
+    };
+    let t = Topics::new("oversized");
+    create(
+        &broker,
+        &[
+            (&t.input, 4),
+            (&t.dead_letter, 1),
+            (&t.audit, 1),
+            (&t.platform, 1),
+        ],
+    );
+    create_with(&broker, &t.payments, 1, &[("max.message.bytes", "50000")]);
+    let rules = rules_dir(&t, "1s");
+    let note = "x".repeat(300);
+    let mut messages: Vec<Vec<u8>> = (0..20)
+        .map(|m| {
+            let batch: Vec<Value> = (0..1000)
+                .map(|i| {
+                    json!({"labels": {"alertname": "PodDown", "service": "kubernetes", "pod": format!("p-{m}-{i}")},
+                           "annotations": {"note": note}})
+                })
+                .collect();
+            serde_json::to_vec(&batch).unwrap()
+        })
+        .collect();
+    let checkout: Vec<Value> = (0..300)
+        .map(|i| alert(json!({"alertname": "HighErrorRate", "service": "checkout", "instance": format!("i-{i}"), "note": note})))
+        .collect();
+    messages.push(serde_json::to_vec(&checkout).unwrap());
+    produce(&broker, &t.input, &messages);
+    let child = squadron(&["run"], &run_env(&broker, &t, &rules));
+
+    let dlq = read_all(&broker, &t.dead_letter, 1, Duration::from_secs(60));
+    let refused = dlq
+        .iter()
+        .find(|d| d.2.get("squadron.reason.kind").map(String::as_str) == Some("produce_failed"))
+        .unwrap_or_else(|| panic!("no produce_failed dead letter: {dlq:?}"));
+    assert_eq!(refused.2["squadron.output"], "notification");
+    assert_eq!(refused.2["squadron.topic"], t.payments);
+    assert!(
+        refused.2["squadron.reason"].contains("too large"),
+        "{:?}",
+        refused.2
+    );
+    assert!(!refused.2["squadron.notification.id"].is_empty());
+    assert_eq!(
+        refused.2["squadron.bytes"].parse::<usize>().unwrap(),
+        refused.3.len()
+    );
+    let ends = end_offsets(&broker, &t.input);
+    wait_until(
+        Duration::from_secs(60),
+        "offsets committed to the end",
+        || committed(&broker, &t.group, &t.input) == ends,
+    );
+    let mut complete = None;
+    wait_until(
+        Duration::from_secs(60),
+        "a notification accounting for all 20,000 alerts",
+        || {
+            for (_, _, _, p) in read_all(&broker, &t.platform, 1, Duration::from_secs(10)) {
+                let v: Value = serde_json::from_slice(&p).unwrap();
+                let listed = v["alerts"].as_array().unwrap().len() as u64;
+                if listed + v["truncatedAlerts"].as_u64().unwrap() == 20_000 {
+                    complete = Some((p.len(), listed));
+                }
+            }
+            complete.is_some()
+        },
+    );
+    let (bytes, listed) = complete.unwrap();
+    assert!(
+        bytes <= 900_000 && listed > 1000,
+        "{bytes} bytes, {listed} alerts"
+    );
+    let started = Instant::now();
+    let log = stop(child);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "SIGTERM took {:?}",
+        started.elapsed()
+    );
+    assert!(log.contains("stopped"), "{log}");
+}
+
 #[test]
 fn sigkill_mid_stream_and_restart_loses_no_alert() {
     let Some((broker, t, rules)) = setup("kill", "200ms") else {

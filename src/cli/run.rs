@@ -160,14 +160,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             shutdown: shutdown.clone(),
             commands: Some(rx),
         };
-        let summary = pipeline::run(cfg, rules, handles).await?;
+        // The pipeline logs its own one-line summary when it stops.
+        pipeline::run(cfg, rules, handles).await?;
         shutdown.cancel();
-        tracing::info!(
-            received = summary.received,
-            notifications = summary.notifications,
-            dead_letters = summary.dead_letters,
-            "done"
-        );
         Ok(exit_code())
     })
 }

@@ -791,9 +791,8 @@ mod tests {
             assert_eq!(e.kind, InvalidKind::TooDeep, "{n} levels: {e}");
         }
         assert!(decode(cloudevents(1).as_bytes()).unwrap().alerts[0].is_ok());
-        let nest = |open: &str, close: &str, n: usize| {
-            format!("{}1{}", open.repeat(n), close.repeat(n))
-        };
+        let nest =
+            |open: &str, close: &str, n: usize| format!("{}1{}", open.repeat(n), close.repeat(n));
         for (open, close) in [("[", "]"), ("{\"k\":", "}")] {
             let deep = nest(open, close, 100_000);
             // A field no shape reads is skipped (iteratively, in linear time).
@@ -805,7 +804,10 @@ mod tests {
                 Err(e) => e.kind,
                 Ok(d) => d.alerts[0].as_ref().unwrap_err().kind,
             };
-            assert!(matches!(kind(&read), InvalidKind::TooDeep | InvalidKind::BadLabel));
+            assert!(matches!(
+                kind(&read),
+                InvalidKind::TooDeep | InvalidKind::BadLabel
+            ));
             // Nothing deep is an alert; the reason depends on the shape.
             kind(&deep);
             kind(&format!("[{deep}]"));

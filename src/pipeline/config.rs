@@ -130,6 +130,12 @@ pub struct PipelineConfig {
     /// Deliver to the receivers declared in the rules (webhook, Slack,
     /// PagerDuty). `demo` and `bench` turn this off.
     pub deliver_receivers: bool,
+    /// A notification message (squad topic, webhook) lists the alerts that fit
+    /// in this many bytes; the rest are counted in `truncatedAlerts`.
+    pub max_notification_bytes: usize,
+    /// And at most this many alerts (0: no limit but the bytes), like
+    /// Alertmanager's webhook `max_alerts`.
+    pub max_notification_alerts: usize,
 }
 
 impl Default for Config {
@@ -185,6 +191,8 @@ impl Default for PipelineConfig {
             audit: AuditMode::Off,
             external_url: "http://squadron".into(),
             deliver_receivers: true,
+            max_notification_bytes: crate::payload::PayloadLimits::default().max_bytes,
+            max_notification_alerts: 0,
         }
     }
 }
@@ -197,6 +205,12 @@ impl PipelineConfig {
         };
         parse_duration(self.commit_interval.as_deref().unwrap_or(default))
             .map_err(|e| anyhow::anyhow!("pipeline.commit_interval: {e}"))
+    }
+    pub fn payload_limits(&self) -> crate::payload::PayloadLimits {
+        crate::payload::PayloadLimits {
+            max_bytes: self.max_notification_bytes,
+            max_alerts: self.max_notification_alerts,
+        }
     }
     pub fn shutdown_timeout(&self) -> anyhow::Result<Duration> {
         parse_duration(&self.shutdown_timeout)
@@ -257,6 +271,10 @@ impl Config {
         self.pipeline.commit_interval()?;
         self.pipeline.shutdown_timeout()?;
         self.http.limits()?;
+        anyhow::ensure!(
+            self.pipeline.max_notification_bytes >= 16_384,
+            "pipeline.max_notification_bytes must be at least 16384"
+        );
         Ok(())
     }
 

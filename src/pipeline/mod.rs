@@ -203,7 +203,12 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         set_default(&mut producer_cfg, k, v);
     }
     let transactional_id = exactly_once.then(|| format!("{}-{instance}", cfg.kafka.group_id));
-    let out = Output::new(producer_cfg.clone(), transactional_id, metrics.clone())?;
+    let out = Output::new(
+        producer_cfg.clone(),
+        transactional_id,
+        cfg.kafka.dead_letter_topic.clone(),
+        metrics.clone(),
+    )?;
     let receiver_producer: FutureProducer = { producer_cfg.create()? };
     let core = Arc::new(Mutex::new(Core {
         topo: topo.clone(),
@@ -222,13 +227,15 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         receivers: crate::sinks::receivers::Receivers::new(
             metrics.receiver_deliveries.clone(),
             cfg.pipeline.external_url.clone(),
+            cfg.pipeline.payload_limits(),
         )?,
         dead: Arc::new(ReceiverDeadLetters {
             producer: receiver_producer,
             topic: cfg.kafka.dead_letter_topic.clone(),
             metrics: metrics.clone(),
         }),
-        to_receivers: Vec::new(),
+        unacknowledged: Vec::new(),
+        commit_stalled_since: None,
         fatal: None,
         core_protected: 0,
         scratch: Vec::with_capacity(512),
@@ -375,6 +382,8 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
             }
         }
         c.publish_status(&consumer);
+        // Every kind: bad input, refused outputs and failed receiver deliveries.
+        c.summary.dead_letters = c.metrics.dead_letters_total();
         c.summary.clone()
     };
     // Closing the consumer revokes its partitions (a last, empty commit) without the lock held.
@@ -432,7 +441,11 @@ struct Core {
     receivers: crate::sinks::receivers::Receivers,
     dead: Arc<dyn crate::sinks::receivers::DeadLetter>,
     /// Notifications for receivers, called once the next commit succeeds.
-    to_receivers: Vec<Notification>,
+    /// Notifications produced since the last commit: counted, and handed to
+    /// the receivers, once that commit made them durable.
+    unacknowledged: Vec<Notification>,
+    /// Since when commits have been deferred (output not acknowledged).
+    commit_stalled_since: Option<crate::model::Ts>,
     /// Set by a rebalance callback that cannot go on; the loop stops with it.
     fatal: Option<anyhow::Error>,
     core_protected: u64,
@@ -525,11 +538,13 @@ impl Core {
                         .inc();
                 }
                 self.committed = self.positions.clone();
-                self.call_receivers();
+                self.commit_stalled_since = None;
+                self.acknowledged();
                 Ok(true)
             }
             Err(CommitError::Unacknowledged(n)) => {
                 tracing::debug!(records = n, "not all output acknowledged; commit deferred");
+                self.commit_stalled_since.get_or_insert_with(wall_clock);
                 Ok(false)
             }
             Err(e @ (CommitError::Aborted(_) | CommitError::Fatal(_))) => {
@@ -537,7 +552,7 @@ impl Core {
                     .transactions
                     .with_label_values(&["abort"])
                     .inc();
-                self.to_receivers.clear();
+                self.unacknowledged.clear();
                 Err(anyhow::anyhow!(
                     "{e}: stopping so that a fresh instance restores the committed state"
                 ))
@@ -545,12 +560,25 @@ impl Core {
         }
     }
 
-    fn call_receivers(&mut self) {
-        if self.to_receivers.is_empty() {
+    /// The last commit made these notifications durable (or dead-lettered
+    /// them, when the broker refused them): count them and call the receivers.
+    fn acknowledged(&mut self) {
+        if self.unacknowledged.is_empty() {
+            return;
+        }
+        let refused = self.out.take_refused_notifications();
+        let notifications = std::mem::take(&mut self.unacknowledged);
+        for n in &notifications {
+            if !refused.iter().any(|r| **r == *n.id) {
+                self.metrics.notified(&mut self.cache, n);
+                self.summary.notifications += 1;
+            }
+        }
+        if !self.cfg.pipeline.deliver_receivers {
             return;
         }
         let _entered = self.runtime.enter();
-        for n in std::mem::take(&mut self.to_receivers) {
+        for n in notifications {
             if let Some(sq) = self
                 .rules
                 .squad_by_name(&n.squad)
@@ -701,11 +729,7 @@ impl Core {
         now: crate::model::Ts,
     ) {
         let rules = self.rules.clone();
-        self.metrics.record(
-            &mut self.cache,
-            &self.outputs.fates,
-            &self.outputs.notifications,
-        );
+        self.metrics.record(&mut self.cache, &self.outputs.fates);
         let notifications = std::mem::take(&mut self.outputs.notifications);
         for n in &notifications {
             let squad = rules
@@ -719,7 +743,10 @@ impl Core {
                 topic,
                 partition: None,
                 key: Some(n.group_key.as_bytes().to_vec()),
-                payload: Some(WebhookPayload::new(n, &self.cfg.pipeline.external_url).to_json()),
+                payload: Some(
+                    WebhookPayload::new(n, &self.cfg.pipeline.external_url)
+                        .to_json_within(self.cfg.pipeline.payload_limits()),
+                ),
                 headers: vec![
                     ("squadron.reason", n.reason.as_str().as_bytes().to_vec()),
                     ("squadron.notification.id", n.id.as_bytes().to_vec()),
@@ -729,10 +756,7 @@ impl Core {
                 self.metrics.latency.observe(now.since(ts).as_secs_f64());
             }
         }
-        self.summary.notifications += notifications.len() as u64;
-        if self.cfg.pipeline.deliver_receivers {
-            self.to_receivers.extend(notifications);
-        }
+        self.unacknowledged.extend(notifications);
         if self.cfg.pipeline.audit != AuditMode::Off {
             for f in &self.outputs.fates {
                 if self.cfg.pipeline.audit == AuditMode::All
@@ -746,10 +770,7 @@ impl Core {
         self.outputs.clear();
         for r in records {
             match r.kind {
-                Kind::DeadLetter => {
-                    self.metrics.dead_letters.inc();
-                    self.summary.dead_letters += 1;
-                }
+                Kind::DeadLetter => self.metrics.dead_letter("invalid_input"),
                 Kind::Audit => self.metrics.audit_records.inc(),
                 _ => {}
             }
@@ -925,12 +946,10 @@ impl Core {
         s.active_alerts = alerts;
         s.active_groups = groups;
         s.received = self.summary.received;
-        self.metrics.ready.set(i64::from(
-            !s.assigned_partitions.is_empty()
-                && !s.rules_digest.is_empty()
-                && self.metrics.restoring.get() == 0,
-        ));
         s.heartbeat = Some(now);
+        s.commit_stalled_since = self.commit_stalled_since;
+        let ready = crate::telemetry::http::readiness(&s, self.metrics.restoring.get(), now);
+        self.metrics.ready.set(i64::from(ready.is_ok()));
     }
 }
 
@@ -1000,7 +1019,7 @@ struct ReceiverDeadLetters {
 
 impl crate::sinks::receivers::DeadLetter for ReceiverDeadLetters {
     fn dead_letter(&self, receiver: &str, squad: &str, error: &str, payload: Vec<u8>) {
-        self.metrics.dead_letters.inc();
+        self.metrics.dead_letter("receiver_failed");
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "squadron.reason",

@@ -6,7 +6,7 @@
 
 use crate::telemetry::metrics::Metrics;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::{Arc, Mutex};
@@ -58,6 +58,9 @@ pub struct Deliveries {
     metrics: Arc<Metrics>,
     /// Records the broker did not take, to send again (at least once).
     failed: Mutex<Vec<(Kind, OwnedMessage)>>,
+    /// Records the broker will never take (too large, unknown topic, not
+    /// authorized), with the error: they go to the dead-letter topic.
+    rejected: Mutex<Vec<(Kind, OwnedMessage, KafkaError)>>,
 }
 
 impl ClientContext for Deliveries {}
@@ -72,22 +75,66 @@ impl ProducerContext for Deliveries {
                 .produce_errors
                 .with_label_values(&[kind.as_str()])
                 .inc();
-            tracing::warn!(%error, topic = msg.topic(), output = kind.as_str(), "delivery failed");
-            self.failed
-                .lock()
-                .expect("failed lock")
-                .push((kind, msg.detach()));
+            if is_permanent(error) {
+                tracing::error!(%error, topic = msg.topic(), output = kind.as_str(), "the broker refuses this record for good: dead-lettering it");
+                self.rejected.lock().expect("rejected lock").push((
+                    kind,
+                    msg.detach(),
+                    error.clone(),
+                ));
+            } else {
+                tracing::warn!(%error, topic = msg.topic(), output = kind.as_str(), "delivery failed; will retry");
+                self.failed
+                    .lock()
+                    .expect("failed lock")
+                    .push((kind, msg.detach()));
+            }
         }
     }
 }
 
+/// Produce errors that sending again cannot fix. A record failing with one is
+/// dead-lettered with the error instead of blocking its partition for ever.
+pub fn is_permanent(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode::*;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            MessageSizeTooLarge
+                | MessageBatchTooLarge
+                | InvalidMessageSize
+                | InvalidRecord
+                | UnknownTopic
+                | UnknownPartition
+                | UnknownTopicOrPartition
+                | InvalidTopic
+                | TopicAuthorizationFailed
+                | PolicyViolation
+        )
+    )
+}
+
+/// Headers of a dead letter for a record the broker refused.
+pub const PRODUCE_FAILED: &str = "produce_failed";
+
+/// librdkafka's default `message.max.bytes`.
+const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
+
 /// The one producer, and the transaction it may have open.
 pub struct Output {
     producer: ThreadedProducer<Deliveries>,
+    /// Where records the broker refuses for good go.
+    dead_letter_topic: String,
+    /// The producer's `message.max.bytes`: larger records are dead-lettered
+    /// before they are sent (in exactly-once mode a refused record would abort
+    /// every transaction holding it, for ever).
+    max_message_bytes: usize,
     /// Exactly once: records go into transactions.
     transactional: bool,
     /// A transaction is open (begun, not yet committed or aborted).
     in_transaction: bool,
+    /// Ids of notifications dead-lettered because the broker refused them.
+    refused_notifications: Vec<String>,
     /// A record of the open transaction could not be handed to librdkafka:
     /// the transaction must not commit.
     poisoned: Option<KafkaError>,
@@ -112,15 +159,21 @@ impl Output {
     pub fn new(
         mut config: rdkafka::ClientConfig,
         transactional_id: Option<String>,
+        dead_letter_topic: String,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Output> {
         let transactional = transactional_id.is_some();
+        let max_message_bytes = config
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
         if let Some(id) = &transactional_id {
             config.set("transactional.id", id);
         }
         let producer: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries {
             metrics,
             failed: Mutex::new(Vec::new()),
+            rejected: Mutex::new(Vec::new()),
         })?;
         if transactional {
             // Fences any earlier producer with the same id and aborts its open transaction.
@@ -128,8 +181,11 @@ impl Output {
         }
         Ok(Output {
             producer,
+            dead_letter_topic,
+            max_message_bytes,
             transactional,
             in_transaction: false,
+            refused_notifications: Vec::new(),
             poisoned: None,
         })
     }
@@ -149,6 +205,25 @@ impl Output {
                 return;
             }
             self.in_transaction = true;
+        }
+        let size = r.payload.as_ref().map_or(0, Vec::len)
+            + r.key.as_ref().map_or(0, Vec::len)
+            + r.headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>();
+        if size > self.max_message_bytes && r.kind != Kind::DeadLetter {
+            let error = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+            let headers = r.headers.iter().map(|(k, v)| (*k, v.as_slice()));
+            let dead = self.refused(
+                r.kind,
+                &r.topic,
+                r.key.as_deref(),
+                r.payload.as_deref(),
+                headers,
+                &error,
+            );
+            return self.send(dead);
         }
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for (k, v) in &r.headers {
@@ -171,6 +246,19 @@ impl Output {
                 .produce_errors
                 .with_label_values(&[r.kind.as_str()])
                 .inc();
+            if is_permanent(&error) && r.kind != Kind::DeadLetter {
+                tracing::error!(%error, topic = %r.topic, "the broker refuses this record for good: dead-lettering it");
+                let headers = r.headers.iter().map(|(k, v)| (*k, v.as_slice()));
+                let dead = self.refused(
+                    r.kind,
+                    &r.topic,
+                    r.key.as_deref(),
+                    r.payload.as_deref(),
+                    headers,
+                    &error,
+                );
+                return self.send(dead);
+            }
             tracing::error!(%error, topic = %r.topic, "cannot produce; will retry");
             if self.transactional {
                 self.poisoned.get_or_insert(error);
@@ -234,6 +322,90 @@ impl Output {
         }
     }
 
+    /// A dead letter for a record the broker refuses for good: its key, its
+    /// headers, its payload when that fits (else none: `squadron.bytes` says how
+    /// large it was), and why.
+    fn refused<'h>(
+        &mut self,
+        kind: Kind,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: impl Iterator<Item = (&'h str, &'h [u8])>,
+        error: &KafkaError,
+    ) -> Record {
+        self.producer.context().metrics.dead_letter(PRODUCE_FAILED);
+        let bytes = payload.map_or(0, <[u8]>::len);
+        let mut h: Vec<(&'static str, Vec<u8>)> = vec![
+            (
+                "squadron.reason",
+                format!("cannot produce to {topic}: {error}").into_bytes(),
+            ),
+            ("squadron.reason.kind", PRODUCE_FAILED.as_bytes().to_vec()),
+            ("squadron.output", kind.as_str().as_bytes().to_vec()),
+            ("squadron.topic", topic.as_bytes().to_vec()),
+            ("squadron.bytes", bytes.to_string().into_bytes()),
+        ];
+        for (k, v) in headers {
+            if kind == Kind::Notification && k == "squadron.notification.id" {
+                self.refused_notifications
+                    .push(String::from_utf8_lossy(v).into_owned());
+            }
+            // The record's own headers, renamed where a dead letter's take their name.
+            let k = match k {
+                "squadron.reason" => "squadron.original.reason",
+                "squadron.notification.id" => "squadron.notification.id",
+                "squadron.role" => "squadron.role",
+                _ => continue,
+            };
+            h.push((k, v.to_vec()));
+        }
+        let fits = bytes + 4096 <= self.max_message_bytes;
+        Record {
+            kind: Kind::DeadLetter,
+            topic: self.dead_letter_topic.clone(),
+            partition: None,
+            key: key.map(<[u8]>::to_vec),
+            payload: payload.filter(|_| fits).map(<[u8]>::to_vec),
+            headers: h,
+        }
+    }
+
+    /// Ids of the notifications dead-lettered since the last call.
+    pub fn take_refused_notifications(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.refused_notifications)
+    }
+
+    /// Dead-letters what the broker refused for good. Returns how many.
+    fn dead_letter_rejected(&mut self) -> usize {
+        let rejected = std::mem::take(&mut *self.producer.context().rejected.lock().expect("lock"));
+        let n = rejected.len();
+        for (kind, m, error) in rejected {
+            if kind == Kind::DeadLetter {
+                tracing::error!(%error, topic = m.topic(), "a dead letter was refused too: it is lost (see squadron_produce_errors_total)");
+                continue;
+            }
+            let headers: Vec<(String, Vec<u8>)> = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| (h.key.to_owned(), h.value.unwrap_or_default().to_vec()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let dead = self.refused(
+                kind,
+                m.topic(),
+                m.key(),
+                m.payload(),
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_slice())),
+                &error,
+            );
+            self.send(dead);
+        }
+        n
+    }
+
     /// Sends again what the broker did not take (at least once). Returns how many.
     fn resend_failed(&self) -> usize {
         let failed = std::mem::take(&mut *self.producer.context().failed.lock().expect("lock"));
@@ -271,7 +443,7 @@ impl Output {
     ) -> Result<(), CommitError> {
         if !self.transactional {
             let _ = self.producer.flush(timeout);
-            let resent = self.resend_failed();
+            let resent = self.resend_failed() + self.dead_letter_rejected();
             let left = self.in_flight() as usize;
             if resent > 0 || left > 0 {
                 return Err(CommitError::Unacknowledged(resent + left));

@@ -30,6 +30,7 @@ pub struct Receivers {
     client: reqwest::Client,
     deliveries: IntCounterVec,
     external_url: String,
+    limits: crate::payload::PayloadLimits,
 }
 
 /// One prepared request: where, what, and how often to try.
@@ -43,7 +44,11 @@ struct Request {
 }
 
 impl Receivers {
-    pub fn new(deliveries: IntCounterVec, external_url: String) -> anyhow::Result<Receivers> {
+    pub fn new(
+        deliveries: IntCounterVec,
+        external_url: String,
+        limits: crate::payload::PayloadLimits,
+    ) -> anyhow::Result<Receivers> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .user_agent(concat!("squadron/", env!("CARGO_PKG_VERSION")))
@@ -52,6 +57,7 @@ impl Receivers {
             client,
             deliveries,
             external_url,
+            limits,
         })
     }
 
@@ -92,7 +98,7 @@ impl Receivers {
             backoff,
         };
         if let Some(w) = &r.webhook {
-            let body = WebhookPayload::new(n, &self.external_url).to_json();
+            let body = WebhookPayload::new(n, &self.external_url).to_json_within(self.limits);
             return Some(base(
                 &w.url,
                 w.headers

@@ -31,6 +31,8 @@ pub struct Status {
     pub received: u64,
     /// When the pipeline loop last published this (every commit interval).
     pub heartbeat: Option<crate::model::Ts>,
+    /// Since when commits have failed (outputs not acknowledged); `None` while they succeed.
+    pub commit_stalled_since: Option<crate::model::Ts>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -53,26 +55,43 @@ pub struct Shared {
 impl Shared {
     pub fn ready(&self) -> Result<(), String> {
         let s = self.status.lock().expect("status lock");
-        if s.rules_digest.is_empty() {
-            return Err("rules not loaded".into());
-        }
-        if s.assigned_partitions.is_empty() {
-            return Err("no input partitions assigned".into());
-        }
-        let restoring = self.metrics.restoring.get();
-        if restoring > 0 {
-            return Err(format!(
-                "restoring the state of {restoring} partitions from the changelog"
-            ));
-        }
-        let now = crate::pipeline::wall_clock();
-        if s.heartbeat
-            .is_some_and(|h| now.since(h) > std::time::Duration::from_secs(30))
-        {
-            return Err("pipeline stalled: no heartbeat for 30 s".into());
-        }
-        Ok(())
+        readiness(
+            &s,
+            self.metrics.restoring.get(),
+            crate::pipeline::wall_clock(),
+        )
     }
+}
+
+/// How long the pipeline may go without a heartbeat, or without committing
+/// the work it has done, before it is not ready.
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What `/readyz` and `squadron_ready` say: ready, or why not.
+pub fn readiness(s: &Status, restoring: i64, now: crate::model::Ts) -> Result<(), String> {
+    if s.rules_digest.is_empty() {
+        return Err("rules not loaded".into());
+    }
+    if s.assigned_partitions.is_empty() {
+        return Err("no input partitions assigned".into());
+    }
+    if restoring > 0 {
+        return Err(format!(
+            "restoring the state of {restoring} partitions from the changelog"
+        ));
+    }
+    if s.heartbeat.is_some_and(|h| now.since(h) > STALL_LIMIT) {
+        return Err("pipeline stalled: no heartbeat for 30 s".into());
+    }
+    if let Some(since) = s
+        .commit_stalled_since
+        .filter(|t| now.since(*t) > STALL_LIMIT)
+    {
+        return Err(format!(
+            "cannot commit since {since}: the broker has not acknowledged the output (input stays uncommitted)"
+        ));
+    }
+    Ok(())
 }
 
 /// Serves until `shutdown` is cancelled. Returns the bound address through `bound`.
@@ -142,9 +161,7 @@ pub async fn serve(
             let service = service_fn(move |req| {
                 let shared = shared.clone();
                 async move {
-                    Ok::<_, std::convert::Infallible>(
-                        route(&shared, req, peer.ip(), limits).await,
-                    )
+                    Ok::<_, std::convert::Infallible>(route(&shared, req, peer.ip(), limits).await)
                 }
             });
             if let Err(error) = builder

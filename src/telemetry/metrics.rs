@@ -21,7 +21,7 @@ pub struct Metrics {
     suppressions: IntCounterVec,
     invalid: IntCounterVec,
     notifications: IntCounterVec,
-    pub dead_letters: IntCounter,
+    dead_letters: IntCounterVec,
     pub audit_records: IntCounter,
     pub produce_errors: IntCounterVec,
     pub active_alerts: IntGauge,
@@ -64,6 +64,9 @@ pub struct Metrics {
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
 }
+
+/// The `kind` label values of `squadron_dead_letters_total`.
+pub const DEAD_LETTER_KINDS: [&str; 3] = ["invalid_input", "receiver_failed", "produce_failed"];
 
 /// Per-caller cache of labelled handles (not shared: the pipeline task owns one).
 #[derive(Default)]
@@ -149,15 +152,18 @@ impl Metrics {
             invalid,
             notifications: counter_vec(
                 "squadron_notifications_total",
-                "Notifications sent, by squad and reason.",
+                "Notifications the broker acknowledged (in a squad topic), by squad and reason.",
                 &["squad", "reason"],
             )?,
             dead_letters: {
-                let c = IntCounter::new(
+                let c = counter_vec(
                     "squadron_dead_letters_total",
-                    "Messages written to the dead-letter topic.",
+                    "Records written to the dead-letter topic, by kind: invalid_input (a sender's bad message), receiver_failed (a receiver kept failing), produce_failed (the broker refused an output for good).",
+                    &["kind"],
                 )?;
-                registry.register(Box::new(c.clone()))?;
+                for k in DEAD_LETTER_KINDS {
+                    c.with_label_values(&[k]);
+                }
                 c
             },
             audit_records: {
@@ -343,12 +349,8 @@ impl Metrics {
     }
 
     /// Counts fates and notifications of one engine step.
-    pub fn record(
-        &self,
-        cache: &mut HandleCache,
-        fates: &[FateRecord],
-        notifications: &[Notification],
-    ) {
+    /// Counts fates as they are decided.
+    pub fn record(&self, cache: &mut HandleCache, fates: &[FateRecord]) {
         for f in fates {
             let kind = f.fate.kind();
             self.fates[kind as usize].inc();
@@ -372,16 +374,18 @@ impl Metrics {
                 _ => {}
             }
         }
-        for n in notifications {
-            cache
-                .by_squad
-                .entry((n.squad.clone(), n.reason.as_str()))
-                .or_insert_with(|| {
-                    self.notifications
-                        .with_label_values(&[&n.squad, n.reason.as_str()])
-                })
-                .inc();
-        }
+    }
+
+    /// Counts a notification once the broker has acknowledged it.
+    pub fn notified(&self, cache: &mut HandleCache, n: &Notification) {
+        cache
+            .by_squad
+            .entry((n.squad.clone(), n.reason.as_str()))
+            .or_insert_with(|| {
+                self.notifications
+                    .with_label_values(&[&n.squad, n.reason.as_str()])
+            })
+            .inc();
     }
 
     /// Input alerts received so far, over all formats.
@@ -408,6 +412,20 @@ impl Metrics {
     }
 
     /// Notifications so far, by squad.
+    /// Counts one dead letter of `kind` (one of [`DEAD_LETTER_KINDS`]).
+    pub fn dead_letter(&self, kind: &str) {
+        debug_assert!(DEAD_LETTER_KINDS.contains(&kind));
+        self.dead_letters.with_label_values(&[kind]).inc();
+    }
+
+    /// Dead letters of every kind so far.
+    pub fn dead_letters_total(&self) -> u64 {
+        DEAD_LETTER_KINDS
+            .iter()
+            .map(|k| self.dead_letters.with_label_values(&[k]).get())
+            .sum()
+    }
+
     pub fn notifications_by_squad(&self) -> std::collections::BTreeMap<String, u64> {
         let mut out = std::collections::BTreeMap::new();
         for family in self.notifications.collect() {
@@ -470,7 +488,7 @@ mod tests {
                 fate: Fate::Deduplicated,
             },
         ];
-        m.record(&mut cache, &fates, &[]);
+        m.record(&mut cache, &fates);
         m.received(Some(Format::PrometheusBatch), 3);
         let text = String::from_utf8(m.render()).unwrap();
         assert!(
