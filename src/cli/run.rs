@@ -191,7 +191,7 @@ pub fn raise_open_file_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    lim.rlim_cur
 }
 
 /// SIGHUP reloads the rules (through the same path as startup).
