@@ -70,14 +70,8 @@ pub fn feed_with(
     out: &mut Outputs,
     mut opts: FeedOptions<'_>,
 ) -> Fed {
-    let invalid = |out: &mut Outputs, input, reason: Invalid| {
-        out.fates.push(FateRecord {
-            input,
-            squad: NO_SQUAD,
-            fingerprint: None,
-            fate: Fate::Invalid { reason },
-        })
-    };
+    let invalid =
+        |out: &mut Outputs, input, reason: Invalid| out.fates.push(invalid_fate(input, reason));
     match decode::decode(message) {
         Err(reason) => {
             invalid(out, first_input, reason);
@@ -113,6 +107,16 @@ pub fn feed_with(
                 format: Some(decoded.format),
             }
         }
+    }
+}
+
+/// The fate of an input that is invalid for `reason`.
+pub fn invalid_fate(input: InputId, reason: Invalid) -> FateRecord {
+    FateRecord {
+        input,
+        squad: NO_SQUAD,
+        fingerprint: None,
+        fate: Fate::Invalid { reason },
     }
 }
 

@@ -3,16 +3,25 @@
 //! The replay format is JSON Lines, one input message a line:
 //! - `{"received_at": "<RFC 3339>", "message": <the message as JSON>}`
 //! - `{"received_at": "<RFC 3339>", "raw": "<a payload that is not JSON>"}`
+//! - `{"received_at": "<RFC 3339>", "raw_base64": "<a payload that is not UTF-8>"}`
 //! - a bare message, received at the previous line's time.
+//!
+//! `squadron record` writes each message's exact bytes: JSON on one line as
+//! `message`, other text as `raw`, anything else as `raw_base64`. A line that
+//! cannot be used (not UTF-8, a bad `received_at`, an envelope without a
+//! payload) is counted as one invalid input with its reason and line number,
+//! exactly as production counts a bad message, and the replay goes on.
 //!
 //! Time never goes backwards: a line older than the one before it is taken as
 //! received at the later time (and counted in [`ReplayReport::reordered`]).
 //! At the end of input, virtual time runs on until every input alert has its
 //! fate (every group holding one has flushed).
 
+use crate::decode::{Invalid, InvalidKind};
 use crate::engine::{Engine, Outputs};
-use crate::ingest::{FeedOptions, Ledger, Observer, feed_with};
+use crate::ingest::{FeedOptions, Ledger, Observer, feed_with, invalid_fate};
 use crate::model::Ts;
+use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::io::{self, BufRead};
@@ -23,9 +32,9 @@ pub struct ReplayReport {
     pub lines: u64,
     /// Lines whose `received_at` was earlier than the line before.
     pub reordered: u64,
-    /// Lines whose envelope was unusable (bad `received_at`, no `message`/`raw`),
-    /// each counted as one invalid input; with line numbers.
-    pub bad_lines: Vec<(u64, String)>,
+    /// Lines that could not be used (not UTF-8, bad `received_at`, no
+    /// payload), each counted as one invalid input; with line numbers.
+    pub bad_lines: Vec<(u64, Invalid)>,
     /// Virtual time at the end of the replay.
     pub end: Ts,
 }
@@ -38,6 +47,8 @@ struct Envelope<'a> {
     message: Option<&'a RawValue>,
     #[serde(default)]
     raw: Option<String>,
+    #[serde(borrow, default)]
+    raw_base64: Option<&'a str>,
 }
 
 /// One line of a replay file, split into its time and payload.
@@ -47,37 +58,82 @@ pub enum Line<'a> {
         at: Option<Ts>,
         payload: std::borrow::Cow<'a, [u8]>,
     },
-    /// An envelope that cannot be used; the reason.
-    Bad(String),
+    /// A line that cannot be used, and why: counted as one invalid input.
+    Bad(Invalid),
 }
 
-pub fn parse_line(line: &str) -> Line<'_> {
-    match serde_json::from_str::<Envelope>(line) {
-        Ok(Envelope {
-            received_at: Some(at),
-            message,
-            raw,
-        }) => {
-            let at = match Ts::parse_rfc3339(at) {
-                Ok(Some(t)) => t,
-                _ => return Line::Bad(format!("received_at {at:?} is not an RFC 3339 timestamp")),
-            };
-            match (message, raw) {
-                (Some(m), None) => Line::Message {
-                    at: Some(at),
-                    payload: m.get().as_bytes().into(),
-                },
-                (None, Some(r)) => Line::Message {
-                    at: Some(at),
-                    payload: r.into_bytes().into(),
-                },
-                _ => Line::Bad("an envelope needs exactly one of \"message\" or \"raw\"".into()),
-            }
-        }
-        _ => Line::Message {
+pub fn parse_line(line: &[u8]) -> Line<'_> {
+    let bad = |kind, detail: String| Line::Bad(Invalid { kind, detail });
+    let text = match std::str::from_utf8(line) {
+        Ok(t) => t,
+        Err(e) => return bad(InvalidKind::NotUtf8, format!("the line is not UTF-8: {e}")),
+    };
+    let Ok(Envelope {
+        received_at: Some(at),
+        message,
+        raw,
+        raw_base64,
+    }) = serde_json::from_str::<Envelope>(text)
+    else {
+        return Line::Message {
             at: None,
-            payload: line.as_bytes().into(),
+            payload: line.into(),
+        };
+    };
+    let at = match Ts::parse_rfc3339(at) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return bad(
+                InvalidKind::BadTimestamp,
+                format!("received_at {at:?} is Go's zero time (unset)"),
+            );
+        }
+        Err(_) => {
+            return bad(
+                InvalidKind::BadTimestamp,
+                format!(
+                    "received_at {at:?} is not an RFC 3339 timestamp between years 0001 and 9999"
+                ),
+            );
+        }
+    };
+    let payload: std::borrow::Cow<'_, [u8]> = match (message, raw, raw_base64) {
+        (Some(m), None, None) => m.get().as_bytes().into(),
+        (None, Some(r), None) => r.into_bytes().into(),
+        (None, None, Some(b)) => match base64::engine::general_purpose::STANDARD.decode(b) {
+            Ok(bytes) => bytes.into(),
+            Err(e) => return bad(InvalidKind::BadField, format!("raw_base64: {e}")),
         },
+        _ => {
+            return bad(
+                InvalidKind::UnknownShape,
+                "an envelope needs exactly one of \"message\", \"raw\" or \"raw_base64\"".into(),
+            );
+        }
+    };
+    Line::Message {
+        at: Some(at),
+        payload,
+    }
+}
+
+/// The envelope `squadron record` writes for a message received at `at`:
+/// the message's exact bytes, whatever they are. No trailing newline.
+pub fn envelope(at: Ts, payload: &[u8]) -> String {
+    match std::str::from_utf8(payload) {
+        // JSON on one line is embedded as is (RawValue keeps its bytes).
+        Ok(text)
+            if !text.contains(['\n', '\r'])
+                && serde_json::from_str::<&RawValue>(text).is_ok_and(|v| v.get() == text) =>
+        {
+            format!("{{\"received_at\":\"{at}\",\"message\":{text}}}")
+        }
+        Ok(text) => serde_json::json!({"received_at": at.to_string(), "raw": text}).to_string(),
+        Err(_) => serde_json::json!({
+            "received_at": at.to_string(),
+            "raw_base64": base64::engine::general_purpose::STANDARD.encode(payload),
+        })
+        .to_string(),
     }
 }
 
@@ -127,17 +183,32 @@ pub fn replay_many(
     };
     let mut lines = 0u64;
     let mut bad_lines = Vec::new();
-    for line in input.lines() {
-        let line = line?;
+    let mut input = input;
+    let mut buf = Vec::with_capacity(64 << 10);
+    loop {
+        buf.clear();
+        if input.read_until(b'\n', &mut buf)? == 0 {
+            break;
+        }
         lines += 1;
-        if line.trim().is_empty() {
+        let line = buf.trim_ascii();
+        if line.is_empty() {
             continue;
         }
-        let (at, payload) = match parse_line(&line) {
+        let (at, payload) = match parse_line(line) {
             Line::Message { at, payload } => (at, payload),
             Line::Bad(reason) => {
+                let now = clock.observe(None);
+                for (i, (engine, report)) in engines.iter_mut().zip(reports.iter_mut()).enumerate()
+                {
+                    advance(engine, now, &mut out, &mut |e, o| step(i, e, o, report))?;
+                    out.fates.push(invalid_fate(next_input, reason.clone()));
+                    report.ledger.received += 1;
+                    step(i, engine, &mut out, report)?;
+                }
+                next_input += 1;
                 bad_lines.push((lines, reason));
-                (None, std::borrow::Cow::Borrowed(&b""[..]))
+                continue;
             }
         };
         let now = clock.observe(at);
@@ -221,4 +292,74 @@ pub fn advance(
 ) -> io::Result<()> {
     engine.advance_to(to, out);
     step(engine, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::FateKind;
+    use std::sync::Arc;
+
+    fn replay_text(input: &[u8]) -> ReplayReport {
+        let mut engine = Engine::new(Arc::new(crate::rules::RuleSet::empty()));
+        replay(&mut engine, input, || Ts(0), |_, _| Ok(())).unwrap()
+    }
+
+    /// A recording keeps each message's exact bytes, so replay decodes what
+    /// production decoded: a non-UTF-8 message is invalid/not_utf8 in both.
+    #[test]
+    fn envelopes_keep_exact_bytes() {
+        let payloads: Vec<Vec<u8>> = vec![
+            br#"{"labels":{"alertname":"A"}}"#.to_vec(),
+            b"[{\"labels\": {\"alertname\": \"A\"}}]".to_vec(),
+            b"{\n  \"labels\": {\"alertname\": \"A\"}\n}\n".to_vec(),
+            b"<html>502</html>".to_vec(),
+            b"  {\"labels\":{\"a\":\"1\"}}  ".to_vec(),
+            vec![0xff, 0xfe, b'{', b'}'],
+            b"{\"labels\":{\"a\":\"\xc3\"}}".to_vec(),
+            Vec::new(),
+            (0..=255u8).collect(),
+        ];
+        for p in &payloads {
+            let line = envelope(Ts(1_000), p);
+            assert!(!line.contains('\n'), "{line}");
+            let Line::Message { at, payload } = parse_line(line.as_bytes()) else {
+                panic!("{line} is not an envelope");
+            };
+            assert_eq!(at, Some(Ts(1_000)));
+            assert_eq!(&*payload, &p[..], "{line}");
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_counted_with_their_reason_and_the_replay_goes_on() {
+        let mut input = Vec::new();
+        input.extend_from_slice(b"{\"received_at\":\"2026-01-01T00:00:00Z\",\"message\":{\"labels\":{\"alertname\":\"A\"}}}\n");
+        input.extend_from_slice(b"{\"labels\":{\"alertname\":\"\xff\"}}\n");
+        input.extend_from_slice(b"{\"received_at\":\"0001-01-01T00:00:00Z\",\"message\":{\"labels\":{\"alertname\":\"B\"}}}\n");
+        input.extend_from_slice(b"{\"received_at\":\"2026-01-01T00:00:01Z\"}\n");
+        input.extend_from_slice(
+            b"{\"received_at\":\"2026-01-01T00:00:02Z\",\"raw_base64\":\"//4=\"}\n",
+        );
+        input.extend_from_slice(b"{\"received_at\":\"2026-01-01T00:00:03Z\",\"message\":{\"labels\":{\"alertname\":\"C\"}}}\n");
+        let r = replay_text(&input);
+        assert_eq!(r.lines, 6);
+        assert_eq!(r.ledger.received, 6);
+        assert_eq!(r.ledger.decided(), 6);
+        let lines: Vec<(u64, InvalidKind)> =
+            r.bad_lines.iter().map(|(n, e)| (*n, e.kind)).collect();
+        assert_eq!(
+            lines,
+            vec![
+                (2, InvalidKind::NotUtf8),
+                (3, InvalidKind::BadTimestamp),
+                (4, InvalidKind::UnknownShape)
+            ]
+        );
+        // The raw_base64 line decodes to bytes that are not UTF-8, as production saw them.
+        assert_eq!(r.ledger.causes["invalid/not_utf8"], 2);
+        assert_eq!(r.ledger.causes["invalid/bad_timestamp"], 1);
+        assert_eq!(r.ledger.fates[&FateKind::Invalid], 4);
+        assert_eq!(r.ledger.received - r.ledger.fates[&FateKind::Invalid], 2);
+    }
 }

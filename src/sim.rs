@@ -471,7 +471,7 @@ mod tests {
     fn replay_lines_parse_back() {
         let s = Scenario::storm(Ts(1_700_000_000_000));
         for e in generate(&s).iter().take(200) {
-            match crate::replay::parse_line(&e.to_replay_line()) {
+            match crate::replay::parse_line(e.to_replay_line().as_bytes()) {
                 crate::replay::Line::Message { at, payload } => {
                     assert_eq!(at, Some(e.at));
                     assert_eq!(&*payload, &e.message[..]);

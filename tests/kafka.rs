@@ -491,7 +491,7 @@ fn record_then_replay_round_trips_a_stream() {
         let squadron::replay::Line::Message {
             at: Some(at),
             payload,
-        } = squadron::replay::parse_line(line)
+        } = squadron::replay::parse_line(line.as_bytes())
         else {
             panic!("sample lines are envelopes")
         };

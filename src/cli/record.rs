@@ -148,23 +148,30 @@ pub fn record(args: &RecordArgs) -> anyhow::Result<i32> {
         None => Box::new(std::io::stdout().lock()),
     };
     let mut w = BufWriter::new(out);
+    // A producer can give a message any timestamp; one outside what RFC 3339
+    // can write (years 0001-9999) is recorded at the time of the message
+    // before it, and counted, rather than clamped silently.
+    let (mut prev, mut out_of_range) = (None, 0u64);
     for c in &captured {
-        let at = crate::model::Ts(c.ts);
-        // A JSON payload is embedded as is; anything else as a string (lossy for non-UTF-8 bytes).
-        let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(&c.payload).is_ok();
-        if is_json {
-            writeln!(
-                w,
-                "{{\"received_at\":\"{at}\",\"message\":{}}}",
-                String::from_utf8_lossy(&c.payload).trim()
-            )?;
-        } else {
-            writeln!(
-                w,
-                "{}",
-                serde_json::json!({"received_at": at.to_string(), "raw": String::from_utf8_lossy(&c.payload)})
-            )?;
-        }
+        let at = match crate::model::Ts::from_millis_checked(c.ts) {
+            Some(t) => t,
+            None => {
+                out_of_range += 1;
+                prev.or_else(|| {
+                    captured
+                        .iter()
+                        .find_map(|c| crate::model::Ts::from_millis_checked(c.ts))
+                })
+                .unwrap_or(crate::model::Ts(0))
+            }
+        };
+        prev = Some(at);
+        writeln!(w, "{}", crate::replay::envelope(at, &c.payload))?;
+    }
+    if out_of_range > 0 {
+        eprintln!(
+            "warning: {out_of_range} messages had a timestamp outside years 0001-9999; each was recorded at the time of the message before it"
+        );
     }
     w.flush()?;
     eprintln!(

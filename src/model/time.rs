@@ -30,6 +30,15 @@ impl Ts {
         Duration::from_millis(self.0.saturating_sub(earlier.0).max(0) as u64)
     }
 
+    /// Milliseconds since the epoch, when RFC 3339 can write them (years 0001-9999).
+    pub fn from_millis_checked(ms: i64) -> Option<Ts> {
+        /// 10000-01-01T00:00:00Z.
+        const YEAR_10000_MS: i64 = 253_402_300_800_000;
+        (GO_ZERO_TIME_MS..YEAR_10000_MS)
+            .contains(&ms)
+            .then_some(Ts(ms))
+    }
+
     pub fn to_jiff(self) -> jiff::Timestamp {
         jiff::Timestamp::from_millisecond(self.0).unwrap_or(jiff::Timestamp::MAX)
     }
