@@ -7,6 +7,9 @@
 //! - `engine/distinct`: every alert new (admission, grouping, memory);
 //! - `replay/hour`: decode + engine over the generated hour (~120,000 alerts), in virtual time;
 //! - `replay/baseline_serde_json_value`: the same bytes parsed into `serde_json::Value` (the baseline).
+//! - `compile_rules/{10000,40000}`: compiling that many impact rules, half with a shared regex,
+//!   half with their own (`alerts/s` here reads as rules per second); linear: the per-rule
+//!   time is the same at both sizes.
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use squadron::decode::decode;
@@ -158,5 +161,42 @@ fn bench_replay(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_decode, bench_engine, bench_replay);
+fn bench_compile_rules(c: &mut Criterion) {
+    let mut g = c.benchmark_group("compile_rules");
+    g.sample_size(10);
+    for n in [10_000usize, 40_000] {
+        let mut text = String::from(
+            "ownership: {fallback_squad: p}\nsquads:\n  - name: p\n    services: [k]\n    topic: t\nimpact_rules:\n",
+        );
+        for i in 0..n {
+            let re = if i % 2 == 0 {
+                "env=~\"staging|dev\"".to_string()
+            } else {
+                format!("instance=~\"host-{i}-[a-z]+\"")
+            };
+            text.push_str(&format!(
+                "  - name: rule-{i}\n    match: ['alertname=\"A{i}\"', '{re}']\n    action: drop\n"
+            ));
+        }
+        let sources = vec![(std::path::PathBuf::from("rules.yaml"), text)];
+        g.throughput(Throughput::Elements(n as u64));
+        g.bench_function(n.to_string(), |b| {
+            b.iter(|| {
+                squadron::rules::compile(black_box(&sources))
+                    .unwrap()
+                    .impact_rules
+                    .len()
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_decode,
+    bench_engine,
+    bench_replay,
+    bench_compile_rules
+);
 criterion_main!(benches);

@@ -25,12 +25,94 @@ impl Op {
     }
 }
 
+/// Compiles an anchored regex, reusing an earlier compilation of the same
+/// pattern: rule sets repeat patterns (`env=~"staging|dev"` in thousands of
+/// rules), and compiling each again dominated loading them. A `Regex` clone
+/// shares the compiled program. The cache is per thread and bounded.
+fn compiled(value: &str) -> Result<Regex, String> {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+    const MAX_CACHED: usize = 4096;
+    thread_local! {
+        static CACHE: RefCell<HashMap<Box<str>, Regex>> = RefCell::new(HashMap::new());
+    }
+    if let Some(re) = CACHE.with(|c| c.borrow().get(value).cloned()) {
+        return Ok(re);
+    }
+    let re = Regex::new(&format!("^(?:{value})$"))
+        .map_err(|e| format!("invalid regular expression: {e}"))?;
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= MAX_CACHED {
+            c.clear();
+        }
+        c.insert(value.into(), re.clone());
+    });
+    Ok(re)
+}
+
 #[derive(Clone, Debug)]
 pub struct Matcher {
     pub name: Box<str>,
     pub op: Op,
     pub value: Box<str>,
-    re: Option<Regex>,
+    re: Option<Pattern>,
+}
+
+/// A regex matcher's value, compiled. Most regexes in alerting rules are
+/// literal alternatives (`staging|dev`) or a literal with `.*` around it;
+/// those are matched without a regex engine (faster to build and to run).
+/// Semantics are the anchored regex's: `.` does not match a newline.
+#[derive(Clone, Debug)]
+enum Pattern {
+    /// `a|b|c`: the value is one of these.
+    OneOf(Box<[Box<str>]>),
+    /// `lit.*`
+    Prefix(Box<str>),
+    /// `.*lit`
+    Suffix(Box<str>),
+    /// `.*lit.*`
+    Contains(Box<str>),
+    Regex(Regex),
+}
+
+impl Pattern {
+    fn new(value: &str) -> Result<Pattern, String> {
+        const META: &[char] = &[
+            '\\', '.', '+', '*', '?', '(', ')', '|', '[', ']', '{', '}', '^', '$',
+        ];
+        let literal = |s: &str| !s.contains(META);
+        if value.split('|').all(literal) {
+            return Ok(Pattern::OneOf(value.split('|').map(Into::into).collect()));
+        }
+        let inner = |s: &str| Some(s.into()).filter(|_| literal(s));
+        if let Some(mid) = value.strip_prefix(".*").and_then(|v| v.strip_suffix(".*")) {
+            if let Some(m) = inner(mid) {
+                return Ok(Pattern::Contains(m));
+            }
+        }
+        if let Some(p) = value.strip_suffix(".*").and_then(inner) {
+            return Ok(Pattern::Prefix(p));
+        }
+        if let Some(p) = value.strip_prefix(".*").and_then(inner) {
+            return Ok(Pattern::Suffix(p));
+        }
+        compiled(value).map(Pattern::Regex)
+    }
+
+    fn is_match(&self, v: &str) -> bool {
+        // `.*` matches anything but a newline.
+        let any = |s: &str| !s.contains('\n');
+        match self {
+            Pattern::OneOf(set) => set.iter().any(|s| **s == *v),
+            Pattern::Prefix(p) => v.strip_prefix(&**p).is_some_and(any),
+            Pattern::Suffix(p) => v.strip_suffix(&**p).is_some_and(any),
+            Pattern::Contains(p) => v
+                .match_indices(&**p)
+                .any(|(i, _)| any(&v[..i]) && any(&v[i + p.len()..])),
+            Pattern::Regex(r) => r.is_match(v),
+        }
+    }
 }
 
 impl Matcher {
@@ -71,10 +153,7 @@ impl Matcher {
 
     pub fn new(name: &str, op: Op, value: &str) -> Result<Matcher, String> {
         let re = match op {
-            Op::Re | Op::NotRe => Some(
-                Regex::new(&format!("^(?:{value})$"))
-                    .map_err(|e| format!("invalid regular expression: {e}"))?,
-            ),
+            Op::Re | Op::NotRe => Some(Pattern::new(value)?),
             _ => None,
         };
         Ok(Matcher {
@@ -143,6 +222,62 @@ fn unquote(q: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Literal shortcuts give exactly the anchored regex's answers.
+    #[test]
+    fn literal_patterns_agree_with_the_regex() {
+        let patterns = [
+            "staging|dev",
+            "",
+            "a",
+            "a|",
+            "checkout-.*",
+            ".*-canary",
+            ".*db.*",
+            ".*",
+            ".*.*",
+            "a.b",
+            "x.*y",
+            "(?i)prod",
+            "host-[0-9]+",
+        ];
+        let values = [
+            "",
+            "a",
+            "staging",
+            "dev",
+            "prod",
+            "PROD",
+            "staging|dev",
+            "checkout-1",
+            "checkout-",
+            "checkout-\n1",
+            "x-canary",
+            "-canary",
+            "a\n-canary",
+            "mydb1",
+            "db",
+            "d\nb",
+            "my\ndb",
+            "axb",
+            "a.b",
+            "xy",
+            "x\ny",
+            "host-12",
+            "|",
+        ];
+        for p in patterns {
+            let fast = Pattern::new(p).unwrap();
+            let re = Regex::new(&format!("^(?:{p})$")).unwrap();
+            for v in values {
+                assert_eq!(
+                    fast.is_match(v),
+                    re.is_match(v),
+                    "{p:?} on {v:?} ({fast:?})"
+                );
+            }
+        }
+    }
     use crate::model::LabelSet;
 
     fn labels() -> LabelSet {

@@ -272,19 +272,53 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
     };
     let entries =
         std::fs::read_dir(dir).map_err(|e| fail(format!("cannot read rules directory: {e}")))?;
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-        })
-        .collect();
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for e in entries {
+        let e = e.map_err(|e| fail(format!("cannot read rules directory: {e}")))?;
+        let p = e.path();
+        if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            paths.push(p);
+        }
+    }
     paths.sort();
     if paths.is_empty() {
         return Err(fail("no rule files (*.yaml, *.yml) in directory".into()));
     }
     let mut sources = Vec::new();
     let mut errors = Vec::new();
+    let not_a_file = |p: &Path, message: String| RuleError {
+        file: p.into(),
+        line: 0,
+        column: 0,
+        rule: None,
+        message,
+    };
     for p in paths {
+        // Anything named like a rule file must be one: a dangling symlink, a
+        // directory or a FIFO is an error, never silently left out.
+        match std::fs::metadata(&p) {
+            Err(e) => {
+                let why = if std::fs::symlink_metadata(&p).is_ok_and(|m| m.is_symlink()) {
+                    format!("a symlink that cannot be followed (dangling or a loop): {e}")
+                } else {
+                    format!("cannot read: {e}")
+                };
+                errors.push(not_a_file(&p, why));
+                continue;
+            }
+            Ok(m) if m.is_dir() => {
+                errors.push(not_a_file(&p, "a directory, not a rule file".into()));
+                continue;
+            }
+            Ok(m) if !m.is_file() => {
+                errors.push(not_a_file(
+                    &p,
+                    "not a regular file (a FIFO, socket or device)".into(),
+                ));
+                continue;
+            }
+            Ok(_) => {}
+        }
         match std::fs::read_to_string(&p) {
             Ok(text) => sources.push((p, text)),
             Err(e) => errors.push(RuleError {
@@ -364,7 +398,11 @@ pub fn compile(sources: &[(PathBuf, String)]) -> Result<RuleSet, RuleErrors> {
             }
         }
     }
-    let mut c = Compiler { sources, errs };
+    let mut c = Compiler {
+        sources,
+        errs,
+        names: Vec::new(),
+    };
     let rules = c.compile(&files);
     if c.errs.is_empty() {
         return Ok(rules);
@@ -391,23 +429,38 @@ pub(crate) fn strip_location(msg: &str) -> String {
 struct Compiler<'s> {
     sources: &'s [(PathBuf, String)],
     errs: Vec<RuleError>,
+    /// Rule names of the anchors handed out.
+    names: Vec<Box<str>>,
 }
 
 /// Where in a file a piece of a rule is: found by searching the text for the
 /// rule's name, then for the offending value after it. serde_yaml keeps no
 /// spans for values, and this finds the right line for any file a person writes.
+/// The search runs only when an error is reported: finding every rule's
+/// line up front made compiling quadratic in the number of rules.
 #[derive(Clone, Copy)]
 struct Anchor {
     file: usize,
-    offset: usize,
+    section: &'static str,
+    /// Index into [`Compiler::names`].
+    name: usize,
 }
 
 impl Compiler<'_> {
-    fn anchor(&self, file: usize, section: &str, name: &str) -> Anchor {
-        let text = &self.sources[file].1;
-        let start = text.find(&format!("{section}:")).unwrap_or(0);
-        let offset = find_value(text, name, start).unwrap_or(start);
-        Anchor { file, offset }
+    fn anchor(&mut self, file: usize, section: &'static str, name: &str) -> Anchor {
+        self.names.push(name.into());
+        Anchor {
+            file,
+            section,
+            name: self.names.len() - 1,
+        }
+    }
+
+    /// Where the anchor's rule is in its file.
+    fn offset(&self, at: Anchor) -> usize {
+        let text = &self.sources[at.file].1;
+        let start = text.find(&format!("{}:", at.section)).unwrap_or(0);
+        find_value(text, &self.names[at.name], start).unwrap_or(start)
     }
 
     fn error(
@@ -418,9 +471,10 @@ impl Compiler<'_> {
         message: impl Into<String>,
     ) {
         let text = &self.sources[at.file].1;
+        let start = self.offset(at);
         let offset = needle
-            .and_then(|n| find_value(text, n, at.offset))
-            .unwrap_or(at.offset);
+            .and_then(|n| find_value(text, n, start))
+            .unwrap_or(start);
         let before = &text[..offset.min(text.len())];
         let line = before.matches('\n').count() + 1;
         let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
@@ -539,7 +593,7 @@ impl Compiler<'_> {
     fn single<'f, T>(
         &mut self,
         files: &'f [(usize, RuleFile)],
-        section: &str,
+        section: &'static str,
         get: impl Fn(&'f RuleFile) -> Option<&'f T>,
     ) -> Option<(Anchor, &'f T)> {
         let mut found: Option<(Anchor, &T)> = None;
@@ -612,11 +666,12 @@ impl Compiler<'_> {
 
         // Time intervals, by name.
         let mut time_intervals: Vec<TimeInterval> = Vec::new();
+        let mut seen_intervals = std::collections::HashSet::new();
         for (fi, f) in files {
             for ti in &f.time_intervals {
                 let at = self.anchor(*fi, "time_intervals", &ti.name);
                 let rule = Some(format!("time interval {:?}", ti.name));
-                if time_intervals.iter().any(|t| *t.name == *ti.name) {
+                if !seen_intervals.insert(ti.name.as_str()) {
                     self.error(at, None, rule.clone(), "duplicate time interval name");
                 }
                 let mut specs = Vec::new();
@@ -635,6 +690,7 @@ impl Compiler<'_> {
 
         // Squads.
         let mut squads: Vec<Squad> = Vec::new();
+        let mut seen_squads = std::collections::HashSet::new();
         let mut squad_at: Vec<Anchor> = Vec::new();
         let mut service_owner = crate::model::StrMap::default();
         let mut squad_matchers = Vec::new();
@@ -645,7 +701,7 @@ impl Compiler<'_> {
                 if s.name.is_empty() {
                     self.error(at, None, rule.clone(), "squad name is empty");
                 }
-                if squads.iter().any(|q| *q.name == *s.name) {
+                if !seen_squads.insert(s.name.as_str()) {
                     self.error(at, None, rule.clone(), "duplicate squad name");
                     continue;
                 }
@@ -781,11 +837,12 @@ impl Compiler<'_> {
 
         // Impact rules, in file order then rule order.
         let mut impact_rules: Vec<ImpactRule> = Vec::new();
+        let mut seen_impact = std::collections::HashSet::new();
         for (fi, f) in files {
             for r in &f.impact_rules {
                 let at = self.anchor(*fi, "impact_rules", &r.name);
                 let rule = Some(format!("impact rule {:?}", r.name));
-                if impact_rules.iter().any(|x| *x.name == *r.name) {
+                if !seen_impact.insert(r.name.as_str()) {
                     self.error(
                         at,
                         None,
@@ -835,6 +892,7 @@ impl Compiler<'_> {
         }
 
         let mut silences: Vec<Silence> = Vec::new();
+        let mut seen_silences = std::collections::HashSet::new();
         for (fi, f) in files {
             for (n, s) in f.silences.iter().enumerate() {
                 let stem = self.sources[*fi]
@@ -852,7 +910,7 @@ impl Compiler<'_> {
                     ),
                 };
                 let rule = Some(format!("silence {id:?}"));
-                if silences.iter().any(|x| *x.id == *id) {
+                if !seen_silences.insert(id.to_string()) {
                     self.error(at, None, rule.clone(), "duplicate silence id");
                 }
                 if s.matchers.is_empty() {
@@ -902,11 +960,12 @@ impl Compiler<'_> {
         }
 
         let mut inhibit_rules: Vec<InhibitRule> = Vec::new();
+        let mut seen_inhibit = std::collections::HashSet::new();
         for (fi, f) in files {
             for r in &f.inhibit_rules {
                 let at = self.anchor(*fi, "inhibit_rules", &r.name);
                 let rule = Some(format!("inhibit rule {:?}", r.name));
-                if inhibit_rules.iter().any(|x| *x.name == *r.name) {
+                if !seen_inhibit.insert(r.name.as_str()) {
                     self.error(at, None, rule.clone(), "duplicate inhibit rule name");
                 }
                 let mut sources = Vec::new();
@@ -947,10 +1006,12 @@ impl Compiler<'_> {
             }
         }
 
+        // File names, not paths: the digest of `check rules` in CI equals the
+        // one `/api/v1/status` shows for /etc/squadron/rules.
         let mut h = crate::model::Fingerprint::of([]).0;
         for (p, t) in self.sources {
-            h = crate::model::Fingerprint::of([(&*p.to_string_lossy(), t.as_str())]).0
-                ^ h.rotate_left(7);
+            let name = p.file_name().unwrap_or(p.as_os_str()).to_string_lossy();
+            h = crate::model::Fingerprint::of([(&*name, t.as_str())]).0 ^ h.rotate_left(7);
         }
         RuleSet {
             squads,

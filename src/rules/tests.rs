@@ -247,3 +247,57 @@ fn alerts_of_one_group_share_its_hash_and_other_groups_do_not() {
     let y = l(&[("alertname", "a"), ("service", "bc")]);
     assert_ne!(rules.group_hash(a, &x), rules.group_hash(a, &y));
 }
+
+/// A rules directory where a dangling symlink, a symlink loop, a directory
+/// and a FIFO are named like rule files: each is an error, none is skipped.
+#[test]
+fn anything_named_like_a_rule_file_must_be_one() {
+    let base = std::env::temp_dir().join(format!("squadron-rules-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base).unwrap();
+    std::fs::write(
+        base.join("squads.yaml"),
+        "ownership: {fallback_squad: a}\nsquads:\n  - name: a\n    services: [x]\n    topic: t\n",
+    )
+    .unwrap();
+    let good = load_dir(&base).unwrap_or_else(|e| panic!("{e}"));
+    // The digest does not depend on how the directory is named.
+    let elsewhere = base.with_extension("copy");
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    for f in std::fs::read_dir(&base).unwrap() {
+        let p = f.unwrap().path();
+        std::fs::copy(&p, elsewhere.join(p.file_name().unwrap())).unwrap();
+    }
+    assert_eq!(load_dir(&elsewhere).unwrap().digest, good.digest);
+    assert_eq!(
+        load_dir(&base.join("..").join(base.file_name().unwrap()))
+            .unwrap()
+            .digest,
+        good.digest
+    );
+
+    std::os::unix::fs::symlink(base.join("missing.yaml"), base.join("dangling.yaml")).unwrap();
+    std::os::unix::fs::symlink(base.join("loop-b.yaml"), base.join("loop-a.yaml")).unwrap();
+    std::os::unix::fs::symlink(base.join("loop-a.yaml"), base.join("loop-b.yaml")).unwrap();
+    std::fs::create_dir(base.join("folder.yaml")).unwrap();
+    let fifo = std::process::Command::new("mkfifo")
+        .arg(base.join("pipe.yml"))
+        .status()
+        .unwrap();
+    assert!(fifo.success());
+    let errs = load_dir(&base).expect_err("every odd entry is an error").0;
+    let named = |n: &str| {
+        errs.iter()
+            .find(|e| e.file.file_name().unwrap() == n)
+            .unwrap_or_else(|| panic!("no error for {n}: {errs:?}"))
+            .message
+            .clone()
+    };
+    assert!(named("dangling.yaml").contains("symlink"));
+    assert!(named("loop-a.yaml").contains("symlink"));
+    assert!(named("folder.yaml").contains("directory"));
+    assert!(named("pipe.yml").contains("not a regular file"));
+    let _ = std::fs::remove_dir_all(&base);
+    let _ = std::fs::remove_dir_all(&elsewhere);
+}
