@@ -22,7 +22,7 @@ mod state;
 pub use changelog::{Change, RestoreReport};
 
 pub use output::{
-    Fate, FateKind, FateRecord, Folded, InputId, Notification, NotifiedAlert, NotifyReason, Outputs,
+    Fate, FateKind, FateRecord, Folded, InputId, Limit, Notification, NotifiedAlert, NotifyReason, Outputs,
 };
 use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
 
@@ -44,6 +44,8 @@ pub struct Engine {
     group_index: HashMap<Arc<str>, GroupId>,
     /// Derived from `state.groups` and the rules: each group's squad id.
     group_squad: Vec<SquadId>,
+    /// Derived: active alerts (group members) per squad id, for the limits.
+    squad_alerts: Vec<usize>,
     /// Per time interval: (minute since epoch, active). Intervals have minute resolution.
     interval_cache: Vec<Cell<(i64, bool)>>,
     core_protected: Cell<u64>,
@@ -67,6 +69,7 @@ impl Engine {
             state: State::default(),
             group_index: HashMap::new(),
             group_squad: Vec::new(),
+            squad_alerts: Vec::new(),
             interval_cache: Vec::new(),
             core_protected: Cell::new(0),
             scratch: Vec::with_capacity(512),
@@ -153,6 +156,8 @@ impl Engine {
     fn rebuild_derived(&mut self) {
         self.group_index.clear();
         self.group_squad.clear();
+        self.squad_alerts.clear();
+        self.squad_alerts.resize(self.rules.squads.len(), 0);
         for (id, g) in self.state.groups.iter().enumerate() {
             let squad = g
                 .as_ref()
@@ -161,6 +166,7 @@ impl Engine {
             self.group_squad.push(squad);
             if let Some(g) = g {
                 self.group_index.insert(g.key.clone(), id as GroupId);
+                self.squad_alerts[squad as usize] += g.members.len();
             }
         }
     }
@@ -373,6 +379,10 @@ impl Engine {
             out.fates.push(record(fate));
             return;
         }
+        if let Some(limit) = self.over_limit(owner) {
+            out.fates.push(record(Fate::Shed { limit }));
+            return;
+        }
         // A fingerprint with flap history resolved before: this firing is a change too.
         let flapping = self.state.flaps.contains_key(&key)
             && record_change(&mut self.state.flaps, key, now, self.rules.flap.as_ref());
@@ -384,6 +394,7 @@ impl Engine {
             .as_mut()
             .expect("live group");
         g.members.push(key);
+        self.squad_alerts[owner.squad as usize] += 1;
         let group_key = g.key.clone();
         self.mark_group(&group_key);
         self.mark_alert(key);
@@ -403,6 +414,31 @@ impl Engine {
                 pending: if flapping { Vec::new() } else { vec![input] },
             },
         );
+    }
+
+    /// The limit a new alert of `owner` would exceed, if any. A core service's
+    /// alert may use the last tenth of `max_active_alerts`; others may not.
+    fn over_limit(&self, owner: Owner) -> Option<Limit> {
+        let limits = self.rules.limits;
+        let active = self.state.alerts.len();
+        if limits.max_active_alerts > 0 {
+            let cap = if owner.core {
+                limits.max_active_alerts
+            } else {
+                limits.max_active_alerts - limits.max_active_alerts / 10
+            };
+            if active >= cap {
+                return Some(Limit::MaxActiveAlerts);
+            }
+        }
+        let squad = self.squad_alerts.get(owner.squad as usize).copied().unwrap_or(0);
+        if limits.max_active_alerts_per_squad > 0
+            && !owner.core
+            && squad >= limits.max_active_alerts_per_squad
+        {
+            return Some(Limit::MaxActiveAlertsPerSquad);
+        }
+        None
     }
 
     /// Runs every timer due at or before `to`, in order, each at its own time
@@ -677,6 +713,7 @@ impl Engine {
         let mut changed = false;
         let mut included: Vec<AlertKey> = Vec::new();
         let mut members = std::mem::take(&mut group.members);
+        let members_before = members.len();
         members.retain(|key| {
             let Some(a) = self.state.alerts.get(key) else {
                 return false;
@@ -812,6 +849,9 @@ impl Engine {
             true
         });
 
+        if let Some(n) = self.squad_alerts.get_mut(squad as usize) {
+            *n = n.saturating_sub(members_before - group.members.len());
+        }
         if group.members.is_empty() {
             self.group_index.remove(&group.key);
             self.state.free_groups.push(gid);

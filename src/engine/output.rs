@@ -36,6 +36,27 @@ pub enum Fate {
     Invalid {
         reason: Invalid,
     },
+    /// Not admitted: the engine holds as many active alerts as a limit allows.
+    Shed {
+        limit: Limit,
+    },
+}
+
+/// Which state limit shed an alert (`limits` in the rule files).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Limit {
+    MaxActiveAlerts,
+    MaxActiveAlertsPerSquad,
+}
+
+impl Limit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Limit::MaxActiveAlerts => "max_active_alerts",
+            Limit::MaxActiveAlertsPerSquad => "max_active_alerts_per_squad",
+        }
+    }
 }
 
 /// The bounded kind of a [`Fate`], for counting and metric labels.
@@ -50,10 +71,11 @@ pub enum FateKind {
     Flapping,
     Throttled,
     Invalid,
+    Shed,
 }
 
 impl FateKind {
-    pub const ALL: [FateKind; 8] = [
+    pub const ALL: [FateKind; 9] = [
         FateKind::Notified,
         FateKind::Deduplicated,
         FateKind::Dropped,
@@ -62,6 +84,7 @@ impl FateKind {
         FateKind::Flapping,
         FateKind::Throttled,
         FateKind::Invalid,
+        FateKind::Shed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -74,6 +97,7 @@ impl FateKind {
             FateKind::Flapping => "flapping",
             FateKind::Throttled => "throttled",
             FateKind::Invalid => "invalid",
+            FateKind::Shed => "shed",
         }
     }
 }
@@ -89,6 +113,7 @@ impl Fate {
             Fate::Flapping => FateKind::Flapping,
             Fate::Throttled => FateKind::Throttled,
             Fate::Invalid { .. } => FateKind::Invalid,
+            Fate::Shed { .. } => FateKind::Shed,
         }
     }
 
@@ -98,6 +123,7 @@ impl Fate {
             Fate::Dropped { rule } | Fate::Inhibited { rule } => Some(rule),
             Fate::Silenced { silence } => Some(silence),
             Fate::Invalid { reason } => Some(reason.kind.as_str()),
+            Fate::Shed { limit } => Some(limit.as_str()),
             _ => None,
         }
     }

@@ -410,3 +410,57 @@ fn engine_drain(engine: &mut Engine, out: &mut Outputs) {
         engine.tick(d, out);
     }
 }
+
+/// A cardinality storm cannot grow state past the limits: new alerts over a
+/// cap are shed (counted, with the limit), a core service's alerts are
+/// admitted into the reserve others cannot use, and capacity returns as
+/// alerts resolve.
+#[test]
+fn limits_shed_new_alerts_and_admit_core_first() {
+    let text = "squads:
+  - name: web
+    services: [web]
+    core_services: [web]
+  - name: batch
+    services: [batch, jobs]
+ownership: {fallback_squad: batch}
+grouping: {group_wait: 0s, group_interval: 1s, repeat_interval: 1h}
+limits: {max_active_alerts: 100, max_active_alerts_per_squad: 40}
+";
+    let mut engine = Engine::new(rules(text));
+    let msg = |service: &str, i: usize, resolved: bool| {
+        let ends = if resolved { r#","endsAt":"1970-01-01T00:00:01Z""# } else { "" };
+        format!(r#"{{"labels":{{"alertname":"A","service":"{service}","id":"{i}"}}{ends}}}"#)
+            .into_bytes()
+    };
+    let mut messages: Vec<(Ts, Vec<u8>)> = Vec::new();
+    // 200 batch alerts: the per-squad cap (40) sheds the rest.
+    messages.extend((0..200).map(|i| (Ts(0), msg("batch", i, false))));
+    // 80 jobs alerts (also squad batch): all shed, the squad is full.
+    messages.extend((0..80).map(|i| (Ts(0), msg("jobs", i, false))));
+    let (fates, _, next) = run(&mut engine, &messages, 0, false);
+    let shed = |fates: &[FateRecord], limit| {
+        fates
+            .iter()
+            .filter(|f| f.fate == Fate::Shed { limit })
+            .count()
+    };
+    assert_eq!(engine.active_alerts(), 40);
+    assert_eq!(shed(&fates, Limit::MaxActiveAlertsPerSquad), 240);
+    // Core alerts are not subject to the per-squad cap, only to the overall one.
+    let core: Vec<(Ts, Vec<u8>)> = (0..100).map(|i| (Ts(0), msg("web", i, false))).collect();
+    let (fates, _, next) = run(&mut engine, &core, next, false);
+    assert_eq!(engine.active_alerts(), 100);
+    assert_eq!(shed(&fates, Limit::MaxActiveAlerts), 40);
+    // Resolving batch alerts frees room for batch again after their flush.
+    let resolve: Vec<(Ts, Vec<u8>)> = (0..40).map(|i| (Ts(2_000), msg("batch", i, true))).collect();
+    let (_, _, next) = run(&mut engine, &resolve, next, false);
+    let mut out = Outputs::default();
+    engine.advance_to(Ts(10_000), &mut out);
+    assert_eq!(engine.active_alerts(), 60);
+    let again: Vec<(Ts, Vec<u8>)> = (500..540).map(|i| (Ts(10_000), msg("batch", i, false))).collect();
+    let (fates, _, next) = run(&mut engine, &again, next, true);
+    // 90 non-core may be active overall (the last tenth is core's): 30 admitted.
+    assert_eq!(shed(&fates, Limit::MaxActiveAlerts), 10);
+    assert_eq!(next, 200 + 80 + 100 + 40 + 40);
+}

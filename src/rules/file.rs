@@ -20,6 +20,8 @@ pub struct RuleFile {
     #[serde(default)]
     pub storm_limit: Option<StormFile>,
     #[serde(default)]
+    pub limits: Option<LimitsFile>,
+    #[serde(default)]
     pub time_intervals: Vec<TimeIntervalFile>,
     #[serde(default)]
     pub squads: Vec<SquadFile>,
@@ -29,6 +31,16 @@ pub struct RuleFile {
     pub silences: Vec<SilenceFile>,
     #[serde(default)]
     pub inhibit_rules: Vec<InhibitRuleFile>,
+}
+
+/// Caps on the state one engine (one decide task) holds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsFile {
+    #[serde(default)]
+    pub max_active_alerts: Option<usize>,
+    #[serde(default)]
+    pub max_active_alerts_per_squad: Option<usize>,
 }
 
 #[derive(Debug, Deserialize)]

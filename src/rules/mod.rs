@@ -48,6 +48,7 @@ pub struct RuleSet {
     /// How long a firing alert without `endsAt` stays firing without a resend.
     pub resolve_timeout: Duration,
     pub flap: Option<FlapConfig>,
+    pub limits: Limits,
     /// Hex digest of the files' names and contents, to tell rule sets apart.
     pub digest: String,
     pub files: Vec<PathBuf>,
@@ -76,6 +77,29 @@ pub struct Grouping {
     pub group_interval: Duration,
     pub repeat_interval: Duration,
 }
+
+/// Caps on the state of one engine. New alerts over a cap are shed (a fate of
+/// their own); a core service's alerts may use the last tenth of
+/// `max_active_alerts` that others may not, and no per-squad cap applies to them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Active alerts (remembered in a group) at most; 0: no cap.
+    pub max_active_alerts: usize,
+    /// Active alerts of one squad at most; 0: no cap.
+    pub max_active_alerts_per_squad: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_active_alerts: DEFAULT_MAX_ACTIVE_ALERTS,
+            max_active_alerts_per_squad: 0,
+        }
+    }
+}
+
+/// About 160 MB of state at ~650 bytes an alert.
+pub const DEFAULT_MAX_ACTIVE_ALERTS: usize = 250_000;
 
 #[derive(Debug, Clone, Copy)]
 pub struct StormLimit {
@@ -622,6 +646,15 @@ impl Compiler<'_> {
         let resolve_file = self.single(files, "resolve_timeout", |f| f.resolve_timeout.as_ref());
         let flap_file = self.single(files, "flap_detection", |f| f.flap_detection.as_ref());
         let storm_file = self.single(files, "storm_limit", |f| f.storm_limit.as_ref());
+        let limits = match self.single(files, "limits", |f| f.limits.as_ref()) {
+            Some((_, l)) => Limits {
+                max_active_alerts: l
+                    .max_active_alerts
+                    .unwrap_or(DEFAULT_MAX_ACTIVE_ALERTS),
+                max_active_alerts_per_squad: l.max_active_alerts_per_squad.unwrap_or(0),
+            },
+            None => Limits::default(),
+        };
 
         let defaults = Grouping {
             group_by: vec!["alertname".into(), "service".into()],
@@ -1028,6 +1061,7 @@ impl Compiler<'_> {
             time_intervals,
             resolve_timeout,
             flap,
+            limits,
             digest: format!("{h:016x}"),
             files: self.sources.iter().map(|(p, _)| p.clone()).collect(),
             catalog: ownership.and_then(|(_, o)| o.catalog.clone()),

@@ -17,7 +17,7 @@ pub struct Metrics {
     pub registry: Registry,
     received: IntCounterVec,
     received_by_format: [IntCounter; 6],
-    fates: [IntCounter; 8],
+    fates: [IntCounter; FateKind::ALL.len()],
     suppressions: IntCounterVec,
     invalid: IntCounterVec,
     notifications: IntCounterVec,
@@ -146,7 +146,7 @@ impl Metrics {
             fates: FateKind::ALL.map(|k| fates_vec.with_label_values(&[k.as_str()])),
             suppressions: counter_vec(
                 "squadron_alert_suppressions_total",
-                "Alerts dropped, silenced or inhibited, by fate and the rule or silence responsible.",
+                "Alerts dropped, silenced, inhibited or shed, by fate and the rule, silence or limit responsible.",
                 &["fate", "rule"],
             )?,
             invalid,
@@ -370,6 +370,10 @@ impl Metrics {
                 Fate::Invalid { reason } => self
                     .invalid
                     .with_label_values(&[reason.kind.as_str()])
+                    .inc(),
+                Fate::Shed { limit } => self
+                    .suppressions
+                    .with_label_values(&[kind.as_str(), limit.as_str()])
                     .inc(),
                 _ => {}
             }
