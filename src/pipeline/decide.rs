@@ -51,7 +51,7 @@ impl Core {
             _ => None,
         }
         .unwrap_or(0);
-        self.advance_task(p, now, None);
+        self.advance_task(p, now);
         let payload = m.payload().unwrap_or(b"");
         let task = self.tasks.get_mut(&p).expect("checked above");
         if sources_only {
@@ -77,18 +77,23 @@ impl Core {
             opts,
         );
         self.metrics.stage_alerts[1].inc_by(fed.alerts as u64);
-        self.emit(Vec::new(), source, now);
+        if let Some(ts) = source {
+            self.metrics
+                .processing_latency
+                .observe(now.since(ts).as_secs_f64());
+        }
+        self.emit(Vec::new(), now);
         // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
-        self.advance_task(p, now, source);
+        self.advance_task(p, now);
     }
 
-    fn advance_task(&mut self, p: i32, now: crate::model::Ts, source: Option<crate::model::Ts>) {
+    fn advance_task(&mut self, p: i32, now: crate::model::Ts) {
         let Some(task) = self.tasks.get_mut(&p) else {
             return;
         };
         if task.engine.next_deadline().is_some_and(|d| d <= now) {
             task.engine.tick(now, &mut self.outputs);
-            self.emit(Vec::new(), source, now);
+            self.emit(Vec::new(), now);
         }
     }
 }

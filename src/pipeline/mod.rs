@@ -568,9 +568,13 @@ impl Core {
         }
         let refused = self.out.take_refused_notifications();
         let notifications = std::mem::take(&mut self.unacknowledged);
+        let now = wall_clock();
         for n in &notifications {
             if !refused.iter().any(|r| **r == *n.id) {
                 self.metrics.notified(&mut self.cache, n);
+                self.metrics
+                    .notification_latency
+                    .observe(now.since(n.at).as_secs_f64());
                 self.summary.notifications += 1;
             }
         }
@@ -714,20 +718,13 @@ impl Core {
         for p in due {
             let task = self.tasks.get_mut(&p).expect("listed");
             task.engine.tick(now, &mut self.outputs);
-            self.emit(Vec::new(), None, now);
+            self.emit(Vec::new(), now);
         }
     }
 
     /// Turns the outputs of one step into records: notifications, audit
     /// records, plus `records` the step already made (dead letters).
-    /// `source_ts`: the input's broker timestamp, when this step follows that
-    /// input at once (for the latency histogram).
-    fn emit(
-        &mut self,
-        mut records: Vec<Record>,
-        source_ts: Option<crate::model::Ts>,
-        now: crate::model::Ts,
-    ) {
+    fn emit(&mut self, mut records: Vec<Record>, now: crate::model::Ts) {
         let rules = self.rules.clone();
         self.metrics.record(&mut self.cache, &self.outputs.fates);
         let notifications = std::mem::take(&mut self.outputs.notifications);
@@ -752,9 +749,6 @@ impl Core {
                     ("squadron.notification.id", n.id.as_bytes().to_vec()),
                 ],
             });
-            if let Some(ts) = source_ts {
-                self.metrics.latency.observe(now.since(ts).as_secs_f64());
-            }
         }
         self.unacknowledged.extend(notifications);
         if self.cfg.pipeline.audit != AuditMode::Off {

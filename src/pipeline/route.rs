@@ -160,7 +160,7 @@ impl Core {
                 fate: Fate::Invalid { reason },
             });
         }
-        self.emit(vec![record], None, now);
+        self.emit(vec![record], now);
     }
 }
 

@@ -44,7 +44,10 @@ pub struct Metrics {
     pub stage_alerts: [IntCounter; 2],
     pub consumer_lag: IntGaugeVec,
     pub commits: IntCounter,
-    pub latency: Histogram,
+    /// Input broker timestamp to the message decided (fed to its engine).
+    pub processing_latency: Histogram,
+    /// A notification made (its group's flush) to it being durable in its topic.
+    pub notification_latency: Histogram,
     pub rule_reloads: IntCounterVec,
     pub last_reload: IntGauge,
     pub rules_valid: IntGauge,
@@ -64,6 +67,10 @@ pub struct Metrics {
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
 }
+
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0,
+];
 
 /// The `kind` label values of `squadron_dead_letters_total`.
 pub const DEAD_LETTER_KINDS: [&str; 3] = ["invalid_input", "receiver_failed", "produce_failed"];
@@ -281,13 +288,24 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
-            latency: {
+            processing_latency: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
-                        "squadron_pipeline_latency_seconds",
-                        "From an input message's broker timestamp to the notification derived from it being handed to the producer.",
+                        "squadron_processing_latency_seconds",
+                        "From an input message's broker timestamp to its alerts being decided (fed to their engine), per message.",
                     )
-                    .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0]),
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
+            notification_latency: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "squadron_notification_latency_seconds",
+                        "From a notification being made (its group's flush) to the commit that made it durable in its squad topic.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
                 )?;
                 registry.register(Box::new(h.clone()))?;
                 h
