@@ -164,7 +164,11 @@ fn storm(start: Ts) {
         std::process::exit(1);
     }
     if peak > budget {
-        eprintln!("peak RSS {} MiB over the budget of {} MiB", peak >> 20, budget >> 20);
+        eprintln!(
+            "peak RSS {} MiB over the budget of {} MiB",
+            peak >> 20,
+            budget >> 20
+        );
         std::process::exit(1);
     }
 }

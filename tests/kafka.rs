@@ -154,6 +154,11 @@ fn routes_to_squad_topics_dead_letters_bad_input_and_commits() {
         .unwrap(),
     ];
     produce(&broker, &t.input, &messages);
+    // A bad message with a null key: its dead letter's key is null too.
+    let p = producer(&broker);
+    p.send(BaseRecord::<(), [u8]>::to(&t.input).payload(&b"keyless junk"[..]))
+        .unwrap();
+    p.flush(Duration::from_secs(10)).unwrap();
     let child = squadron(
         &["run", "--audit", "suppressed"],
         &run_env(&broker, &t, &rules),
@@ -161,7 +166,14 @@ fn routes_to_squad_topics_dead_letters_bad_input_and_commits() {
 
     let notes = read_all(&broker, &t.payments, 1, Duration::from_secs(60));
     let platform = read_all(&broker, &t.platform, 1, Duration::from_secs(30));
-    let dlq = read_all(&broker, &t.dead_letter, 2, Duration::from_secs(30));
+    let mut dlq = read_all(&broker, &t.dead_letter, 3, Duration::from_secs(30));
+    let keyless = dlq
+        .iter()
+        .position(|d| d.3 == b"keyless junk")
+        .expect("the keyless message is dead-lettered");
+    assert_eq!(dlq[keyless].2.get(KEY), None, "a null key stays null");
+    dlq.remove(keyless);
+    assert!(dlq.iter().all(|d| d.2.contains_key(KEY)), "keys are kept");
     let ends = end_offsets(&broker, &t.input);
     wait_until(
         Duration::from_secs(30),
@@ -684,6 +696,9 @@ fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
         ),
         "{scrape}"
     );
+    // Processing latency is measured per message, whatever group_wait is.
+    let decided = metric(port, "squadron_processing_latency_seconds_count").unwrap_or(0.0);
+    assert!(decided >= 1.0, "{scrape}");
 
     // A broken rule file while running: rejected, the old rules keep serving, nothing lost.
     std::fs::write(

@@ -22,7 +22,8 @@ mod state;
 pub use changelog::{Change, RestoreReport};
 
 pub use output::{
-    Fate, FateKind, FateRecord, Folded, InputId, Limit, Notification, NotifiedAlert, NotifyReason, Outputs,
+    Fate, FateKind, FateRecord, Folded, InputId, Limit, Notification, NotifiedAlert, NotifyReason,
+    Outputs,
 };
 use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
 
@@ -431,7 +432,11 @@ impl Engine {
                 return Some(Limit::MaxActiveAlerts);
             }
         }
-        let squad = self.squad_alerts.get(owner.squad as usize).copied().unwrap_or(0);
+        let squad = self
+            .squad_alerts
+            .get(owner.squad as usize)
+            .copied()
+            .unwrap_or(0);
         if limits.max_active_alerts_per_squad > 0
             && !owner.core
             && squad >= limits.max_active_alerts_per_squad

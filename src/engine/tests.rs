@@ -429,7 +429,11 @@ limits: {max_active_alerts: 100, max_active_alerts_per_squad: 40}
 ";
     let mut engine = Engine::new(rules(text));
     let msg = |service: &str, i: usize, resolved: bool| {
-        let ends = if resolved { r#","endsAt":"1970-01-01T00:00:01Z""# } else { "" };
+        let ends = if resolved {
+            r#","endsAt":"1970-01-01T00:00:01Z""#
+        } else {
+            ""
+        };
         format!(r#"{{"labels":{{"alertname":"A","service":"{service}","id":"{i}"}}{ends}}}"#)
             .into_bytes()
     };
@@ -453,12 +457,16 @@ limits: {max_active_alerts: 100, max_active_alerts_per_squad: 40}
     assert_eq!(engine.active_alerts(), 100);
     assert_eq!(shed(&fates, Limit::MaxActiveAlerts), 40);
     // Resolving batch alerts frees room for batch again after their flush.
-    let resolve: Vec<(Ts, Vec<u8>)> = (0..40).map(|i| (Ts(2_000), msg("batch", i, true))).collect();
+    let resolve: Vec<(Ts, Vec<u8>)> = (0..40)
+        .map(|i| (Ts(2_000), msg("batch", i, true)))
+        .collect();
     let (_, _, next) = run(&mut engine, &resolve, next, false);
     let mut out = Outputs::default();
     engine.advance_to(Ts(10_000), &mut out);
     assert_eq!(engine.active_alerts(), 60);
-    let again: Vec<(Ts, Vec<u8>)> = (500..540).map(|i| (Ts(10_000), msg("batch", i, false))).collect();
+    let again: Vec<(Ts, Vec<u8>)> = (500..540)
+        .map(|i| (Ts(10_000), msg("batch", i, false)))
+        .collect();
     let (fates, _, next) = run(&mut engine, &again, next, true);
     // 90 non-core may be active overall (the last tenth is core's): 30 admitted.
     assert_eq!(shed(&fates, Limit::MaxActiveAlerts), 10);

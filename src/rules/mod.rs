@@ -260,7 +260,19 @@ impl fmt::Display for RuleError {
         if let Some(r) = &self.rule {
             write!(f, "{r}: ")?;
         }
-        f.write_str(&self.message)
+        // One line per error, whatever the YAML parser wrote (logs promise it).
+        let mut lines = self
+            .message
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty());
+        if let Some(first) = lines.next() {
+            f.write_str(first)?;
+        }
+        for l in lines {
+            write!(f, "; {l}")?;
+        }
+        Ok(())
     }
 }
 
@@ -648,9 +660,7 @@ impl Compiler<'_> {
         let storm_file = self.single(files, "storm_limit", |f| f.storm_limit.as_ref());
         let limits = match self.single(files, "limits", |f| f.limits.as_ref()) {
             Some((_, l)) => Limits {
-                max_active_alerts: l
-                    .max_active_alerts
-                    .unwrap_or(DEFAULT_MAX_ACTIVE_ALERTS),
+                max_active_alerts: l.max_active_alerts.unwrap_or(DEFAULT_MAX_ACTIVE_ALERTS),
                 max_active_alerts_per_squad: l.max_active_alerts_per_squad.unwrap_or(0),
             },
             None => Limits::default(),

@@ -21,6 +21,20 @@ fn shipped_example_rules_compile() {
 }
 
 #[test]
+fn every_error_displays_on_one_line() {
+    for text in [
+        "squads:\n  - name: a\n    services: [x, y\n",
+        "squads: [\n\t- a\n",
+        "impact_rules:\n  - name: x\n    match: ['a=~\"(\"']\n    action: drop\n",
+        "a: b: c\n",
+    ] {
+        for e in errors(text) {
+            assert!(!e.to_string().contains('\n'), "{e}");
+        }
+    }
+}
+
+#[test]
 fn yaml_syntax_error_names_line_and_column() {
     let e = errors("squads:\n  - name: a\n    services: [x, y\n");
     assert_eq!(e.len(), 1);

@@ -86,6 +86,8 @@ pub fn producer(broker: &str) -> ThreadedProducer<DefaultProducerContext> {
 
 /// A record read back: (partition, offset, headers, payload).
 pub type Record = (i32, i64, HashMap<String, String>, Vec<u8>);
+/// Where [`read_all`] puts a record's key among its headers (absent: null key).
+pub const KEY: &str = ":key";
 /// Every record of a topic.
 pub fn read_all(broker: &str, topic: &str, want_at_least: usize, timeout: Duration) -> Vec<Record> {
     read(broker, topic, want_at_least, timeout, "read_uncommitted")
@@ -123,7 +125,7 @@ fn read(
     while start.elapsed() < timeout {
         match c.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
-                let headers = m
+                let mut headers: HashMap<String, String> = m
                     .headers()
                     .map(|h| {
                         h.iter()
@@ -137,6 +139,10 @@ fn read(
                             .collect()
                     })
                     .unwrap_or_default();
+                // The record's key, when it has one (absent: a null key).
+                if let Some(k) = m.key() {
+                    headers.insert(KEY.into(), String::from_utf8_lossy(k).into_owned());
+                }
                 out.push((
                     m.partition(),
                     m.offset(),
