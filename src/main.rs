@@ -1,7 +1,7 @@
 //! The `squadron` binary: parse the command line, set up logging, call the library.
 
 use clap::Parser;
-use squadron::cli::{Cli, LogFormat, run};
+use squadron::cli::{Cli, Command, LogFormat, run};
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::prelude::*;
 
@@ -19,9 +19,30 @@ fn main() {
             Targets::new().with_default(tracing::Level::INFO)
         }
     };
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // The demo redraws the terminal: its logs go to a file instead of through the view.
+    let demo_log = (matches!(cli.command, Command::Demo(_))
+        && std::io::IsTerminal::is_terminal(&std::io::stdout()))
+    .then(|| std::env::temp_dir().join("squadron-demo.log"))
+    .and_then(|path| match std::fs::File::create(&path) {
+        Ok(f) => {
+            eprintln!("squadron demo: logs go to {}", path.display());
+            Some(f)
+        }
+        Err(e) => {
+            eprintln!(
+                "warning: cannot write {}: {e}; logging to stderr",
+                path.display()
+            );
+            None
+        }
+    });
+    let ansi = demo_log.is_none() && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let writer = match demo_log {
+        Some(f) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::sync::Mutex::new(f)),
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_ansi(ansi);
     let registry = tracing_subscriber::registry().with(filter);
     match cli.log_format {

@@ -377,3 +377,99 @@ fn a_pagerduty_resolve_resolves_its_trigger_through_the_engine() {
         "Grafana's alert reached the indexer's squad"
     );
 }
+
+/// The demo as a newcomer runs it: it serves the same endpoints as `run`,
+/// SIGTERM ends it with its summary and exit 0, a clean run logs no error,
+/// and a port in use is named as such.
+#[test]
+fn the_demo_serves_stops_cleanly_and_names_a_busy_port() {
+    use std::io::Read;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/rules");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args([
+            "demo",
+            "--rules",
+            rules,
+            "--duration",
+            "600s",
+            "--http-listen",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .env("SQUADRON_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let get = |path: &str| -> Option<(u16, String)> {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(15)))
+            .ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).ok()?;
+        let code = raw.split_whitespace().nth(1)?.parse().ok()?;
+        Some((code, raw))
+    };
+    let started = std::time::Instant::now();
+    while get("/readyz").map(|r| r.0) != Some(200) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "the demo never got ready"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    for path in ["/api/v1/groups", "/api/v1/alerts"] {
+        assert_eq!(get(path).map(|r| r.0), Some(200), "{path}");
+    }
+    // A second demo on the same port says the port is in use.
+    let busy = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args([
+            "demo",
+            "--rules",
+            rules,
+            "--duration",
+            "1s",
+            "--http-listen",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&busy.stderr);
+    assert!(!busy.status.success());
+    assert!(err.contains("in use"), "{err}");
+    assert!(!err.contains("channel closed"), "{err}");
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let status = child.wait().unwrap();
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let mut log = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(status.success(), "{status}: {log}");
+    assert!(
+        out.contains("noise reduction"),
+        "the summary is printed: {out}"
+    );
+    assert!(!log.contains("ERROR"), "a clean run logs no error: {log}");
+}

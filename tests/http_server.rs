@@ -57,7 +57,7 @@ fn server(limits: HttpLimits) -> Server {
         shutdown.clone(),
         tx,
     ));
-    let addr = runtime.block_on(rx).unwrap();
+    let addr = runtime.block_on(rx).unwrap().unwrap();
     Server {
         addr,
         shared,

@@ -41,6 +41,9 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // First, so a SIGTERM during startup also ends with the summary.
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
         let mock = MockCluster::new(1).context("starting the in-process Kafka")?;
         let brokers = mock.bootstrap_servers();
         let mut cfg = Config { rules: args.rules.clone(), ..Config::default() };
@@ -60,16 +63,19 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         for s in &rules.squads {
             mock.create_topic(&s.topic, 1, 1)?;
         }
-        let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
-        let shared = start_http(&cfg, shutdown.clone(), None).await?;
+        // The same commands as `run`: /api/v1/groups, /api/v1/alerts, /-/reload,
+        // SIGHUP and rule file changes.
+        let (commands, commands_rx) = tokio::sync::mpsc::channel(16);
+        super::run::spawn_reload_on_sighup(commands.clone());
+        pipeline::spawn_rules_watcher(cfg.rules.clone(), commands.clone(), shutdown.clone());
+        let shared = start_http(&cfg, shutdown.clone(), Some(commands)).await?;
         if let Some(addr) = cfg.http.listen {
             eprintln!("squadron demo: in-process Kafka at {brokers}; metrics at http://{addr}/metrics; Ctrl-C stops");
         }
         let pipeline = tokio::spawn(pipeline::run(
             cfg.clone(),
             rules,
-            Handles { metrics: shared.metrics.clone(), status: shared.status.clone(), shutdown: shutdown.clone(), commands: None },
+            Handles { metrics: shared.metrics.clone(), status: shared.status.clone(), shutdown: shutdown.clone(), commands: Some(commands_rx) },
         ));
         let generator = tokio::spawn(generate_traffic(brokers, cfg.kafka.input_topics[0].clone(), args.duration, shutdown.clone()));
 
@@ -98,7 +104,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         shutdown.cancel();
         let produced = generator.await??;
         let summary_run = pipeline.await??;
-        println!("{}", summary(&shared.metrics, started.elapsed(), args.duration));
+        println!("{}", summary(&shared.metrics, started.elapsed().min(args.duration), args.duration));
         let (decided, _, _) = counts(&shared.metrics);
         println!(
             "generated {produced} messages; the pipeline read {} messages holding {} alerts; {} alerts were still waiting in groups (kept in the state store: a restart restores them)",
@@ -106,8 +112,11 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
             summary_run.received,
             summary_run.received.saturating_sub(decided)
         );
+        // Every client of the in-process broker goes before the broker, so
+        // none of them reports it gone.
+        drop(shared);
         drop(mock);
-        Ok(0)
+        Ok(super::run::exit_code())
     })
 }
 
@@ -166,11 +175,18 @@ fn one_line(m: &Metrics, elapsed: Duration) -> String {
 
 fn summary(m: &Metrics, elapsed: Duration, duration: Duration) -> String {
     let (received, fates, notifications) = counts(m);
-    let mut s = format!(
-        "squadron demo  {:>3}s / {}s of generated traffic\n\n",
-        elapsed.as_secs(),
-        duration.as_secs()
-    );
+    let mut s = if elapsed <= duration {
+        format!(
+            "squadron demo  {:>3}s / {}s of generated traffic\n\n",
+            elapsed.as_secs(),
+            duration.as_secs()
+        )
+    } else {
+        format!(
+            "squadron demo  {}s of generated traffic, done; the last groups flush\n\n",
+            duration.as_secs()
+        )
+    };
     s.push_str(&format!("alerts decided  {received:>9}\n"));
     for (k, n) in &fates {
         let pct = if received == 0 {

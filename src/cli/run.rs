@@ -195,7 +195,7 @@ pub fn raise_open_file_limit() -> u64 {
 }
 
 /// SIGHUP reloads the rules (through the same path as startup).
-fn spawn_reload_on_sighup(commands: tokio::sync::mpsc::Sender<pipeline::Command>) {
+pub(crate) fn spawn_reload_on_sighup(commands: tokio::sync::mpsc::Sender<pipeline::Command>) {
     tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let Ok(mut hup) = signal(SignalKind::hangup()) else {
@@ -251,6 +251,9 @@ pub async fn start_http(
         let s = shared.clone();
         let limits = cfg.http.limits()?;
         let server = tokio::spawn(http::serve(addr, limits, s, shutdown.clone(), tx));
+        rx.await
+            .context("the HTTP server ended before listening")?
+            .with_context(|| format!("cannot serve HTTP on {addr}"))?;
         // Alive but deaf is the worst state for an orchestrator: if the server
         // ends while squadron runs, shut down and exit non-zero to be restarted.
         tokio::spawn(async move {
@@ -264,8 +267,6 @@ pub async fn start_http(
             HTTP_FAILED.store(true, std::sync::atomic::Ordering::SeqCst);
             shutdown.cancel();
         });
-        rx.await
-            .with_context(|| format!("cannot serve HTTP on {addr}"))?;
     }
     Ok(shared)
 }

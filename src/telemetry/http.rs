@@ -106,10 +106,25 @@ pub async fn serve(
     limits: HttpLimits,
     shared: Shared,
     shutdown: CancellationToken,
-    bound: tokio::sync::oneshot::Sender<SocketAddr>,
+    bound: tokio::sync::oneshot::Sender<std::io::Result<SocketAddr>>,
 ) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr).await?;
-    let _ = bound.send(listener.local_addr()?);
+    let listener = match TcpListener::bind(addr).await.and_then(|l| {
+        let local = l.local_addr()?;
+        Ok((l, local))
+    }) {
+        Ok((l, local)) => {
+            let _ = bound.send(Ok(local));
+            l
+        }
+        Err(e) => {
+            let kind = e.kind();
+            let _ = bound.send(Err(e));
+            return Err(std::io::Error::new(
+                kind,
+                format!("cannot listen on {addr}"),
+            ));
+        }
+    };
     tracing::info!(addr = %listener.local_addr()?, max_connections = limits.max_connections, "http server listening");
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let mut builder = http1::Builder::new();
