@@ -1026,3 +1026,160 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         "retries are logged by receiver name: {log_text}"
     );
 }
+
+/// POSTs `body` to the ingest; the status code.
+fn post(port: u16, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /api/v2/alerts HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    s.write_all(body).unwrap();
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw.split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Poison messages, in the input topic and through the ingest: a CloudEvent
+/// nested 8,000 times, a 900 KB label value, bytes that are not UTF-8, and a
+/// million tiny distinct alerts in 4.4 MB messages (split between the stages). The process stays up, each bad
+/// one is dead-lettered with its reason, the million are decided (most shed
+/// by the state limit), and a good alert after them is notified.
+#[test]
+fn poison_messages_are_dead_lettered_and_later_alerts_decided() {
+    let Some(broker) = broker() else {
+        return;
+    };
+    let t = Topics::new("poison");
+    create(
+        &broker,
+        &[
+            (&t.dead_letter, 1),
+            (&t.audit, 1),
+            (&t.payments, 1),
+            (&t.platform, 1),
+        ],
+    );
+    create_with(&broker, &t.input, 4, &[("max.message.bytes", "10000000")]);
+    let rules = rules_dir(&t, "0s");
+    // The million share one group (alertname Tiny, no service); a lower cap
+    // keeps each of its flushes small in this debug build.
+    std::fs::write(
+        rules.join("limits.yaml"),
+        "limits: {max_active_alerts: 50000}\n",
+    )
+    .unwrap();
+    let mut nested = r#"{"labels":{"alertname":"Deep","service":"checkout"}}"#.to_string();
+    for _ in 0..8_000 {
+        nested =
+            format!(r#"{{"specversion":"1.0","type":"x","source":"s","id":"1","data":{nested}}}"#);
+    }
+    let huge = serde_json::to_vec(&alert(
+        json!({"alertname": "Huge", "service": "checkout", "blob": "x".repeat(900_000)}),
+    ))
+    .unwrap();
+    let mut poison: Vec<Vec<u8>> = vec![
+        nested.clone().into_bytes(),
+        vec![0xff, 0xfe, b'{', 0xc3],
+        huge,
+    ];
+    // A million tiny distinct alerts, in five messages of 200,000.
+    for m in 0..5 {
+        let mut tiny = Vec::with_capacity(6_000_000);
+        tiny.push(b'[');
+        for i in 0..200_000 {
+            if i > 0 {
+                tiny.push(b',');
+            }
+            tiny.extend_from_slice(
+                format!(r#"{{"labels":{{"alertname":"Tiny","id":"{m}-{i}"}}}}"#).as_bytes(),
+            );
+        }
+        tiny.push(b']');
+        poison.push(tiny);
+    }
+    let p: rdkafka::producer::ThreadedProducer<_> = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker)
+        .set("message.max.bytes", "10000000")
+        .create_with_context(rdkafka::producer::DefaultProducerContext)
+        .unwrap();
+    for (i, m) in poison.iter().enumerate() {
+        p.send(
+            BaseRecord::<(), [u8]>::to(&t.input)
+                .payload(m)
+                .partition(i as i32 % 4),
+        )
+        .map_err(|(e, _)| e)
+        .expect("poison produced");
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    let (child, port) = run_with_http(&broker, &t, &rules, &[]);
+
+    // Through the ingest: refused with a reason, the process stays up.
+    let deep_post = {
+        let mut m = r#"{"labels":{"alertname":"Deep"}}"#.to_string();
+        for _ in 0..2_000 {
+            m = format!(r#"{{"specversion":"1.0","data":{m}}}"#);
+        }
+        m
+    };
+    assert_eq!(post(port, deep_post.as_bytes()), 400);
+    assert_eq!(post(port, &[0xff, 0xfe]), 400);
+    assert_eq!(http(port, "GET", "/healthz").0, 200);
+
+    let dlq = read_all(&broker, &t.dead_letter, 2, Duration::from_secs(120));
+    let kinds: Vec<&str> = dlq
+        .iter()
+        .map(|d| d.2["squadron.reason.kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"too_deep"), "{kinds:?}");
+    assert!(kinds.contains(&"not_utf8"), "{kinds:?}");
+    wait_until(
+        Duration::from_secs(60),
+        "the 900 KB alert dead-lettered",
+        || {
+            read_all(&broker, &t.dead_letter, 3, Duration::from_secs(5))
+                .iter()
+                .any(|d| d.2["squadron.reason.kind"] == "too_large")
+        },
+    );
+    let deep = dlq
+        .iter()
+        .find(|d| d.2["squadron.reason.kind"] == "too_deep")
+        .unwrap();
+    assert_eq!(deep.3, nested.as_bytes(), "dead-lettered verbatim");
+
+    // Every one of the million has a fate; the state limit shed most of them.
+    wait_until(
+        Duration::from_secs(300),
+        "the million tiny alerts decided",
+        || {
+            metric(port, "squadron_alert_fates_total{fate=\"shed\"}").unwrap_or(0.0) > 0.0
+                && metric(port, "squadron_stage_alerts_total{stage=\"decide\"}").unwrap_or(0.0)
+                    >= 1_000_000.0
+        },
+    );
+    // A good alert after all that is notified.
+    produce(
+        &broker,
+        &t.input,
+        &[serde_json::to_vec(&alert(
+            json!({"alertname": "AfterPoison", "service": "checkout"}),
+        ))
+        .unwrap()],
+    );
+    wait_until(Duration::from_secs(60), "the good alert notified", || {
+        read_all(&broker, &t.payments, 1, Duration::from_secs(5))
+            .iter()
+            .any(|(_, _, _, p)| String::from_utf8_lossy(p).contains("AfterPoison"))
+    });
+    assert_eq!(http(port, "GET", "/healthz").0, 200);
+    stop(child);
+}

@@ -70,10 +70,12 @@ pub enum InvalidKind {
     /// Nested deeper than a supported message can be: a CloudEvent inside a
     /// CloudEvent, or a field serde_json refuses past its recursion limit (128).
     TooDeep,
+    /// One alert larger than squadron passes between its stages (900 KB).
+    TooLarge,
 }
 
 impl InvalidKind {
-    pub const ALL: [InvalidKind; 8] = [
+    pub const ALL: [InvalidKind; 9] = [
         InvalidKind::NotUtf8,
         InvalidKind::NotJson,
         InvalidKind::UnknownShape,
@@ -82,6 +84,7 @@ impl InvalidKind {
         InvalidKind::BadTimestamp,
         InvalidKind::BadField,
         InvalidKind::TooDeep,
+        InvalidKind::TooLarge,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -93,6 +96,7 @@ impl InvalidKind {
             InvalidKind::BadTimestamp => "bad_timestamp",
             InvalidKind::BadField => "bad_field",
             InvalidKind::TooDeep => "too_deep",
+            InvalidKind::TooLarge => "too_large",
         }
     }
 }

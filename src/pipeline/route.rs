@@ -77,27 +77,52 @@ impl Core {
                         );
                     }
                 }
-                self.metrics.stage_alerts[0].inc_by(owners.len() as u64);
-                let mut batches: BTreeMap<i32, Vec<u8>> = BTreeMap::new();
+                // Each task's alerts, in records of at most REPARTITION_BYTES (the
+                // broker takes 1 MB by default): a message of any size gets through.
+                let mut batches: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+                let mut oversized = 0u64;
                 match owners.first() {
                     // One task owns every alert of a valid message: it gets the bytes as they came.
-                    Some(&(_, p)) if invalid.is_empty() && owners.iter().all(|(_, q)| *q == p) => {
-                        batches.insert(p, payload.to_vec());
+                    Some(&(_, p))
+                        if invalid.is_empty()
+                            && payload.len() <= REPARTITION_BYTES
+                            && owners.iter().all(|(_, q)| *q == p) =>
+                    {
+                        batches.insert(p, vec![payload.to_vec()]);
                     }
                     _ => {
-                        let room = payload.len() / decoded.alerts.len().max(1) + 64;
+                        let room = (payload.len() / decoded.alerts.len().max(1) + 64) * 8;
                         for &(i, p) in &owners {
                             let a = decoded.alerts[i].as_ref().expect("valid");
-                            let buf = batches
-                                .entry(p)
-                                .or_insert_with(|| Vec::with_capacity(room * 8));
+                            let chunks = batches.entry(p).or_default();
+                            if chunks.last().is_none_or(|c| c.len() >= REPARTITION_BYTES) {
+                                chunks.push(Vec::with_capacity(room.min(REPARTITION_BYTES)));
+                            }
+                            let buf = chunks.last_mut().expect("pushed");
+                            let before = buf.len();
                             append(buf, a, now);
+                            if buf.len() - before > REPARTITION_BYTES {
+                                // One alert larger than a record may be: invalid, with its size.
+                                let size = buf.len() - before;
+                                buf.truncate(before);
+                                if buf.is_empty() {
+                                    chunks.pop();
+                                }
+                                invalid.push(crate::decode::Invalid {
+                                    kind: crate::decode::InvalidKind::TooLarge,
+                                    detail: format!(
+                                        "alert {i}: {size} bytes, over the {REPARTITION_BYTES} an alert may have"
+                                    ),
+                                });
+                                oversized += 1;
+                            }
                         }
-                        for body in batches.values_mut() {
+                        for body in batches.values_mut().flatten() {
                             body.push(b']');
                         }
                     }
                 }
+                self.metrics.stage_alerts[0].inc_by(owners.len() as u64 - oversized);
                 // The input's broker timestamp, for the decide stage's latency histogram. A
                 // header, not the record's timestamp: the broker may refuse odd timestamps.
                 let source_ts = m
@@ -114,7 +139,10 @@ impl Core {
                         (SOURCE_TIMESTAMP, source_ts.clone()),
                     ]
                 };
-                for (p, body) in batches {
+                for (p, body) in batches
+                    .into_iter()
+                    .flat_map(|(p, chunks)| chunks.into_iter().map(move |c| (p, c)))
+                {
                     self.out.send(Record {
                         kind: Kind::Repartition,
                         topic: self.topo.repartition.clone(),
@@ -163,6 +191,10 @@ impl Core {
         self.emit(vec![record], now);
     }
 }
+
+/// The largest repartition record the route stage writes (the broker's and
+/// librdkafka's default limit is 1 MB); a larger message is split.
+const REPARTITION_BYTES: usize = 900_000;
 
 /// Appends `a` to a JSON array being built, as a Prometheus alert. An explicit
 /// status (webhook formats) is carried by `endsAt`, as Alertmanager does:
