@@ -4,6 +4,7 @@
 #   scripts/kafka.sh fetch    download the broker's jars from Maven Central (once, cached)
 #   scripts/kafka.sh start    fetch if needed, format storage, start, wait until ready
 #   scripts/kafka.sh stop     stop the broker started by `start`
+#   scripts/kafka.sh resume   start it again on its existing storage (after `stop`: an outage)
 #   scripts/kafka.sh status   say whether it runs
 #
 # Settings (environment):
@@ -99,6 +100,14 @@ EOF
   java -cp "$cp" -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
     kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 || {
     log "formatting storage failed:"; cat "$DIR/format.log" >&2; exit 1; }
+  launch
+}
+
+# Starts the JVM on the storage in $DIR and waits until it serves.
+launch() {
+  local cp="$LIBS/*"
+  : >"$DIR/server.log"
+  : >"$DIR/stdout.log"
   nohup java -Xms256m -Xmx1g -XX:+UseG1GC -cp "$cp" \
     -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
     kafka.Kafka "$DIR/server.properties" >"$DIR/stdout.log" 2>&1 &
@@ -115,6 +124,12 @@ EOF
   log "broker not ready after 60s:"; tail -n 40 "$DIR/server.log" >&2 || true; stop; exit 1
 }
 
+resume() {
+  if running; then log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"; return 0; fi
+  [ -f "$DIR/server.properties" ] || { log "nothing to resume in $DIR: use start"; exit 1; }
+  launch
+}
+
 stop() {
   if ! running; then log "not running"; rm -f "$PIDFILE"; return 0; fi
   local pid; pid="$(cat "$PIDFILE")"
@@ -129,6 +144,7 @@ case "${1:-}" in
   fetch) fetch ;;
   start) start ;;
   stop) stop ;;
+  resume) resume ;;
   status) if running; then echo "running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"; else echo "not running"; exit 1; fi ;;
-  *) echo "usage: $0 fetch|start|stop|status" >&2; exit 2 ;;
+  *) echo "usage: $0 fetch|start|stop|resume|status" >&2; exit 2 ;;
 esac

@@ -43,6 +43,7 @@ mod decide;
 mod produce;
 mod route;
 pub mod store;
+pub mod throttle;
 pub mod topology;
 
 use crate::engine::{Engine, Fate, FateKind, FateRecord, Notification, Outputs};
@@ -75,9 +76,18 @@ const RESTORE_LIMIT: Duration = Duration::from_secs(300);
 pub struct PipelineContext {
     core: Arc<Mutex<Core>>,
     metrics: Arc<Metrics>,
+    logs: throttle::Throttle,
 }
 
 impl ClientContext for PipelineContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.logs.kafka_log(level, fac, message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.logs.kafka_error(&error, reason);
+    }
+
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
@@ -209,7 +219,8 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         cfg.kafka.dead_letter_topic.clone(),
         metrics.clone(),
     )?;
-    let receiver_producer: FutureProducer = { producer_cfg.create()? };
+    let receiver_producer: FutureProducer<throttle::Throttled> =
+        producer_cfg.create_with_context(throttle::Throttled::default())?;
     let core = Arc::new(Mutex::new(Core {
         topo: topo.clone(),
         rules: rules.clone(),
@@ -273,7 +284,9 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         consumer_cfg.create_with_context(PipelineContext {
             core: core.clone(),
             metrics: metrics.clone(),
+            logs: Default::default(),
         })?;
+    let consumer_errors = throttle::Throttle::default();
     let mut topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
     topics.push(&topo.repartition);
     consumer.subscribe(&topics)?;
@@ -355,7 +368,9 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
                     metrics.busy.inc_by(t.elapsed().as_secs_f64());
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "consumer error");
+                    if let Some(left_out) = consumer_errors.check(&format!("{:?}", error.rdkafka_error_code())) {
+                        tracing::warn!(%error, left_out, "consumer error");
+                    }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -1006,7 +1021,7 @@ pub fn spawn_rules_watcher(
 
 /// Receiver deliveries that exhausted their retries go to the dead-letter topic.
 struct ReceiverDeadLetters {
-    producer: FutureProducer,
+    producer: FutureProducer<throttle::Throttled>,
     topic: String,
     metrics: Arc<Metrics>,
 }

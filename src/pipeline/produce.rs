@@ -61,9 +61,18 @@ pub struct Deliveries {
     /// Records the broker will never take (too large, unknown topic, not
     /// authorized), with the error: they go to the dead-letter topic.
     rejected: Mutex<Vec<(Kind, OwnedMessage, KafkaError)>>,
+    logs: super::throttle::Throttle,
 }
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.logs.kafka_log(level, fac, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.logs.kafka_error(&error, reason);
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = usize;
@@ -75,15 +84,24 @@ impl ProducerContext for Deliveries {
                 .produce_errors
                 .with_label_values(&[kind.as_str()])
                 .inc();
+            let left_out = self.logs.check(&format!(
+                "delivery/{}/{:?}",
+                kind.as_str(),
+                error.rdkafka_error_code()
+            ));
             if is_permanent(error) {
-                tracing::error!(%error, topic = msg.topic(), output = kind.as_str(), "the broker refuses this record for good: dead-lettering it");
+                if let Some(left_out) = left_out {
+                    tracing::error!(%error, topic = msg.topic(), output = kind.as_str(), left_out, "the broker refuses this record for good: dead-lettering it");
+                }
                 self.rejected.lock().expect("rejected lock").push((
                     kind,
                     msg.detach(),
                     error.clone(),
                 ));
             } else {
-                tracing::warn!(%error, topic = msg.topic(), output = kind.as_str(), "delivery failed; will retry");
+                if let Some(left_out) = left_out {
+                    tracing::warn!(%error, topic = msg.topic(), output = kind.as_str(), left_out, "delivery failed; will retry");
+                }
                 self.failed
                     .lock()
                     .expect("failed lock")
@@ -174,6 +192,7 @@ impl Output {
             metrics,
             failed: Mutex::new(Vec::new()),
             rejected: Mutex::new(Vec::new()),
+            logs: Default::default(),
         })?;
         if transactional {
             // Fences any earlier producer with the same id and aborts its open transaction.

@@ -27,14 +27,21 @@ pub struct Restorer {
 
 /// Reaching the end of a partition is how a restore knows it is done, not an
 /// error worth a log line.
-pub struct Quiet;
+#[derive(Default)]
+pub struct Quiet {
+    logs: super::throttle::Throttle,
+}
 
 impl rdkafka::ClientContext for Quiet {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        self.logs.kafka_log(level, fac, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         let eof = matches!(error, KafkaError::PartitionEOF(_))
             || matches!(&error, KafkaError::Global(c) if *c == rdkafka::types::RDKafkaErrorCode::PartitionEOF);
         if !eof {
-            tracing::warn!(%error, reason, "changelog reader");
+            self.logs.kafka_error(&error, reason);
         }
     }
 }
@@ -61,7 +68,7 @@ impl Restorer {
         c.set("fetch.wait.max.ms", "50");
         c.remove("group.instance.id");
         Ok(Restorer {
-            consumer: c.create_with_context(Quiet)?,
+            consumer: c.create_with_context(Quiet::default())?,
             topic,
         })
     }

@@ -39,7 +39,7 @@ impl Default for IngestConfig {
 }
 
 pub struct HttpIngest {
-    producer: FutureProducer,
+    producer: FutureProducer<crate::pipeline::throttle::Throttled>,
     topic: String,
     token: Option<String>,
     pub max_body_bytes: usize,
@@ -67,12 +67,12 @@ impl HttpIngest {
         topic: String,
         cfg: &IngestConfig,
     ) -> anyhow::Result<HttpIngest> {
-        let producer: FutureProducer = client
+        let producer: FutureProducer<crate::pipeline::throttle::Throttled> = client
             .clone()
             .set("linger.ms", "1")
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .create()?;
+            .create_with_context(crate::pipeline::throttle::Throttled::default())?;
         Ok(HttpIngest {
             producer,
             topic,
@@ -140,7 +140,7 @@ mod tests {
         let ingest = |token: Option<&str>| HttpIngest {
             producer: ClientConfig::new()
                 .set("bootstrap.servers", "127.0.0.1:1")
-                .create()
+                .create_with_context(crate::pipeline::throttle::Throttled::default())
                 .unwrap(),
             topic: "t".into(),
             token: token.map(Into::into),
