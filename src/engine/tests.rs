@@ -472,3 +472,62 @@ limits: {max_active_alerts: 100, max_active_alerts_per_squad: 40}
     assert_eq!(shed(&fates, Limit::MaxActiveAlerts), 10);
     assert_eq!(next, 200 + 80 + 100 + 40 + 40);
 }
+
+/// Arbitrary bytes never panic the decoder or the engine, and every input
+/// still gets exactly one fate: real messages mutated at random (bytes
+/// flipped, cut, duplicated, brackets and quotes and invalid UTF-8 inserted).
+#[test]
+fn mutated_messages_keep_the_accounting_invariant() {
+    let mut rng = Rng::new(0x5eed_f022);
+    let start = Ts(1_764_147_600_000);
+    let seeds: Vec<Vec<u8>> = generate(&Scenario::hour(start))
+        .into_iter()
+        .take(300)
+        .map(|e| e.message)
+        .collect();
+    let inserts: [&[u8]; 8] = [
+        b"[",
+        b"{",
+        b"\"",
+        b"\\",
+        b"]]]]",
+        &[0xff],
+        &[0xc3],
+        b"{\"specversion\":\"1.0\",\"data\":",
+    ];
+    let mut engine = Engine::new(example_rules());
+    let mut out = Outputs::default();
+    let (mut received, mut fates) = (0u64, 0u64);
+    for i in 0..6_000u64 {
+        let mut m = rng.pick(&seeds).clone();
+        for _ in 0..=rng.below(4) {
+            if m.is_empty() {
+                break;
+            }
+            let at = rng.below(m.len() as u64) as usize;
+            match rng.below(5) {
+                0 => m[at] = rng.next_u64() as u8,
+                1 => m.truncate(at),
+                2 => {
+                    let ins = rng.pick(&inserts);
+                    m.splice(at..at, ins.iter().copied());
+                }
+                3 => {
+                    let tail = m[at..].to_vec();
+                    m.extend_from_slice(&tail);
+                }
+                _ => {
+                    m.remove(at);
+                }
+            };
+        }
+        let now = start.plus(std::time::Duration::from_millis(i * 500));
+        engine.advance_to(now, &mut out);
+        received += feed(&mut engine, &m, now, received, &mut out).alerts as u64;
+        fates += out.fates.len() as u64;
+        out.clear();
+    }
+    engine_drain(&mut engine, &mut out);
+    fates += out.fates.len() as u64;
+    assert_eq!(fates, received, "every input has exactly one fate");
+}
