@@ -64,3 +64,6 @@ for t in sigkill_mid_stream_and_restart_loses_no_alert ten_sigkills_never_notify
          three_instances_one_killed_one_added_notify_each_group_once; do
   grep -q "test $t ... ok" target/test-output.txt || { echo "the Kafka integration test $t did not run" >&2; exit 1; }
 done
+
+log "fuzzing: every target for ${SQUADRON_FUZZ_SECONDS:-30}s (scripts/fuzz.sh; longer runs: README)"
+scripts/fuzz.sh "${SQUADRON_FUZZ_SECONDS:-30}"

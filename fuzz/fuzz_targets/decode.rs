@@ -1,0 +1,37 @@
+//! Any bytes as an input message: the decoder never panics, and through the
+//! engine every input gets exactly one fate.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use squadron::engine::{Engine, Outputs};
+use squadron::model::Ts;
+use std::sync::{Arc, OnceLock};
+
+fn rules() -> Arc<squadron::rules::RuleSet> {
+    static RULES: OnceLock<Arc<squadron::rules::RuleSet>> = OnceLock::new();
+    RULES
+        .get_or_init(|| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../rules");
+            Arc::new(squadron::rules::load_dir(&dir).expect("shipped rules"))
+        })
+        .clone()
+}
+
+fuzz_target!(|data: &[u8]| {
+    let _ = squadron::decode::decode(data);
+    let mut engine = Engine::new(rules());
+    let mut out = Outputs::default();
+    let now = Ts(1_764_147_600_000);
+    let inputs = squadron::ingest::feed(&mut engine, data, now, 0, &mut out).alerts as usize;
+    let mut fates = out.fates.len();
+    out.clear();
+    while let Some(due) = engine.next_deadline() {
+        if engine.pending_inputs() == 0 {
+            break;
+        }
+        engine.tick(due, &mut out);
+        fates += out.fates.len();
+        out.clear();
+    }
+    assert_eq!(fates, inputs, "every input has exactly one fate");
+});
