@@ -89,6 +89,18 @@ inhibit_rules:
     dir
 }
 
+/// A test's topics as [`create_topics`] makes them, `special` with topic configs.
+fn create_topics_with(broker: &str, t: &Topics, special: &str, config: &[(&str, &str)]) {
+    for name in t.all() {
+        let partitions = if name == t.input { 4 } else { 1 };
+        if name == special {
+            create_with(broker, name, partitions, config);
+        } else {
+            create(broker, &[(name, partitions)]);
+        }
+    }
+}
+
 /// A test's topics: the input with 4 partitions, the others with 1.
 fn create_topics(broker: &str, t: &Topics) {
     let topics: Vec<(&str, i32)> = t
@@ -292,16 +304,7 @@ fn oversized_groups_are_cut_and_refused_outputs_dead_lettered() {
         return;
     };
     let t = Topics::new("oversized");
-    create(
-        &broker,
-        &[
-            (&t.input, 4),
-            (&t.dead_letter, 1),
-            (&t.audit, 1),
-            (&t.platform, 1),
-        ],
-    );
-    create_with(&broker, &t.payments, 1, &[("max.message.bytes", "50000")]);
+    create_topics_with(&broker, &t, &t.payments, &[("max.message.bytes", "50000")]);
     let rules = rules_dir(&t, "1s");
     let note = "x".repeat(300);
     let mut messages: Vec<Vec<u8>> = (0..20)
@@ -1049,25 +1052,17 @@ fn post(port: u16, body: &[u8]) -> u16 {
 
 /// Poison messages, in the input topic and through the ingest: a CloudEvent
 /// nested 8,000 times, a 900 KB label value, bytes that are not UTF-8, and a
-/// million tiny distinct alerts in 4.4 MB messages (split between the stages). The process stays up, each bad
-/// one is dead-lettered with its reason, the million are decided (most shed
-/// by the state limit), and a good alert after them is notified.
+/// million tiny distinct alerts in 4.4 MB messages (split between the
+/// stages). The process stays up, each bad one is dead-lettered with its
+/// reason, the million are decided (most shed by the state limit), and a good
+/// alert after them is notified.
 #[test]
 fn poison_messages_are_dead_lettered_and_later_alerts_decided() {
     let Some(broker) = broker() else {
         return;
     };
     let t = Topics::new("poison");
-    create(
-        &broker,
-        &[
-            (&t.dead_letter, 1),
-            (&t.audit, 1),
-            (&t.payments, 1),
-            (&t.platform, 1),
-        ],
-    );
-    create_with(&broker, &t.input, 4, &[("max.message.bytes", "10000000")]);
+    create_topics_with(&broker, &t, &t.input, &[("max.message.bytes", "10000000")]);
     let rules = rules_dir(&t, "0s");
     // The million share one group (alertname Tiny, no service); a lower cap
     // keeps each of its flushes small in this debug build.

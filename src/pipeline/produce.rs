@@ -233,16 +233,7 @@ impl Output {
                 .sum::<usize>();
         if size > self.max_message_bytes && r.kind != Kind::DeadLetter {
             let error = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
-            let headers = r.headers.iter().map(|(k, v)| (*k, v.as_slice()));
-            let dead = self.refused(
-                r.kind,
-                &r.topic,
-                r.key.as_deref(),
-                r.payload.as_deref(),
-                headers,
-                &error,
-            );
-            return self.send(dead);
+            return self.send_refused(&r, &error);
         }
         let mut headers = OwnedHeaders::new_with_capacity(r.headers.len());
         for (k, v) in &r.headers {
@@ -267,16 +258,7 @@ impl Output {
                 .inc();
             if is_permanent(&error) && r.kind != Kind::DeadLetter {
                 tracing::error!(%error, topic = %r.topic, "the broker refuses this record for good: dead-lettering it");
-                let headers = r.headers.iter().map(|(k, v)| (*k, v.as_slice()));
-                let dead = self.refused(
-                    r.kind,
-                    &r.topic,
-                    r.key.as_deref(),
-                    r.payload.as_deref(),
-                    headers,
-                    &error,
-                );
-                return self.send(dead);
+                return self.send_refused(&r, &error);
             }
             tracing::error!(%error, topic = %r.topic, "cannot produce; will retry");
             if self.transactional {
@@ -339,6 +321,20 @@ impl Output {
                 Err((error, _)) => return Err(error),
             }
         }
+    }
+
+    /// Dead-letters `r`, which the broker refuses for good.
+    fn send_refused(&mut self, r: &Record, error: &KafkaError) {
+        let headers = r.headers.iter().map(|(k, v)| (*k, v.as_slice()));
+        let dead = self.refused(
+            r.kind,
+            &r.topic,
+            r.key.as_deref(),
+            r.payload.as_deref(),
+            headers,
+            error,
+        );
+        self.send(dead);
     }
 
     /// A dead letter for a record the broker refuses for good: its key, its
