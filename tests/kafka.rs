@@ -943,6 +943,18 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         return;
     };
     let (port, log) = receiver_server();
+    // A receiver that accepts and never answers: the others must not wait for it.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_port = stuck.local_addr().unwrap().port();
+    let held: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>> = Default::default();
+    {
+        let held = held.clone();
+        std::thread::spawn(move || {
+            for s in stuck.incoming().flatten() {
+                held.lock().unwrap().push(s);
+            }
+        });
+    }
     std::fs::write(
         rules.join("rules.yaml"),
         std::fs::read_to_string(rules.join("rules.yaml")).unwrap().replace(
@@ -951,6 +963,9 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
                 r#"    services: [checkout]
     goalkeeper: {{timezone: UTC, rotation: {{start: "2026-01-01", people: [gil]}}}}
     receivers:
+      - name: stuck-hook
+        webhook: {{url: "http://127.0.0.1:{stuck_port}/never"}}
+        retry: {{attempts: 1, backoff: 50ms}}
       - name: flaky-hook
         webhook: {{url: "http://127.0.0.1:{port}/flaky?token=SECRETQUERY", headers: {{Authorization: "Bearer SECRETHEADER"}}}}
         retry: {{attempts: 5, backoff: 50ms}}
@@ -982,6 +997,25 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
             && l.iter().any(|r| r.0.starts_with("/slack"))
             && l.iter().any(|r| r.0 == "/pd")
     });
+    // ...delivered while the stuck receiver's request still hangs, unanswered.
+    {
+        let held = held.lock().unwrap();
+        assert!(!held.is_empty(), "the stuck receiver was called");
+        let s = &held[0];
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 4096];
+        use std::io::Read;
+        // Its request arrived and the connection is still open: reading gives
+        // the request's bytes, then would block (a closed one gives 0).
+        let open = loop {
+            match (&*s).read(&mut buf) {
+                Ok(0) => break false,
+                Ok(_) => continue,
+                Err(e) => break e.kind() == std::io::ErrorKind::WouldBlock,
+            }
+        };
+        assert!(open, "the other receivers did not wait for the stuck one");
+    }
     let log_text = stop(child);
     let l = log.lock().unwrap();
 
@@ -1018,9 +1052,11 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
     assert_eq!(l.iter().filter(|r| r.0.starts_with("/dead")).count(), 2);
     let dead = dlq
         .iter()
-        .find(|d| d.2.get("squadron.reason.kind").map(String::as_str) == Some("receiver_failed"))
+        .find(|d| {
+            d.2.get("squadron.reason.kind").map(String::as_str) == Some("receiver_failed")
+                && d.2.get("squadron.receiver").map(String::as_str) == Some("dead-hook")
+        })
         .expect("dead-lettered delivery");
-    assert_eq!(dead.2["squadron.receiver"], "dead-hook");
     assert!(dead.2["squadron.reason"].contains("HTTP 503"));
     // Secrets in URLs and headers never reach the logs.
     assert!(!log_text.contains("SECRET"), "{log_text}");
