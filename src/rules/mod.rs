@@ -751,13 +751,16 @@ impl Compiler<'_> {
                 let id = squads.len() as SquadId;
                 for svc in &s.services {
                     if let Some(prev) = service_owner.insert(svc.as_str().into(), id) {
-                        let other = squads[prev as usize].name.clone();
-                        self.error(
-                            at,
-                            Some(svc),
-                            rule.clone(),
-                            format!("service {svc:?} is already owned by squad {other:?}"),
-                        );
+                        // `prev == id`: this squad lists the service twice (the
+                        // squad itself is not in `squads` yet).
+                        let message = match squads.get(prev as usize) {
+                            Some(other) => format!(
+                                "service {svc:?} is already owned by squad {:?}",
+                                other.name
+                            ),
+                            None => format!("service {svc:?} is listed twice"),
+                        };
+                        self.error(at, Some(svc), rule.clone(), message);
                     }
                 }
                 for core in &s.core_services {

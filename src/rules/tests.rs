@@ -125,6 +125,11 @@ fn semantic_checks() {
             "duplicate squad name",
         ),
         (
+            // Found by the `rules` fuzz target: this once indexed past the end.
+            "squads:\n  - name: a\n    services: [x, x]\n",
+            "service \"x\" is listed twice",
+        ),
+        (
             "squads:\n  - name: a\n    services: [x]\n    core_services: [y]\n",
             "not among the squad's services",
         ),
