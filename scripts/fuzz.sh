@@ -11,6 +11,8 @@
 # fuzzer learns goes to target/fuzz/corpus/<target>, crashes to
 # target/fuzz/artifacts/<target>/ (then the script fails). A crash becomes a
 # regression test in the crate's own tests. Long runs: scripts/fuzz.sh 3600 decode
+# FUZZ_SEED=N fixes libFuzzer's random seed (scripts/test.sh uses 1); unset, each
+# run explores differently.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,7 @@ for t in "${targets[@]}"; do
   mkdir -p "$dir/corpus/$t" "$dir/artifacts/$t"
   echo "== fuzz $t for ${secs}s" >&2
   "$dir/$host/release/$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+    ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
     -artifact_prefix="$dir/artifacts/$t/" -print_final_stats=1 \
     "$dir/corpus/$t" "fuzz/corpus/$t"
 done

@@ -60,9 +60,12 @@ cargo test --locked 2>&1 | tee target/test-output.txt
 # The Kafka tests skip without a broker; here they must have run.
 for t in sigkill_mid_stream_and_restart_loses_no_alert ten_sigkills_never_notify_a_group_twice_exactly_once \
          poison_messages_are_dead_lettered_and_later_alerts_decided \
-         three_instances_one_killed_one_added_notify_each_group_once; do
+         three_instances_one_killed_one_added_notify_each_group_once \
+         a_broker_outage_mid_stream_loses_nothing_and_squadron_resumes_by_itself; do
   grep -q "test $t ... ok" target/test-output.txt || { echo "the Kafka integration test $t did not run" >&2; exit 1; }
 done
 
 log "fuzzing: every target for ${SQUADRON_FUZZ_SECONDS:-30}s (scripts/fuzz.sh; longer runs: README)"
-scripts/fuzz.sh "${SQUADRON_FUZZ_SECONDS:-30}"
+# A fixed seed: CI explores the same inputs every run (a prefix of what a
+# longer run with that seed explores), so a pass here is reproducible.
+FUZZ_SEED="${FUZZ_SEED:-1}" scripts/fuzz.sh "${SQUADRON_FUZZ_SECONDS:-30}"

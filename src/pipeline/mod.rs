@@ -22,8 +22,8 @@
 //!   records, changelog records, notifications, dead letters, audit records and
 //!   the input offsets (KIP-447 fencing through the consumer group metadata;
 //!   `transactional.id` = `<group>-<instance id>`). read_committed consumers see
-//!   each output once. A failed transaction is aborted and the process exits
-//!   non-zero: its replacement restores the committed state.
+//!   each output once. A failed transaction is aborted and the Kafka clients
+//!   are rebuilt: the new ones restore the committed state (see [`run`]).
 //! - Receivers (webhook, Slack, PagerDuty) are called after the commit that
 //!   made their notification durable, so an aborted or lost batch never
 //!   reaches them; after a crash between commit and call, a notification can
@@ -189,20 +189,125 @@ pub enum ReloadOutcome {
     },
 }
 
+/// Shortest and longest wait before the Kafka clients are rebuilt after a failure.
+const RESTART_BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+/// Clients that ran this long before failing start the backoff over.
+const RESTART_RESET: Duration = Duration::from_secs(600);
+
+/// How one lifetime of the pipeline's Kafka clients ended.
+enum Ended {
+    /// Shutdown was asked for; the last commit is done.
+    Stopped(RunSummary),
+    /// A client failed in a way it cannot recover from (a consumer fenced
+    /// after a broker outage, an aborted transaction, a failed restore). What
+    /// was not committed is read again by the next clients, as after a crash.
+    Failed {
+        error: anyhow::Error,
+        reason: &'static str,
+        /// The rules in force (a reload may have replaced the ones started with).
+        rules: Arc<RuleSet>,
+        summary: RunSummary,
+    },
+}
+
 /// Runs the pipeline until `handles.shutdown` is cancelled, then commits.
-pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::Result<RunSummary> {
+///
+/// A failure once consuming has begun does not end the process: the Kafka
+/// clients are dropped and built again (after a backoff of 1 s doubling to
+/// 60 s), the consumer rejoins its group and every task restores its state
+/// from the changelog, exactly as a restarted process would, while the HTTP
+/// server, metrics and rules stay up. Errors before consuming (configuration,
+/// topics) are returned.
+pub async fn run(
+    cfg: Config,
+    mut rules: Arc<RuleSet>,
+    mut handles: Handles,
+) -> anyhow::Result<RunSummary> {
     cfg.validate()?;
-    let Handles {
-        metrics,
-        status,
-        shutdown,
-        mut commands,
-    } = handles;
-    let topo = topology::ensure(&cfg).await?;
+    let mut total = RunSummary::default();
+    let mut backoff = RESTART_BACKOFF.0;
+    let mut restarting = false;
+    loop {
+        let started = std::time::Instant::now();
+        let ended = match run_clients(&cfg, rules.clone(), &mut handles).await {
+            Ok(ended) => ended,
+            // At start a setup error is the caller's to report; after a
+            // failure it is one more attempt that failed (the broker may
+            // still be away).
+            Err(error) if restarting => Ended::Failed {
+                error,
+                reason: "setup_failed",
+                rules: rules.clone(),
+                summary: RunSummary::default(),
+            },
+            Err(error) => return Err(error),
+        };
+        restarting = true;
+        let (summary, failure) = match ended {
+            Ended::Stopped(summary) => (summary, None),
+            Ended::Failed {
+                error,
+                reason,
+                rules: current,
+                summary,
+            } => {
+                rules = current;
+                (summary, Some((error, reason)))
+            }
+        };
+        total.received += summary.received;
+        total.messages += summary.messages;
+        total.notifications += summary.notifications;
+        let Some((error, reason)) = failure else { break };
+        if started.elapsed() > RESTART_RESET {
+            backoff = RESTART_BACKOFF.0;
+        }
+        handles
+            .metrics
+            .pipeline_restarts
+            .with_label_values(&[reason])
+            .inc();
+        let hint = match reason {
+            "fenced_instance_id" => {
+                "after a broker outage librdkafka can fence its own static member; if this repeats, two instances may share group.instance.id"
+            }
+            _ => "uncommitted input is read again by the new clients",
+        };
+        tracing::error!(error = %format!("{error:#}"), reason, retry_in_ms = backoff.as_millis() as u64, hint, "the pipeline's Kafka clients failed: rebuilding them and restoring state from the changelog");
+        tokio::select! {
+            _ = handles.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(RESTART_BACKOFF.1);
+    }
+    // Every kind: bad input, refused outputs and failed receiver deliveries.
+    total.dead_letters = handles.metrics.dead_letters_total();
+    tracing::info!(
+        received = total.received,
+        messages = total.messages,
+        notifications = total.notifications,
+        dead_letters = total.dead_letters,
+        "stopped"
+    );
+    Ok(total)
+}
+
+/// One lifetime of the pipeline's Kafka clients: from building them to a
+/// shutdown (with its last commit) or a failure they cannot recover from.
+async fn run_clients(
+    cfg: &Config,
+    rules: Arc<RuleSet>,
+    handles: &mut Handles,
+) -> anyhow::Result<Ended> {
+    let metrics = handles.metrics.clone();
+    let status = handles.status.clone();
+    let shutdown = handles.shutdown.clone();
+    let commands = &mut handles.commands;
+    let topo = topology::ensure(cfg).await?;
     let instance = cfg.instance_id();
     let exactly_once = cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
 
-    let mut producer_cfg = client_config(&cfg, &cfg.kafka.producer_properties);
+    let mut producer_cfg = client_config(cfg, &cfg.kafka.producer_properties);
     for (k, v) in [
         ("enable.idempotence", "true"),
         ("acks", "all"),
@@ -230,7 +335,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         positions: BTreeMap::new(),
         committed: BTreeMap::new(),
         out,
-        restorer: store::Restorer::new(&cfg, topo.changelog.clone())?,
+        restorer: store::Restorer::new(cfg, topo.changelog.clone())?,
         outputs: Outputs::default(),
         cache: HandleCache::default(),
         summary: RunSummary::default(),
@@ -248,6 +353,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         unacknowledged: Vec::new(),
         commit_stalled_since: None,
         fatal: None,
+        failed: false,
         core_protected: 0,
         scratch: Vec::with_capacity(512),
         broadcast: Default::default(),
@@ -256,7 +362,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         cfg: cfg.clone(),
     }));
 
-    let mut consumer_cfg = client_config(&cfg, &cfg.kafka.consumer_properties);
+    let mut consumer_cfg = client_config(cfg, &cfg.kafka.consumer_properties);
     consumer_cfg.set("group.id", &cfg.kafka.group_id);
     for (k, v) in [
         ("group.instance.id", instance.as_str()),
@@ -309,11 +415,11 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
     commit_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = cfg.pipeline.max_in_flight;
 
-    loop {
+    let failure: Option<(anyhow::Error, &'static str)> = loop {
         let (deadline, in_flight) = {
             let mut c = lock(&core);
             if let Some(e) = c.fatal.take() {
-                return Err(e);
+                break Some((e, "commit_failed"));
             }
             (c.next_deadline(), c.out.in_flight())
         };
@@ -336,7 +442,7 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
         };
         tokio::select! {
             biased;
-            _ = shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break None,
             Some(cmd) = command => lock(&core).command(cmd),
             _ = sleep => {
                 let t = std::time::Instant::now();
@@ -346,7 +452,9 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
             _ = commit_every.tick() => {
                 let mut c = lock(&core);
                 // Ok(false): not all acknowledged yet; the next tick tries again.
-                c.try_commit(&consumer, CommitMode::Async)?;
+                if let Err(e) = c.try_commit(&consumer, CommitMode::Async) {
+                    break Some((e, "commit_failed"));
+                }
                 c.publish_status(&consumer);
             }
             msg = consumer.recv(), if in_flight < max_in_flight => match msg {
@@ -368,6 +476,14 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
                     metrics.busy.inc_by(t.elapsed().as_secs_f64());
                 }
                 Err(error) => {
+                    // A fatal error leaves the consumer unusable for good.
+                    if let Some((code, why)) = consumer.client().fatal_error() {
+                        let reason = match code {
+                            rdkafka::types::RDKafkaErrorCode::FencedInstanceId => "fenced_instance_id",
+                            _ => "consumer_fatal",
+                        };
+                        break Some((anyhow::anyhow!("fatal consumer error: {why}"), reason));
+                    }
                     if let Some(left_out) = consumer_errors.check(&format!("{:?}", error.rdkafka_error_code())) {
                         tracing::warn!(%error, left_out, "consumer error");
                     }
@@ -375,6 +491,24 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
                 }
             },
         }
+    };
+
+    if let Some((error, reason)) = failure {
+        // Nothing more is committed through these clients: a revocation while
+        // the consumer closes only lets its tasks go.
+        let (rules, summary) = {
+            let mut c = lock(&core);
+            c.failed = true;
+            c.unacknowledged.clear();
+            (c.rules.clone(), c.summary.clone())
+        };
+        drop(consumer);
+        return Ok(Ended::Failed {
+            error,
+            reason,
+            rules,
+            summary,
+        });
     }
 
     // Shutdown: stop consuming, emit what is due, make it durable, commit.
@@ -397,20 +531,11 @@ pub async fn run(cfg: Config, rules: Arc<RuleSet>, handles: Handles) -> anyhow::
             }
         }
         c.publish_status(&consumer);
-        // Every kind: bad input, refused outputs and failed receiver deliveries.
-        c.summary.dead_letters = c.metrics.dead_letters_total();
         c.summary.clone()
     };
     // Closing the consumer revokes its partitions (a last, empty commit) without the lock held.
     drop(consumer);
-    tracing::info!(
-        received = summary.received,
-        messages = summary.messages,
-        notifications = summary.notifications,
-        dead_letters = summary.dead_letters,
-        "stopped"
-    );
-    Ok(summary)
+    Ok(Ended::Stopped(summary))
 }
 
 /// The engine's clock at the edge: wall time.
@@ -461,6 +586,8 @@ struct Core {
     unacknowledged: Vec<Notification>,
     /// Since when commits have been deferred (output not acknowledged).
     commit_stalled_since: Option<crate::model::Ts>,
+    /// The clients failed: revocations no longer commit.
+    failed: bool,
     /// Set by a rebalance callback that cannot go on; the loop stops with it.
     fatal: Option<anyhow::Error>,
     core_protected: u64,
@@ -569,7 +696,7 @@ impl Core {
                     .inc();
                 self.unacknowledged.clear();
                 Err(anyhow::anyhow!(
-                    "{e}: stopping so that a fresh instance restores the committed state"
+                    "{e}: rebuilding the clients, which restore the committed state"
                 ))
             }
         }
@@ -612,7 +739,12 @@ impl Core {
     /// Partitions are being revoked: commit everything first, then let their tasks go.
     fn revoke(&mut self, consumer: &BaseConsumer<PipelineContext>, tpl: &TopicPartitionList) {
         self.metrics.rebalances.with_label_values(&["revoke"]).inc();
-        match self.try_commit(consumer, CommitMode::Sync) {
+        let result = if self.failed {
+            Ok(true)
+        } else {
+            self.try_commit(consumer, CommitMode::Sync)
+        };
+        match result {
             Ok(true) => {}
             Ok(false) => tracing::warn!("commit on revocation incomplete; the next owner re-reads"),
             Err(e) => {

@@ -40,6 +40,8 @@ pub struct Metrics {
     pub transactions: IntCounterVec,
     /// Partition assignments and revocations.
     pub rebalances: IntCounterVec,
+    /// The pipeline's Kafka clients rebuilt in-process after a fatal client error.
+    pub pipeline_restarts: IntCounterVec,
     /// Alerts handled by each stage of the topology: route, decide.
     pub stage_alerts: [IntCounter; 2],
     pub consumer_lag: IntGaugeVec,
@@ -268,6 +270,11 @@ impl Metrics {
                 "squadron_rebalances_total",
                 "Consumer group rebalances seen, by kind: assign, revoke.",
                 &["kind"],
+            )?,
+            pipeline_restarts: counter_vec(
+                "squadron_pipeline_restarts_total",
+                "The pipeline's Kafka clients rebuilt in-process after a fatal client error, by the error (e.g. fenced_instance_id).",
+                &["reason"],
             )?,
             consumer_lag: {
                 let g = IntGaugeVec::new(
