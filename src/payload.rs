@@ -14,7 +14,8 @@ const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 #[serde(rename_all = "camelCase")]
 pub struct WebhookPayload<'a> {
     pub version: &'static str,
-    pub group_key: &'a str,
+    /// Alertmanager's format: `{}/{squad="payments"}:{alertname="X"}`.
+    pub group_key: String,
     pub truncated_alerts: u32,
     pub status: Status,
     pub receiver: &'a str,
@@ -55,7 +56,7 @@ impl<'a> WebhookPayload<'a> {
     pub fn new(n: &'a Notification, external_url: &'a str) -> WebhookPayload<'a> {
         WebhookPayload {
             version: "4",
-            group_key: &n.group_key,
+            group_key: alertmanager_group_key(n),
             truncated_alerts: 0,
             status: n.status,
             receiver: &n.squad,
@@ -87,6 +88,13 @@ impl<'a> WebhookPayload<'a> {
             sent_at: n.at,
             folded: n.folded.as_ref(),
         }
+    }
+
+    /// As a receiver gets it: `receiver` is the receiver's configured name
+    /// (in the squad topic it is the squad's).
+    pub fn for_receiver(mut self, receiver: &'a str) -> WebhookPayload<'a> {
+        self.receiver = receiver;
+        self
     }
 
     pub fn to_json(&self) -> Vec<u8> {
@@ -124,6 +132,13 @@ impl<'a> WebhookPayload<'a> {
         self.alerts.truncate(keep);
         self.to_json()
     }
+}
+
+/// A group's key as Alertmanager writes it (`groupKey` in its webhook): the
+/// route's matchers, here the squad, then the group's labels. Stable for the
+/// group's life; PagerDuty's `dedup_key` is its hash.
+pub fn alertmanager_group_key(n: &Notification) -> String {
+    format!("{{}}/{{squad={:?}}}:{}", &*n.squad, n.group_labels)
 }
 
 /// How large one notification message may be.
@@ -246,7 +261,7 @@ mod tests {
             at: Ts(90_000),
             squad: "payments".into(),
             goalkeeper: Some("bob".into()),
-            group_key: "payments:{alertname=\"A\"}".into(),
+            group_key: r#"{}/{squad="payments"}:{alertname="A"}"#.into(),
             group_labels: LabelSet::from_pairs([("alertname", "A")]),
             status: Status::Firing,
             reason: NotifyReason::GroupChanged,
@@ -259,7 +274,7 @@ mod tests {
         assert_eq!(v["version"], "4");
         assert_eq!(v["status"], "firing");
         assert_eq!(v["receiver"], "payments");
-        assert_eq!(v["groupKey"], "payments:{alertname=\"A\"}");
+        assert_eq!(v["groupKey"], r#"{}/{squad="payments"}:{alertname="A"}"#);
         assert_eq!(
             v["commonLabels"],
             serde_json::json!({"alertname": "A", "service": "s"})

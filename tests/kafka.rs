@@ -325,7 +325,8 @@ fn oversized_groups_are_cut_and_refused_outputs_dead_lettered() {
     produce(&broker, &t.input, &messages);
     let child = squadron(&["run"], &run_env(&broker, &t, &rules));
 
-    let dlq = read_all(&broker, &t.dead_letter, 1, Duration::from_secs(60));
+    // dead-hook and the three closed ones.
+    let dlq = read_all(&broker, &t.dead_letter, 4, Duration::from_secs(60));
     let refused = dlq
         .iter()
         .find(|d| d.2.get("squadron.reason.kind").map(String::as_str) == Some("produce_failed"))
@@ -955,6 +956,11 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
             }
         });
     }
+    // Secrets from a file and from the environment, read at delivery.
+    let key_file = rules.join("pagerduty-key");
+    std::fs::write(&key_file, "R0UTINGFROMFILE\n").unwrap();
+    let key_file = key_file.display();
+    let closed = free_port();
     std::fs::write(
         rules.join("rules.yaml"),
         std::fs::read_to_string(rules.join("rules.yaml")).unwrap().replace(
@@ -970,9 +976,18 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         webhook: {{url: "http://127.0.0.1:{port}/flaky?token=SECRETQUERY", headers: {{Authorization: "Bearer SECRETHEADER"}}}}
         retry: {{attempts: 5, backoff: 50ms}}
       - name: team-slack
-        slack: {{url: "http://127.0.0.1:{port}/slack/T000/B000/SECRETPATH"}}
+        slack: {{url: {{env: TEST_SLACK_URL}}, channel: '#pay'}}
       - name: pager
-        pagerduty: {{routing_key: R0UTING, url: "http://127.0.0.1:{port}/pd"}}
+        pagerduty: {{routing_key_file: "{key_file}", url: "http://127.0.0.1:{port}/pd"}}
+      - name: closed-a
+        webhook: {{url: "http://127.0.0.1:80/PATH?token=SECRETA"}}
+        retry: {{attempts: 1, backoff: 50ms}}
+      - name: closed-b
+        webhook: {{url: "http://LOCALHOST:{closed}/SECRETB"}}
+        retry: {{attempts: 1, backoff: 50ms}}
+      - name: closed-pager
+        pagerduty: {{routing_key: SECRETKEY, url: "http://127.0.0.1:{closed}/pd"}}
+        retry: {{attempts: 1, backoff: 50ms}}
       - name: dead-hook
         webhook: {{url: "http://127.0.0.1:{port}/dead"}}
         retry: {{attempts: 2, backoff: 50ms}}
@@ -981,7 +996,15 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         ),
     )
     .unwrap();
-    let child = squadron(&["run"], &run_env(&broker, &t, &rules));
+    let http_port = free_port();
+    let mut env = run_env(&broker, &t, &rules);
+    env.retain(|(k, _)| *k != "SQUADRON_HTTP_LISTEN");
+    env.push(("SQUADRON_HTTP_LISTEN", format!("127.0.0.1:{http_port}")));
+    env.push((
+        "TEST_SLACK_URL",
+        format!("http://127.0.0.1:{port}/slack/T000/B000/SECRETPATH"),
+    ));
+    let child = squadron(&["run"], &env);
     produce(
         &broker,
         &t.input,
@@ -1016,6 +1039,8 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         };
         assert!(open, "the other receivers did not wait for the stuck one");
     }
+    let (_, metrics) = http(http_port, "GET", "/metrics");
+    let (_, status) = http(http_port, "GET", "/api/v1/status");
     let log_text = stop(child);
     let l = log.lock().unwrap();
 
@@ -1033,6 +1058,7 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
     );
     assert_eq!(payload["alerts"][0]["labels"]["alertname"], "HighErrorRate");
     assert_eq!(payload["goalkeeper"], "gil");
+    assert_eq!(payload["receiver"], "flaky-hook", "the receiver's name, as Alertmanager sends");
     let slack: Value =
         serde_json::from_str(&l.iter().find(|r| r.0.starts_with("/slack")).unwrap().2).unwrap();
     assert!(
@@ -1042,12 +1068,13 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
             .contains("Goalkeeper on duty: *gil*"),
         "{slack}"
     );
+    assert_eq!(slack["channel"], "#pay");
     let pd: Value = serde_json::from_str(&l.iter().find(|r| r.0 == "/pd").unwrap().2).unwrap();
     assert_eq!(
         (pd["event_action"].as_str(), pd["routing_key"].as_str()),
-        (Some("trigger"), Some("R0UTING"))
+        (Some("trigger"), Some("R0UTINGFROMFILE"))
     );
-    assert!(pd["dedup_key"].as_str().unwrap().starts_with("payments:"));
+    assert_eq!(pd["dedup_key"].as_str().unwrap().len(), 64, "a hash of the group key");
     // The receiver that never answers 2xx: two attempts, then the dead-letter topic.
     assert_eq!(l.iter().filter(|r| r.0.starts_with("/dead")).count(), 2);
     let dead = dlq
@@ -1058,8 +1085,22 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         })
         .expect("dead-lettered delivery");
     assert!(dead.2["squadron.reason"].contains("HTTP 503"));
-    // Secrets in URLs and headers never reach the logs.
-    assert!(!log_text.contains("SECRET"), "{log_text}");
+    // Secrets in URLs, headers and routing keys never reach the logs,
+    // metrics, status or dead letters (which carry the notification).
+    let mut everything = format!("{log_text}\n{metrics}\n{status}\n");
+    for (_, _, headers, payload) in &dlq {
+        everything.push_str(&format!("{headers:?} {}\n", String::from_utf8_lossy(payload)));
+    }
+    assert!(!everything.to_ascii_lowercase().contains("secret"), "{everything}");
+    for name in ["closed-a", "closed-b", "closed-pager"] {
+        let d = dlq
+            .iter()
+            .find(|d| d.2.get("squadron.receiver").map(String::as_str) == Some(name))
+            .unwrap_or_else(|| panic!("{name} dead-lettered"));
+        let v: Value = serde_json::from_slice(&d.3).unwrap();
+        assert_eq!(v["receiver"].as_str(), Some(name), "the notification");
+    }
+    assert!(metrics.contains("squadron_receiver_delivery_seconds_bucket"), "{metrics}");
     assert!(
         log_text.contains("flaky-hook"),
         "retries are logged by receiver name: {log_text}"

@@ -342,6 +342,7 @@ async fn run_clients(
         status: status.clone(),
         receivers: crate::sinks::receivers::Receivers::new(
             metrics.receiver_deliveries.clone(),
+            metrics.receiver_seconds.clone(),
             cfg.pipeline.external_url.clone(),
             cfg.pipeline.payload_limits(),
         )?,

@@ -170,14 +170,17 @@ pub struct RotationFile {
 pub struct ReceiverFile {
     pub name: String,
     #[serde(default)]
-    pub webhook: Option<UrlReceiverFile>,
+    pub webhook: Option<WebhookFile>,
     #[serde(default)]
-    pub slack: Option<UrlReceiverFile>,
+    pub slack: Option<SlackFile>,
     #[serde(default)]
     pub pagerduty: Option<PagerDutyFile>,
     /// Delivery attempts and the first backoff (doubling, at most 60 s). Default 6, 500ms.
     #[serde(default)]
     pub retry: Option<RetryFile>,
+    /// How long one attempt may take (default 10s).
+    #[serde(default)]
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,20 +190,103 @@ pub struct RetryFile {
     pub backoff: String,
 }
 
+/// A secret: the value itself, or where to read it at each delivery (so a
+/// rotated file or a changed environment needs no reload).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged, expecting = "a string, {file: PATH} or {env: NAME}")]
+pub enum Secret {
+    Value(String),
+    File { file: String },
+    Env { env: String },
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct UrlReceiverFile {
-    pub url: String,
+pub struct WebhookFile {
+    /// Exactly one of `url` and `url_file` (Alertmanager's name).
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub url: Option<Secret>,
+    #[serde(default)]
+    pub url_file: Option<String>,
+    /// Sent with every request; values are secrets (e.g. `Authorization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Alerts listed at most (Alertmanager's `max_alerts`; 0: all that fit).
+    #[serde(default)]
+    pub max_alerts: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlackFile {
+    /// The incoming webhook: exactly one of `url` and `url_file`.
+    #[serde(default)]
+    pub url: Option<Secret>,
+    #[serde(default)]
+    pub url_file: Option<String>,
+    /// Overrides the webhook's channel, user name and icon (where Slack allows it).
+    #[serde(default)]
+    pub channel: Option<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub icon_emoji: Option<String>,
+    /// `detailed` (default: goalkeeper, each alert with its links) or `compact` (one line).
+    #[serde(default)]
+    pub format: SlackFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlackFormat {
+    #[default]
+    Detailed,
+    Compact,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PagerDutyFile {
-    pub routing_key: String,
+    /// The integration's routing key: exactly one of `routing_key` and `routing_key_file`.
+    #[serde(default)]
+    pub routing_key: Option<Secret>,
+    #[serde(default)]
+    pub routing_key_file: Option<String>,
     #[serde(default)]
     pub url: Option<String>,
+    /// Shown in PagerDuty as the event's origin (default `squadron`) and its link.
+    #[serde(default)]
+    pub client: Option<String>,
+    #[serde(default)]
+    pub client_url: Option<String>,
+}
+
+impl WebhookFile {
+    pub fn url(&self) -> Option<Secret> {
+        either(&self.url, &self.url_file)
+    }
+}
+
+impl SlackFile {
+    pub fn url(&self) -> Option<Secret> {
+        either(&self.url, &self.url_file)
+    }
+}
+
+impl PagerDutyFile {
+    pub fn routing_key(&self) -> Option<Secret> {
+        either(&self.routing_key, &self.routing_key_file)
+    }
+}
+
+/// The secret given either inline or as Alertmanager's `*_file` field; None
+/// when neither or both are given (the compiler reports it).
+fn either(value: &Option<Secret>, file: &Option<String>) -> Option<Secret> {
+    match (value, file) {
+        (Some(v), None) => Some(v.clone()),
+        (None, Some(f)) => Some(Secret::File { file: f.clone() }),
+        _ => None,
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -1112,11 +1112,70 @@ impl Compiler<'_> {
                     ),
                 );
             }
-            let urls = [
-                r.webhook.as_ref().map(|w| w.url.as_str()),
-                r.slack.as_ref().map(|w| w.url.as_str()),
-                r.pagerduty.as_ref().and_then(|p| p.url.as_deref()),
-            ];
+            let mut urls: Vec<&str> = Vec::new();
+            let mut secrets: Vec<(&str, Option<&file::Secret>, bool)> = Vec::new();
+            if let Some(w) = &r.webhook {
+                secrets.push(("url or url_file", w.url.as_ref(), w.url_file.is_some()));
+                for v in w.headers.values() {
+                    secrets.push(("header", Some(v), false));
+                }
+            }
+            if let Some(sl) = &r.slack {
+                secrets.push(("url or url_file", sl.url.as_ref(), sl.url_file.is_some()));
+            }
+            if let Some(p) = &r.pagerduty {
+                secrets.push((
+                    "routing_key or routing_key_file",
+                    p.routing_key.as_ref(),
+                    p.routing_key_file.is_some(),
+                ));
+                urls.extend(p.url.as_deref());
+                urls.extend(p.client_url.as_deref());
+            }
+            for (what, value, from_file) in secrets {
+                let problem = match (value, from_file) {
+                    (None, false) => Some(format!("needs {what}")),
+                    (Some(_), true) => Some(format!("takes one of {what}, not both")),
+                    (Some(file::Secret::File { file: f }), _) if f.is_empty() => {
+                        Some("a secret's file is empty".into())
+                    }
+                    (Some(file::Secret::Env { env }), _) if env.is_empty() => {
+                        Some("a secret's env is empty".into())
+                    }
+                    _ => None,
+                };
+                if let Some(problem) = problem {
+                    self.error(
+                        at,
+                        Some(&r.name),
+                        rule.clone(),
+                        format!("receiver {:?}: {problem}", r.name),
+                    );
+                }
+                // A URL written inline is checked now; one read from a file
+                // or the environment at each delivery.
+                if what.starts_with("url") {
+                    if let Some(file::Secret::Value(u)) = value {
+                        urls.push(u);
+                    }
+                }
+            }
+            if let Some(t) = &r.timeout {
+                if let Err(e) = parse_duration(t).and_then(|d| {
+                    if d.is_zero() {
+                        Err("must be greater than 0".into())
+                    } else {
+                        Ok(d)
+                    }
+                }) {
+                    self.error(
+                        at,
+                        Some(t),
+                        rule.clone(),
+                        format!("receiver {:?}: timeout: {e}", r.name),
+                    );
+                }
+            }
             if let Some(retry) = &r.retry {
                 if retry.attempts == 0 {
                     self.error(
@@ -1135,7 +1194,7 @@ impl Compiler<'_> {
                     );
                 }
             }
-            for url in urls.into_iter().flatten() {
+            for url in urls {
                 if !(url.starts_with("http://") || url.starts_with("https://")) {
                     self.error(
                         at,

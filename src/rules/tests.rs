@@ -150,6 +150,30 @@ fn semantic_checks() {
             "exactly one of",
         ),
         (
+            "squads:\n  - name: a\n    receivers: [{name: r, webhook: {headers: {A: b}}}]\n",
+            "needs url or url_file",
+        ),
+        (
+            "squads:\n  - name: a\n    receivers: [{name: r, slack: {url: 'http://x', url_file: /s}}]\n",
+            "takes one of url or url_file, not both",
+        ),
+        (
+            "squads:\n  - name: a\n    receivers: [{name: r, pagerduty: {}}]\n",
+            "needs routing_key or routing_key_file",
+        ),
+        (
+            "squads:\n  - name: a\n    receivers: [{name: r, webhook: {url: {env: ''}}}]\n",
+            "env is empty",
+        ),
+        (
+            "squads:\n  - name: a\n    receivers: [{name: r, webhook: {url: {path: x}}}]\n",
+            "{file: PATH} or {env: NAME}",
+        ),
+        (
+            "squads:\n  - name: a\n    receivers: [{name: r, timeout: 0s, webhook: {url: 'http://x'}}]\n",
+            "timeout: must be greater than 0",
+        ),
+        (
             "impact_rules:\n  - name: r\n    match: ['a=b']\n    action: drop\n    active_time_intervals: [never]\n",
             "unknown time interval",
         ),

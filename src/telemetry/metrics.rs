@@ -58,6 +58,8 @@ pub struct Metrics {
     pub core_protected: IntCounter,
     /// Receiver deliveries by receiver and result (success, retry, failed).
     pub receiver_deliveries: IntCounterVec,
+    /// One delivery attempt's duration, by receiver.
+    pub receiver_seconds: prometheus::HistogramVec,
     /// Alertmanager-compatible ingest requests by HTTP status code.
     pub ingest_requests: IntCounterVec,
     /// Open HTTP connections.
@@ -130,6 +132,18 @@ impl Metrics {
                 "Deliveries to receivers (webhook, Slack, PagerDuty) by receiver and result: success, retry, failed (dead-lettered).",
                 &["receiver", "result"],
             )?,
+            receiver_seconds: {
+                let h = prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "squadron_receiver_delivery_seconds",
+                        "How long one delivery attempt to a receiver took (answered, failed or timed out), by receiver.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["receiver"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             ingest_requests: counter_vec(
                 "squadron_ingest_requests_total",
                 "POST /api/v2/alerts requests, by HTTP status code.",
