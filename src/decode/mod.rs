@@ -321,13 +321,13 @@ fn pagerduty_alert<'a>(action: &str, obj: AlertObject<'a>) -> Result<Alert<'a>, 
                 annotations.push((Cow::Borrowed(name), v));
             }
         }
+        // Optional in PagerDuty's API: one it cannot read does not lose the
+        // event. It starts when received, and the text is kept as an annotation.
         if let Some(Str(t)) = p.timestamp {
-            starts_at = Ts::parse_rfc3339(&t).map_err(|_| {
-                Invalid::new(
-                    InvalidKind::BadTimestamp,
-                    format!("PagerDuty payload.timestamp {t:?}"),
-                )
-            })?;
+            match Ts::parse_iso8601(&t) {
+                Ok(t) => starts_at = t,
+                Err(_) => annotations.push((Cow::Borrowed("timestamp_unparsed"), t)),
+            }
         }
     }
     Ok(Alert {
@@ -877,6 +877,26 @@ mod tests {
         );
         let keyless = decode(br#"{"event_action":"resolve"}"#).unwrap();
         assert!(keyless.alerts[0].is_err());
+    }
+
+    /// The example event of PagerDuty's Events API v2 documentation, as
+    /// written there (an ISO 8601 offset without a colon, custom details,
+    /// images, links, client).
+    #[test]
+    fn pagerduty_documented_example_is_accepted() {
+        let raw = sample("pagerduty-documented.json");
+        let d = decode(&raw).unwrap();
+        let a = d.alerts[0].as_ref().unwrap();
+        assert_eq!(a.starts_at, Some(Ts(1_437_122_578_315)));
+        assert_eq!(a.annotations.get("component"), Some("postgres"));
+        // An optional timestamp it cannot read does not lose the event.
+        let odd = decode(
+            br#"{"event_action":"trigger","dedup_key":"k","payload":{"summary":"s","source":"x","severity":"info","timestamp":"last tuesday"}}"#,
+        )
+        .unwrap();
+        let a = odd.alerts[0].as_ref().unwrap();
+        assert_eq!(a.starts_at, None);
+        assert_eq!(a.annotations.get("timestamp_unparsed"), Some("last tuesday"));
     }
 
     #[test]

@@ -56,6 +56,32 @@ impl Ts {
     }
 }
 
+impl Ts {
+    /// ISO 8601 as PagerDuty's documentation writes it: RFC 3339, or with the
+    /// offset's colon left out (`2015-07-17T08:42:58.315+0000`) or only hours
+    /// (`+02`).
+    pub fn parse_iso8601(s: &str) -> Result<Option<Ts>, TimeError> {
+        if let Ok(t) = Ts::parse_rfc3339(s) {
+            return Ok(t);
+        }
+        let b = s.as_bytes();
+        let sign_at = |from_end: usize| {
+            b.len()
+                .checked_sub(from_end)
+                .filter(|&i| i >= 19 && matches!(b[i], b'+' | b'-'))
+                .filter(|&i| b[i + 1..].iter().all(u8::is_ascii_digit))
+        };
+        let fixed = if let Some(i) = sign_at(5) {
+            format!("{}:{}", &s[..i + 3], &s[i + 3..])
+        } else if sign_at(3).is_some() {
+            format!("{s}:00")
+        } else {
+            return Err(TimeError(s.to_owned()));
+        };
+        Ts::parse_rfc3339(&fixed).map_err(|_| TimeError(s.to_owned()))
+    }
+}
+
 impl fmt::Display for Ts {
     /// RFC 3339 in UTC with millisecond precision when needed.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -251,6 +277,26 @@ pub fn format_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn iso8601_offsets_as_pagerduty_writes_them() {
+        let want = Ts::parse_rfc3339("2015-07-17T08:42:58.315+00:00").unwrap();
+        assert!(want.is_some());
+        for s in [
+            "2015-07-17T08:42:58.315+0000",
+            "2015-07-17T08:42:58.315+00",
+            "2015-07-17T08:42:58.315Z",
+        ] {
+            assert_eq!(Ts::parse_iso8601(s), Ok(want), "{s}");
+        }
+        assert_eq!(
+            Ts::parse_iso8601("2015-07-17T10:42:58.315+0200"),
+            Ok(want)
+        );
+        for bad in ["2015-07-17T08:42:58+00é0", "2015-07-17T08:42:58.315+00000", "x+0000", ""] {
+            assert!(Ts::parse_iso8601(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn rfc3339_agrees_with_jiff() {
