@@ -896,7 +896,10 @@ mod tests {
         .unwrap();
         let a = odd.alerts[0].as_ref().unwrap();
         assert_eq!(a.starts_at, None);
-        assert_eq!(a.annotations.get("timestamp_unparsed"), Some("last tuesday"));
+        assert_eq!(
+            a.annotations.get("timestamp_unparsed"),
+            Some("last tuesday")
+        );
     }
 
     #[test]

@@ -258,7 +258,9 @@ pub async fn run(
         total.received += summary.received;
         total.messages += summary.messages;
         total.notifications += summary.notifications;
-        let Some((error, reason)) = failure else { break };
+        let Some((error, reason)) = failure else {
+            break;
+        };
         if started.elapsed() > RESTART_RESET {
             backoff = RESTART_BACKOFF.0;
         }

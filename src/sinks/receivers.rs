@@ -685,7 +685,12 @@ mod tests {
     #[test]
     fn pagerduty_dedup_key_fits_and_resolves_the_same_incident() {
         let pairs: Vec<(String, String)> = (0..12)
-            .map(|i| (format!("label_{i:02}"), format!("value-{i}-{}", "x".repeat(60))))
+            .map(|i| {
+                (
+                    format!("label_{i:02}"),
+                    format!("value-{i}-{}", "x".repeat(60)),
+                )
+            })
             .collect();
         let labels = LabelSet::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         let mut n = notification(Status::Firing);
@@ -697,9 +702,19 @@ mod tests {
         let key = trigger["dedup_key"].as_str().unwrap().to_owned();
         assert_eq!(key.len(), 64);
         assert!(key.bytes().all(|b| b.is_ascii_hexdigit()));
-        assert!(trigger["payload"]["summary"].as_str().unwrap().chars().count() <= 1024);
+        assert!(
+            trigger["payload"]["summary"]
+                .as_str()
+                .unwrap()
+                .chars()
+                .count()
+                <= 1024
+        );
         assert_eq!(
-            (trigger["event_action"].as_str(), trigger["payload"]["severity"].as_str()),
+            (
+                trigger["event_action"].as_str(),
+                trigger["payload"]["severity"].as_str()
+            ),
             (Some("trigger"), Some("error"))
         );
         assert_eq!(trigger["client"], "squadron");
@@ -727,7 +742,10 @@ mod tests {
                 "http://127.0.0.1:80/PATH?token=SECRET",
                 "error sending request for url (http://127.0.0.1/PATH?token=SECRET)",
             ),
-            ("http://LOCALHOST:9/SECRET", "http://localhost:9/SECRET failed"),
+            (
+                "http://LOCALHOST:9/SECRET",
+                "http://localhost:9/SECRET failed",
+            ),
             ("https://user:PASSWORD@h/x", "auth PASSWORD rejected"),
             (
                 "https://hooks.slack.com/services/T000/B000/SECRET",
@@ -738,7 +756,10 @@ mod tests {
             r.url(url);
             let out = r.scrub(text);
             assert!(!out.to_ascii_lowercase().contains("secret"), "{url}: {out}");
-            assert!(!out.contains("PASSWORD") && !out.contains("PATH"), "{url}: {out}");
+            assert!(
+                !out.contains("PASSWORD") && !out.contains("PATH"),
+                "{url}: {out}"
+            );
         }
         // A secret that is also the replacement's text does not loop.
         let mut r = Redactor::default();
@@ -753,20 +774,28 @@ mod tests {
         let file = dir.join("key");
         std::fs::write(&file, "FROMFILE\n").unwrap();
         let f = file.display().to_string();
-        assert_eq!(resolve(&Secret::File { file: f }).as_deref(), Ok("FROMFILE"));
+        assert_eq!(
+            resolve(&Secret::File { file: f }).as_deref(),
+            Ok("FROMFILE")
+        );
         let missing = resolve(&Secret::File {
             file: dir.join("nope").display().to_string(),
         })
         .unwrap_err();
-        assert!(missing.contains("nope") && missing.contains("not found"), "{missing}");
+        assert!(
+            missing.contains("nope") && missing.contains("not found"),
+            "{missing}"
+        );
         assert_eq!(
             resolve(&Secret::Env { env: "PATH".into() }).ok(),
             std::env::var("PATH").ok()
         );
         assert!(
-            resolve(&Secret::Env { env: "SQUADRON_NO_SUCH_VARIABLE".into() })
-                .unwrap_err()
-                .contains("SQUADRON_NO_SUCH_VARIABLE")
+            resolve(&Secret::Env {
+                env: "SQUADRON_NO_SUCH_VARIABLE".into()
+            })
+            .unwrap_err()
+            .contains("SQUADRON_NO_SUCH_VARIABLE")
         );
         let _ = std::fs::remove_dir_all(dir);
     }
@@ -822,8 +851,10 @@ mod tests {
         ))
         .unwrap();
         let registry = prometheus::Registry::new();
-        let deliveries = IntCounterVec::new(prometheus::Opts::new("d", "d"), &["receiver", "result"]).unwrap();
-        let seconds = HistogramVec::new(prometheus::HistogramOpts::new("s", "s"), &["receiver"]).unwrap();
+        let deliveries =
+            IntCounterVec::new(prometheus::Opts::new("d", "d"), &["receiver", "result"]).unwrap();
+        let seconds =
+            HistogramVec::new(prometheus::HistogramOpts::new("s", "s"), &["receiver"]).unwrap();
         registry.register(Box::new(deliveries.clone())).unwrap();
         registry.register(Box::new(seconds.clone())).unwrap();
         let receivers = Receivers::new(
@@ -861,14 +892,26 @@ mod tests {
         let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
         let metrics = {
             let mut out = Vec::new();
-            prometheus::Encoder::encode(&prometheus::TextEncoder::new(), &registry.gather(), &mut out).unwrap();
+            prometheus::Encoder::encode(
+                &prometheus::TextEncoder::new(),
+                &registry.gather(),
+                &mut out,
+            )
+            .unwrap();
             String::from_utf8(out).unwrap()
         };
         let mut everything = format!("{logs}\n{metrics}\n");
         for (receiver, error, payload) in dead.iter() {
-            everything.push_str(&format!("{receiver} {error} {}\n", String::from_utf8_lossy(payload)));
+            everything.push_str(&format!(
+                "{receiver} {error} {}\n",
+                String::from_utf8_lossy(payload)
+            ));
             let v: serde_json::Value = serde_json::from_slice(payload).unwrap();
-            assert_eq!(v["receiver"].as_str(), Some(receiver.as_str()), "the notification, for its receiver");
+            assert_eq!(
+                v["receiver"].as_str(),
+                Some(receiver.as_str()),
+                "the notification, for its receiver"
+            );
             assert_eq!(v["alerts"][0]["labels"]["alertname"], "A");
         }
         assert!(
@@ -876,8 +919,14 @@ mod tests {
             "a secret leaked:\n{everything}"
         );
         assert!(logs.contains("cannot connect"), "{logs}");
-        assert!(logs.contains("SQUADRON_TEST_NO_SUCH_URL"), "says which variable: {logs}");
-        assert!(metrics.contains(r#"d{receiver="hook-a",result="retry"} 1"#), "{metrics}");
+        assert!(
+            logs.contains("SQUADRON_TEST_NO_SUCH_URL"),
+            "says which variable: {logs}"
+        );
+        assert!(
+            metrics.contains(r#"d{receiver="hook-a",result="retry"} 1"#),
+            "{metrics}"
+        );
     }
 
     /// What a webhook receiver written for Alertmanager decodes: its
