@@ -8,6 +8,7 @@ use squadron::pipeline::config::HttpLimits;
 use squadron::sources::http::{HttpIngest, IngestConfig};
 use squadron::telemetry::http::{Shared, Status, serve};
 use squadron::telemetry::metrics::Metrics;
+use squadron::telemetry::web::{AuthorizationConfig, Web};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,10 @@ impl Drop for Server {
 }
 
 fn server(limits: HttpLimits) -> Server {
+    server_with(limits, Web::open())
+}
+
+fn server_with(limits: HttpLimits, web: Web) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -47,6 +52,7 @@ fn server(limits: HttpLimits) -> Server {
         status: Arc::new(Mutex::new(Status::default())),
         commands: None,
         ingest: Some(Arc::new(ingest)),
+        web: Arc::new(web),
     };
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -225,4 +231,92 @@ fn running_out_of_file_descriptors_does_not_deafen_the_server() {
     );
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A web config as Prometheus and Alertmanager read it: HTTPS with the
+/// configured certificate, basic-auth users with bcrypt hashes, a security
+/// header; and squadron's split: `scraper` may read, only `sender` may write.
+#[test]
+fn https_and_basic_auth_from_a_web_config() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("web"));
+    let (ca, cert, key) = common::make_certificate(&dir);
+    let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
+    std::fs::write(
+        dir.join("web.yml"),
+        format!(
+            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nhttp_server_config:\n  headers: {{X-Frame-Options: deny}}\nbasic_auth_users:\n  scraper: '{}'\n  sender: '{}'\n",
+            cert.file_name().unwrap().to_str().unwrap(),
+            key.display(),
+            hash("scrape-pw"),
+            hash("send-pw"),
+        ),
+    )
+    .unwrap();
+    let policy = AuthorizationConfig {
+        writers: vec!["sender".into()],
+        ..Default::default()
+    };
+    let web = Web::load(Some(&dir.join("web.yml")), &policy, None).unwrap();
+    let srv = server_with(limits(), web);
+    let url = |path: &str| format!("https://127.0.0.1:{}{path}", srv.addr.port());
+    let ca = ca.display().to_string();
+    let curl = |extra: &[&str], path: &str| {
+        let mut args = vec!["--cacert", ca.as_str()];
+        args.extend_from_slice(extra);
+        let u = url(path);
+        args.push(&u);
+        common::curl(&args)
+    };
+    // The certificate verifies against its CA for 127.0.0.1.
+    assert_eq!(
+        curl(&[], "/healthz"),
+        (200, "ok\n".into()),
+        "health is open"
+    );
+    assert_eq!(curl(&[], "/metrics").0, 401);
+    assert_eq!(curl(&["-u", "scraper:wrong"], "/metrics").0, 401);
+    let (code, body) = curl(&["-u", "scraper:scrape-pw"], "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("squadron_http_denied_total{reason=\"unauthenticated\"} 2"),
+        "{body}"
+    );
+    // Writes: the reader is forbidden, the writer gets through to the
+    // endpoint (no pipeline here: 501), nobody else.
+    let post = ["-X", "POST"];
+    assert_eq!(curl(&post, "/-/reload").0, 401);
+    assert_eq!(
+        curl(
+            &[&post[..], &["-u", "scraper:scrape-pw"]].concat(),
+            "/-/reload"
+        )
+        .0,
+        403
+    );
+    assert_eq!(
+        curl(
+            &[&post[..], &["-u", "sender:send-pw"]].concat(),
+            "/-/reload"
+        )
+        .0,
+        501
+    );
+    let ingest = [&post[..], &["-u", "sender:send-pw", "-d", "{not json"]].concat();
+    assert_eq!(
+        curl(&ingest, "/api/v2/alerts").0,
+        400,
+        "the ingest itself answered"
+    );
+    // The configured response header, on every answer.
+    let (_, headers) = curl(&["-D", "-", "-o", "/dev/null"], "/healthz");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("x-frame-options: deny"),
+        "{headers}"
+    );
+    // Plain HTTP to the TLS port gets no answer; the server goes on.
+    let plain = common::curl(&[&format!("http://127.0.0.1:{}/healthz", srv.addr.port())]);
+    assert_eq!(plain.0, 0, "{plain:?}");
+    assert_eq!(curl(&[], "/healthz").0, 200);
 }

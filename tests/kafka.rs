@@ -828,7 +828,30 @@ fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
 
     // A real Prometheus, configured only with squadron's address (and the token).
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("prometheus"));
-    std::fs::create_dir_all(&dir).unwrap();
+    let notes = prometheus_delivers(
+        &prometheus_bin,
+        &dir,
+        &format!(
+            "static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n      authorization: {{credentials: s3cret}}"
+        ),
+        &broker,
+        &t.payments,
+    );
+    stop(child);
+    assert_always_firing_notified(&notes);
+}
+
+/// Runs a real Prometheus with one always-firing alert, sending to the
+/// Alertmanager `alertmanager` describes (YAML, under `alertmanagers:`), until
+/// a notification reaches `topic`; returns what reached it.
+fn prometheus_delivers(
+    prometheus_bin: &Path,
+    dir: &Path,
+    alertmanager: &str,
+    broker: &str,
+    topic: &str,
+) -> Vec<Record> {
+    std::fs::create_dir_all(dir).unwrap();
     std::fs::write(
         dir.join("rules.yml"),
         "groups:\n  - name: test\n    interval: 1s\n    rules:\n      - alert: AlwaysFiring\n        expr: vector(1)\n        labels: {service: checkout, severity: critical}\n        annotations: {summary: always}\n",
@@ -837,7 +860,7 @@ fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
     std::fs::write(
         dir.join("prometheus.yml"),
         format!(
-            "global: {{evaluation_interval: 1s}}\nrule_files: [{}]\nalerting:\n  alertmanagers:\n    - static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n      authorization: {{credentials: s3cret}}\n",
+            "global: {{evaluation_interval: 1s}}\nrule_files: [{}]\nalerting:\n  alertmanagers:\n    - {alertmanager}\n",
             dir.join("rules.yml").display()
         ),
     )
@@ -855,10 +878,13 @@ fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let notes = read_all(&broker, &t.payments, 1, Duration::from_secs(60));
+    let notes = read_all(broker, topic, 1, Duration::from_secs(60));
     prometheus.kill().unwrap();
     prometheus.wait().unwrap();
-    stop(child);
+    notes
+}
+
+fn assert_always_firing_notified(notes: &[Record]) {
     let payloads: Vec<Value> = notes
         .iter()
         .map(|(_, _, _, p)| serde_json::from_slice(p).unwrap())
@@ -874,6 +900,103 @@ fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
         "Prometheus set generatorURL: {alert}"
     );
     assert_eq!(payloads[0]["squad"], "payments");
+}
+
+/// squadron behind HTTPS and basic auth from a web config file (the format
+/// Prometheus itself uses): a real Prometheus delivers with its own
+/// `tls_config` and `basic_auth`; requests without credentials get 401, and a
+/// user who may only read gets 403 on the ingest.
+#[test]
+fn a_real_prometheus_delivers_over_https_with_basic_auth() {
+    let Some((broker, t, rules)) = setup("prom-tls", "1s") else {
+        return;
+    };
+    let prometheus_bin = which("prometheus")
+        .expect("prometheus (Debian package prometheus; scripts/test.sh installs it)");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("prometheus-tls"));
+    let (ca, cert, key) = make_certificate(&dir.join("tls"));
+    let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
+    std::fs::write(
+        dir.join("web.yml"),
+        format!(
+            "tls_server_config: {{cert_file: {}, key_file: {}}}\nbasic_auth_users:\n  prometheus: '{}'\n  grafana: '{}'\n",
+            cert.display(),
+            key.display(),
+            hash("prom-pw"),
+            hash("grafana-pw")
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("squadron.yaml"),
+        "http:\n  web_config_file: web.yml\n  authorization: {writers: [prometheus], readers: [grafana, prometheus]}\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut env = run_env(&broker, &t, &rules);
+    env.retain(|(k, _)| *k != "SQUADRON_HTTP_LISTEN");
+    env.push(("SQUADRON_HTTP_LISTEN", format!("127.0.0.1:{port}")));
+    env.push((
+        "SQUADRON_CONFIG",
+        dir.join("squadron.yaml").display().to_string(),
+    ));
+    let child = squadron(&["run"], &env);
+    let ca_arg = ca.display().to_string();
+    let url = |path: &str| format!("https://127.0.0.1:{port}{path}");
+    wait_until(Duration::from_secs(60), "/readyz over https", || {
+        curl(&["--cacert", &ca_arg, &url("/readyz")]).0 == 200
+    });
+    assert_eq!(
+        curl(&[
+            "--cacert",
+            &ca_arg,
+            "-X",
+            "POST",
+            "-d",
+            "[]",
+            &url("/api/v2/alerts")
+        ])
+        .0,
+        401
+    );
+    assert_eq!(
+        curl(&[
+            "--cacert",
+            &ca_arg,
+            "-u",
+            "grafana:grafana-pw",
+            "-X",
+            "POST",
+            "-d",
+            "[]",
+            &url("/api/v2/alerts")
+        ])
+        .0,
+        403
+    );
+    assert_eq!(
+        curl(&[
+            "--cacert",
+            &ca_arg,
+            "-u",
+            "grafana:grafana-pw",
+            &url("/api/v1/status")
+        ])
+        .0,
+        200
+    );
+    assert_eq!(curl(&["--cacert", &ca_arg, &url("/api/v1/status")]).0, 401);
+    let notes = prometheus_delivers(
+        &prometheus_bin,
+        &dir,
+        &format!(
+            "scheme: https\n      tls_config: {{ca_file: {ca_arg}}}\n      basic_auth: {{username: prometheus, password: prom-pw}}\n      static_configs: [{{targets: ['127.0.0.1:{port}']}}]"
+        ),
+        &broker,
+        &t.payments,
+    );
+    stop(child);
+    assert_always_firing_notified(&notes);
 }
 
 fn which(bin: &str) -> Option<PathBuf> {
@@ -1058,7 +1181,10 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
     );
     assert_eq!(payload["alerts"][0]["labels"]["alertname"], "HighErrorRate");
     assert_eq!(payload["goalkeeper"], "gil");
-    assert_eq!(payload["receiver"], "flaky-hook", "the receiver's name, as Alertmanager sends");
+    assert_eq!(
+        payload["receiver"], "flaky-hook",
+        "the receiver's name, as Alertmanager sends"
+    );
     let slack: Value =
         serde_json::from_str(&l.iter().find(|r| r.0.starts_with("/slack")).unwrap().2).unwrap();
     assert!(
@@ -1074,7 +1200,11 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         (pd["event_action"].as_str(), pd["routing_key"].as_str()),
         (Some("trigger"), Some("R0UTINGFROMFILE"))
     );
-    assert_eq!(pd["dedup_key"].as_str().unwrap().len(), 64, "a hash of the group key");
+    assert_eq!(
+        pd["dedup_key"].as_str().unwrap().len(),
+        64,
+        "a hash of the group key"
+    );
     // The receiver that never answers 2xx: two attempts, then the dead-letter topic.
     assert_eq!(l.iter().filter(|r| r.0.starts_with("/dead")).count(), 2);
     let dead = dlq
@@ -1089,9 +1219,15 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
     // metrics, status or dead letters (which carry the notification).
     let mut everything = format!("{log_text}\n{metrics}\n{status}\n");
     for (_, _, headers, payload) in &dlq {
-        everything.push_str(&format!("{headers:?} {}\n", String::from_utf8_lossy(payload)));
+        everything.push_str(&format!(
+            "{headers:?} {}\n",
+            String::from_utf8_lossy(payload)
+        ));
     }
-    assert!(!everything.to_ascii_lowercase().contains("secret"), "{everything}");
+    assert!(
+        !everything.to_ascii_lowercase().contains("secret"),
+        "{everything}"
+    );
     for name in ["closed-a", "closed-b", "closed-pager"] {
         let d = dlq
             .iter()
@@ -1100,7 +1236,10 @@ fn receivers_get_webhook_slack_and_pagerduty_deliveries_with_retries() {
         let v: Value = serde_json::from_slice(&d.3).unwrap();
         assert_eq!(v["receiver"].as_str(), Some(name), "the notification");
     }
-    assert!(metrics.contains("squadron_receiver_delivery_seconds_bucket"), "{metrics}");
+    assert!(
+        metrics.contains("squadron_receiver_delivery_seconds_bucket"),
+        "{metrics}"
+    );
     assert!(
         log_text.contains("flaky-hook"),
         "retries are logged by receiver name: {log_text}"

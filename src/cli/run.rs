@@ -42,9 +42,16 @@ pub struct RunArgs {
     /// (environment: comma-separated).
     #[arg(long = "kafka-property", env = "SQUADRON_KAFKA_PROPERTIES", value_delimiter = ',', value_parser = crate::pipeline::config::parse_property)]
     pub kafka_properties: Vec<(String, String)>,
-    /// Bearer token required by `POST /api/v2/alerts`.
+    /// Bearer token that may write (ingest, reload). Prefer the environment
+    /// or --ingest-token-file: a flag's value shows in `ps`.
     #[arg(long, env = "SQUADRON_INGEST_TOKEN", hide_env_values = true)]
     pub ingest_token: Option<String>,
+    /// File holding the bearer token that may write.
+    #[arg(long, env = "SQUADRON_INGEST_TOKEN_FILE")]
+    pub ingest_token_file: Option<PathBuf>,
+    /// Web configuration file (Prometheus' format: TLS, basic-auth users).
+    #[arg(long, env = "SQUADRON_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
     /// Produced records awaiting acknowledgement before consumption pauses.
     #[arg(long, env = "SQUADRON_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<u64>,
@@ -97,6 +104,14 @@ impl RunArgs {
         }
         if let Some(v) = &self.ingest_token {
             cfg.http.ingest.bearer_token = Some(v.clone());
+            cfg.http.ingest.bearer_token_file = None;
+        }
+        if let Some(v) = &self.ingest_token_file {
+            cfg.http.ingest.bearer_token_file = Some(v.clone());
+            cfg.http.ingest.bearer_token = None;
+        }
+        if let Some(v) = &self.web_config_file {
+            cfg.http.web_config_file = Some(v.clone());
         }
         if let Some(v) = self.max_in_flight {
             cfg.pipeline.max_in_flight = v;
@@ -240,9 +255,22 @@ pub async fn start_http(
         }
         _ => None,
     };
+    let web = cfg.http.web()?;
+    if let Some(addr) = cfg.http.listen.filter(|a| !a.ip().is_loopback()) {
+        if !web.auth.enabled() {
+            tracing::warn!(%addr, "listening beyond loopback without authentication: anyone who reaches the port can send alerts and reload the rules (README, Security)");
+        }
+    }
+    tracing::info!(
+        tls = web.tls.is_some(),
+        authentication = web.auth.enabled(),
+        reads_protected = web.auth.protects_reads(),
+        "http security"
+    );
     let shared = Shared {
         ingest,
         commands,
+        web: Arc::new(web),
         metrics: Arc::new(Metrics::new(prometheus::Registry::new())?),
         status: Arc::new(Mutex::new(Status::default())),
     };

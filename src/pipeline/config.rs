@@ -51,6 +51,11 @@ pub struct HttpConfig {
     pub listen: Option<SocketAddr>,
     /// Alertmanager-compatible `POST /api/v2/alerts`.
     pub ingest: crate::sources::http::IngestConfig,
+    /// The web configuration file Prometheus and Alertmanager read
+    /// (exporter-toolkit: TLS, basic-auth users, response headers).
+    pub web_config_file: Option<PathBuf>,
+    /// Which of the web config's users may read and write.
+    pub authorization: crate::telemetry::web::AuthorizationConfig,
     /// Open connections at most; more wait in the listen backlog until one closes.
     pub max_connections: usize,
     /// A client must send a request's headers within this time; it also closes
@@ -69,6 +74,31 @@ pub struct HttpLimits {
 }
 
 impl HttpConfig {
+    /// The server's security: the web config file, the read/write policy and
+    /// the bearer token (inline or from its file).
+    pub fn web(&self) -> anyhow::Result<crate::telemetry::web::Web> {
+        let token = match (&self.ingest.bearer_token, &self.ingest.bearer_token_file) {
+            (Some(_), Some(_)) => {
+                anyhow::bail!("http.ingest: give bearer_token or bearer_token_file, not both")
+            }
+            (Some(t), None) => Some(t.clone()),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| {
+                        anyhow::anyhow!("http.ingest.bearer_token_file {}: {e}", f.display())
+                    })?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        crate::telemetry::web::Web::load(
+            self.web_config_file.as_deref(),
+            &self.authorization,
+            token,
+        )
+    }
+
     pub fn limits(&self) -> anyhow::Result<HttpLimits> {
         let parse = |key: &str, v: &str| {
             parse_duration(v)
@@ -173,6 +203,8 @@ impl Default for HttpConfig {
         HttpConfig {
             listen: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             ingest: Default::default(),
+            web_config_file: None,
+            authorization: Default::default(),
             max_connections: 1024,
             header_timeout: "10s".into(),
             body_timeout: "20s".into(),
@@ -239,9 +271,18 @@ impl Config {
         })?;
         // Relative paths in the file are relative to the file.
         let mut cfg = cfg;
-        if cfg.rules.is_relative() {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                cfg.rules = dir.join(&cfg.rules);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            for p in [
+                Some(&mut cfg.rules),
+                cfg.http.web_config_file.as_mut(),
+                cfg.http.ingest.bearer_token_file.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if p.is_relative() {
+                    *p = dir.join(&*p);
+                }
             }
         }
         Ok(cfg)

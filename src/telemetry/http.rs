@@ -50,6 +50,8 @@ pub struct Shared {
     pub commands: Option<tokio::sync::mpsc::Sender<crate::pipeline::Command>>,
     /// Alertmanager-compatible ingest, when enabled.
     pub ingest: Option<Arc<crate::sources::http::HttpIngest>>,
+    /// TLS, users and who may read and write.
+    pub web: Arc<super::web::Web>,
 }
 
 impl Shared {
@@ -173,29 +175,110 @@ pub async fn serve(
             let _slot = slot;
             let metrics = shared.metrics.clone();
             metrics.http_connections.inc();
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(route(&shared, req, peer.ip(), limits).await)
+            match &shared.web.tls {
+                None => connection(&builder, TokioIo::new(stream), &shared, peer, limits).await,
+                Some(acceptor) => {
+                    // The handshake shares the header timeout: a client that
+                    // stalls in it holds a slot no longer than one that stalls
+                    // in its headers.
+                    let handshake = async {
+                        let ssl = openssl::ssl::Ssl::new(acceptor.context()).ok()?;
+                        let mut tls = tokio_openssl::SslStream::new(ssl, stream).ok()?;
+                        std::pin::Pin::new(&mut tls).accept().await.ok()?;
+                        Some(tls)
+                    };
+                    match tokio::time::timeout(limits.header_timeout, handshake).await {
+                        Ok(Some(tls)) => {
+                            connection(&builder, TokioIo::new(tls), &shared, peer, limits).await
+                        }
+                        _ => metrics
+                            .http_connection_errors
+                            .with_label_values(&["tls_handshake"])
+                            .inc(),
+                    }
                 }
-            });
-            if let Err(error) = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                let reason = if error.is_timeout() {
-                    "header_timeout"
-                } else {
-                    "protocol"
-                };
-                metrics
-                    .http_connection_errors
-                    .with_label_values(&[reason])
-                    .inc();
-                tracing::debug!(%error, "http connection ended with an error");
             }
             metrics.http_connections.dec();
         });
+    }
+}
+
+/// Serves one connection (plain or TLS) until it closes.
+async fn connection<I>(
+    builder: &http1::Builder,
+    io: TokioIo<I>,
+    shared: &Shared,
+    peer: SocketAddr,
+    limits: HttpLimits,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service_shared = shared.clone();
+    let service = service_fn(move |req| {
+        let shared = service_shared.clone();
+        async move {
+            let mut resp = authorized(&shared, req, peer.ip(), limits).await;
+            for (name, value) in &shared.web.headers {
+                resp.headers_mut().insert(name.clone(), value.clone());
+            }
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
+    if let Err(error) = builder.serve_connection(io, service).await {
+        let reason = if error.is_timeout() {
+            "header_timeout"
+        } else {
+            "protocol"
+        };
+        shared
+            .metrics
+            .http_connection_errors
+            .with_label_values(&[reason])
+            .inc();
+        tracing::debug!(%error, "http connection ended with an error");
+    }
+}
+
+/// Checks the request's credentials for what its endpoint needs, then routes it.
+async fn authorized(
+    shared: &Shared,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+    limits: HttpLimits,
+) -> Response<Body> {
+    use super::web::{Access, Verdict};
+    let access = Access::of(req.method(), req.uri().path());
+    let header = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match shared.web.auth.check(access, header).await {
+        Verdict::Allowed => route(shared, req, peer, limits).await,
+        Verdict::Unauthenticated => {
+            shared
+                .metrics
+                .http_denied
+                .with_label_values(&["unauthenticated"])
+                .inc();
+            Response::builder()
+                .status(StatusCode::UNAUTHORIZED)
+                .header(
+                    "www-authenticate",
+                    "Basic realm=\"squadron\", charset=\"UTF-8\"",
+                )
+                .body(full(
+                    b"unauthorized: credentials needed (README, Security)\n".to_vec(),
+                ))
+                .expect("response")
+        }
+        Verdict::Forbidden(why) => {
+            shared
+                .metrics
+                .http_denied
+                .with_label_values(&["forbidden"])
+                .inc();
+            text(StatusCode::FORBIDDEN, &format!("forbidden: {why}\n"))
+        }
     }
 }
 
@@ -233,8 +316,8 @@ async fn route(
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(full(shared.metrics.render()))
             .expect("response"),
-        (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") => match shared.ready() {
+        (&Method::GET, "/healthz" | "/-/healthy") => text(StatusCode::OK, "ok\n"),
+        (&Method::GET, "/readyz" | "/-/ready") => match shared.ready() {
             Ok(()) => text(StatusCode::OK, "ready\n"),
             Err(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -305,8 +388,8 @@ async fn route(
         }
         (
             _,
-            "/metrics" | "/healthz" | "/readyz" | "/api/v1/status" | "/-/reload" | "/api/v1/groups"
-            | "/api/v1/alerts" | "/api/v2/alerts",
+            "/metrics" | "/healthz" | "/readyz" | "/-/healthy" | "/-/ready" | "/api/v1/status"
+            | "/-/reload" | "/api/v1/groups" | "/api/v1/alerts" | "/api/v2/alerts",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -315,7 +398,7 @@ async fn route(
     }
 }
 
-/// `POST /api/v2/alerts`: token, size limit, then the ingest decides.
+/// `POST /api/v2/alerts` (credentials already checked): size limit, then the ingest decides.
 async fn ingest(
     shared: &Shared,
     req: Request<Incoming>,
@@ -329,17 +412,6 @@ async fn ingest(
             "ingest is disabled (http.ingest.enabled)\n",
         );
     };
-    let auth = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if !ingest.authorized(auth) {
-        return Response::builder()
-            .status(StatusCode::UNAUTHORIZED)
-            .header("www-authenticate", "Bearer")
-            .body(full(b"missing or wrong bearer token\n".to_vec()))
-            .expect("response");
-    }
     let too_large = || {
         text(
             StatusCode::PAYLOAD_TOO_LARGE,

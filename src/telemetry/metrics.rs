@@ -68,6 +68,8 @@ pub struct Metrics {
     pub http_accept_errors: IntCounterVec,
     /// Connections closed for taking too long (headers, body) or ending in a protocol error.
     pub http_connection_errors: IntCounterVec,
+    /// Requests refused for their credentials: unauthenticated (401), forbidden (403).
+    pub http_denied: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
 }
@@ -160,7 +162,12 @@ impl Metrics {
             )?,
             http_connection_errors: counter_vec(
                 "squadron_http_connection_errors_total",
-                "HTTP connections ended by the server, by reason: header_timeout (slow or idle client), body_timeout, protocol.",
+                "HTTP connections ended by the server, by reason: header_timeout (slow or idle client), body_timeout, tls_handshake, protocol.",
+                &["reason"],
+            )?,
+            http_denied: counter_vec(
+                "squadron_http_denied_total",
+                "HTTP requests refused for their credentials, by reason: unauthenticated (401), forbidden (403).",
                 &["reason"],
             )?,
             registry: reg,
