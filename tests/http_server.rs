@@ -320,3 +320,44 @@ fn https_and_basic_auth_from_a_web_config() {
     assert_eq!(plain.0, 0, "{plain:?}");
     assert_eq!(curl(&[], "/healthz").0, 200);
 }
+
+/// The authenticated setup docker-compose.yml ships: deploy/web.yml's users
+/// take the passwords in deploy/secrets/, and deploy/squadron.yaml lets the
+/// scraper read but not write.
+#[test]
+fn the_shipped_compose_setup_authenticates_as_documented() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cfg = squadron::pipeline::Config::load(Some(&root.join("deploy/squadron.yaml"))).unwrap();
+    assert!(cfg.http.web_config_file.is_some());
+    let web = Web::load(
+        Some(&root.join("deploy/web.yml")),
+        &cfg.http.authorization,
+        None,
+    )
+    .unwrap();
+    let password = |user: &str| {
+        std::fs::read_to_string(root.join(format!("deploy/secrets/{user}-password")))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let srv = server_with(limits(), web);
+    let url = |path: &str| format!("http://127.0.0.1:{}{path}", srv.addr.port());
+    let scraper = format!("scraper:{}", password("scraper"));
+    let sender = format!("sender:{}", password("sender"));
+    assert_eq!(common::curl(&["-u", &scraper, &url("/metrics")]).0, 200);
+    assert_eq!(
+        common::curl(&["-u", &scraper, "-X", "POST", &url("/-/reload")]).0,
+        403
+    );
+    assert_eq!(
+        common::curl(&["-u", &sender, "-X", "POST", &url("/-/reload")]).0,
+        501
+    );
+    assert_eq!(common::curl(&[&url("/metrics")]).0, 401);
+    assert_eq!(
+        common::curl(&[&url("/readyz")]).0,
+        503,
+        "health needs no credentials"
+    );
+}

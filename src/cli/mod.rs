@@ -101,6 +101,13 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Capture an input topic between two times or offsets into the replay format.
     Record(record::RecordArgs),
+    /// Print the bcrypt hash of a password read from standard input (one
+    /// line), for `basic_auth_users` in the web config file.
+    HashPassword {
+        /// bcrypt cost: each step doubles the work of checking it (4..=31).
+        #[arg(long, default_value_t = 10)]
+        cost: u32,
+    },
     /// Write synthetic alert traffic in the replay format (deterministic).
     Generate {
         /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input),
@@ -156,6 +163,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::demo(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Record(args) => record::record(&args),
+        Command::HashPassword { cost } => hash_password(cost),
         Command::Generate {
             scenario,
             start,
@@ -172,6 +180,19 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             output.as_deref(),
         ),
     }
+}
+
+/// `squadron hash-password`: the password from the first line of standard
+/// input (never an argument: it would show in `ps` and shell history).
+fn hash_password(cost: u32) -> anyhow::Result<i32> {
+    anyhow::ensure!((4..=31).contains(&cost), "--cost must be between 4 and 31");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let password = line.trim_end_matches(['\n', '\r']);
+    anyhow::ensure!(!password.is_empty(), "no password on standard input");
+    let hash = bcrypt::hash(password, cost).map_err(|e| anyhow::anyhow!("bcrypt: {e}"))?;
+    println!("{hash}");
+    Ok(0)
 }
 
 /// Parses an RFC 3339 argument into engine time.
