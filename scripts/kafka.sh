@@ -12,7 +12,11 @@
 #   SQUADRON_CACHE        where jars are cached; default ~/.cache/squadron
 #   SQUADRON_KAFKA_PORT   broker port on 127.0.0.1; default 19092 (controller: port+1)
 #   SQUADRON_KAFKA_DIR    data, config, log and pid; default /tmp/squadron-kafka-$PORT
-# Needs: a JDK 17+ (java) and Maven (mvn). Listens on 127.0.0.1 only.
+#
+# Besides PLAINTEXT on $PORT, the broker serves SASL_SSL on port+2: TLS with a
+# certificate for 127.0.0.1 signed by a CA made at start ($DIR/tls/ca.pem), and
+# SCRAM-SHA-256 with the user `squadron`, password `squadron-test-password`.
+# Needs: a JDK 17+ (java), Maven (mvn) and openssl. Listens on 127.0.0.1 only.
 set -euo pipefail
 
 VERSION="${KAFKA_VERSION:-4.1.1}"
@@ -20,6 +24,9 @@ CACHE="${SQUADRON_CACHE:-$HOME/.cache/squadron}"
 LIBS="$CACHE/kafka-$VERSION/libs"
 PORT="${SQUADRON_KAFKA_PORT:-19092}"
 CONTROLLER_PORT=$((PORT + 1))
+SASL_PORT=$((PORT + 2))
+SCRAM_USER=squadron
+SCRAM_PASSWORD=squadron-test-password
 DIR="${SQUADRON_KAFKA_DIR:-/tmp/squadron-kafka-$PORT}"
 PIDFILE="$DIR/kafka.pid"
 
@@ -51,6 +58,22 @@ EOF
   log "fetched $(ls "$LIBS" | wc -l) jars"
 }
 
+# A CA and a broker certificate for 127.0.0.1 (PEM, unencrypted PKCS#8 key).
+make_tls() {
+  command -v openssl >/dev/null || { log "openssl not found: install it (Debian package openssl)"; exit 1; }
+  local t="$DIR/tls"
+  mkdir -p "$t"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=squadron test CA" \
+    -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$t/broker.key" -out "$t/broker.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$t/san.ext"
+  openssl x509 -req -in "$t/broker.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+    -days 30 -extfile "$t/san.ext" -out "$t/broker.pem" 2>/dev/null
+  openssl pkcs8 -topk8 -nocrypt -in "$t/broker.key" -out "$t/broker.pk8" 2>/dev/null
+  cat "$t/broker.pk8" "$t/broker.pem" >"$t/keystore.pem"
+}
+
 running() { [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -61,15 +84,20 @@ start() {
   fetch
   command -v java >/dev/null || { log "java not found: install a JDK 17+"; exit 1; }
   rm -rf "$DIR" && mkdir -p "$DIR/data"
+  make_tls
   cat >"$DIR/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT,SASL_SSL://127.0.0.1:$SASL_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT,SASL_SSL://127.0.0.1:$SASL_PORT
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_SSL:SASL_SSL
 inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-256
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.ssl.keystore.type=PEM
+listener.name.sasl_ssl.ssl.keystore.location=$DIR/tls/keystore.pem
 log.dirs=$DIR/data
 num.partitions=4
 auto.create.topics.enable=true
@@ -98,7 +126,8 @@ EOF
   local cluster_id
   cluster_id="$(java -cp "$cp" kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n1)"
   java -cp "$cp" -Dlog4j2.configurationFile="$DIR/log4j2.properties" \
-    kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" >"$DIR/format.log" 2>&1 || {
+    kafka.tools.StorageTool format -t "$cluster_id" -c "$DIR/server.properties" \
+    --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$SCRAM_PASSWORD]" >"$DIR/format.log" 2>&1 || {
     log "formatting storage failed:"; cat "$DIR/format.log" >&2; exit 1; }
   launch
 }

@@ -32,9 +32,15 @@ need java openjdk-17-jre-headless
 need mvn maven
 need promtool prometheus
 need docker-compose docker-compose
+need openssl openssl
+need curl curl
 
 log "build"
 cargo build --locked --release --bin squadron
+# The fuzz crate has its own lock file (scripts/fuzz.sh builds it --locked):
+# fail here, not after the suite, when a new dependency is missing from it.
+cargo metadata --locked --format-version 1 --manifest-path fuzz/Cargo.toml >/dev/null || {
+  echo "fuzz/Cargo.lock is out of date: cp Cargo.lock fuzz/ && cargo metadata --manifest-path fuzz/Cargo.toml" >&2; exit 1; }
 
 log "rules: check and rule tests"
 ./target/release/squadron check rules
@@ -49,6 +55,9 @@ export SQUADRON_KAFKA_PORT="${SQUADRON_KAFKA_PORT:-19092}"
 scripts/kafka.sh start
 trap 'scripts/kafka.sh stop' EXIT
 export SQUADRON_TEST_KAFKA="127.0.0.1:$SQUADRON_KAFKA_PORT"
+# The same broker's SASL_SSL listener (scripts/kafka.sh: SCRAM over TLS).
+export SQUADRON_TEST_KAFKA_SASL_SSL="127.0.0.1:$((SQUADRON_KAFKA_PORT + 2))"
+export SQUADRON_TEST_KAFKA_CA="${SQUADRON_KAFKA_DIR:-/tmp/squadron-kafka-$SQUADRON_KAFKA_PORT}/tls/ca.pem"
 
 log "broker conformance: what exactly-once needs from the broker, before anything relies on it"
 cargo test --locked --test broker_conformance 2>&1 | tee target/conformance-output.txt
@@ -61,7 +70,10 @@ cargo test --locked 2>&1 | tee target/test-output.txt
 for t in sigkill_mid_stream_and_restart_loses_no_alert ten_sigkills_never_notify_a_group_twice_exactly_once \
          poison_messages_are_dead_lettered_and_later_alerts_decided \
          three_instances_one_killed_one_added_notify_each_group_once \
-         a_broker_outage_mid_stream_loses_nothing_and_squadron_resumes_by_itself; do
+         a_broker_outage_mid_stream_loses_nothing_and_squadron_resumes_by_itself \
+         a_broker_outage_exactly_once_notifies_each_alert_once \
+         consumes_and_produces_through_a_sasl_ssl_listener \
+         a_real_prometheus_delivers_over_https_with_basic_auth; do
   grep -q "test $t ... ok" target/test-output.txt || { echo "the Kafka integration test $t did not run" >&2; exit 1; }
 done
 

@@ -1394,3 +1394,88 @@ fn poison_messages_are_dead_lettered_and_later_alerts_decided() {
     assert_eq!(http(port, "GET", "/healthz").0, 200);
     stop(child);
 }
+
+/// squadron consumes and produces through the test broker's SASL_SSL
+/// listener (TLS with the broker's CA, SCRAM-SHA-256), configured with
+/// librdkafka properties in its config file, as README's "Kafka security"
+/// shows. It is given only that listener's address; a wrong password stops
+/// it at start with the broker's answer.
+#[test]
+fn consumes_and_produces_through_a_sasl_ssl_listener() {
+    let (Ok(sasl), Ok(ca)) = (
+        std::env::var("SQUADRON_TEST_KAFKA_SASL_SSL"),
+        std::env::var("SQUADRON_TEST_KAFKA_CA"),
+    ) else {
+        eprintln!(
+            "SQUADRON_TEST_KAFKA_SASL_SSL and SQUADRON_TEST_KAFKA_CA are not set: skipping (scripts/test.sh sets them)"
+        );
+        return;
+    };
+    let Some((broker, t, rules)) = setup("sasl", "1s") else {
+        return;
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("sasl"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |password: &str| {
+        let path = dir.join(format!("squadron-{password}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "kafka:\n  bootstrap_servers: {sasl}\n  properties:\n    security.protocol: SASL_SSL\n    sasl.mechanism: SCRAM-SHA-256\n    sasl.username: squadron\n    sasl.password: {password}\n    ssl.ca.location: {ca}\n"
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let env = |password: &str| {
+        let mut env: Vec<(&str, String)> = run_env(&broker, &t, &rules)
+            .into_iter()
+            .filter(|(k, _)| *k != "SQUADRON_BOOTSTRAP_SERVERS")
+            .collect();
+        env.push(("SQUADRON_CONFIG", config(password)));
+        env
+    };
+
+    let mut wrong = squadron(&["run"], &env("not-the-password"));
+    let status = {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            if let Some(s) = wrong.try_wait().unwrap() {
+                break s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "a wrong SASL password must stop squadron at start"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut log = String::new();
+    use std::io::Read;
+    wrong
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut log)
+        .unwrap();
+    assert!(!status.success());
+    assert!(log.contains("Authentication failed"), "{log}");
+    assert!(
+        !log.contains("not-the-password"),
+        "the password is not logged: {log}"
+    );
+
+    let child = squadron(&["run"], &env("squadron-test-password"));
+    produce(
+        &broker,
+        &t.input,
+        &[serde_json::to_vec(&json!([alert(
+            json!({"alertname": "OverTls", "service": "checkout"})
+        )]))
+        .unwrap()],
+    );
+    let notes = read_all(&broker, &t.payments, 1, Duration::from_secs(60));
+    stop(child);
+    let v: Value = serde_json::from_slice(&notes[0].3).unwrap();
+    assert_eq!(v["alerts"][0]["labels"]["alertname"], "OverTls");
+}

@@ -105,7 +105,8 @@ mod tests {
     }
 }
 
-/// A client context that only throttles logs (for producers with no other needs).
+/// A client context that only throttles logs (for producers, admin clients
+/// and probes with no other needs).
 #[derive(Default)]
 pub struct Throttled(pub Throttle);
 
@@ -118,3 +119,5 @@ impl rdkafka::ClientContext for Throttled {
         self.0.kafka_error(&error, reason);
     }
 }
+
+impl rdkafka::consumer::ConsumerContext for Throttled {}

@@ -17,7 +17,6 @@
 
 use super::Config;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 use std::sync::Arc;
@@ -86,9 +85,25 @@ impl Topology {
 /// it would move groups between tasks, away from their state.
 pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
     let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
-    let probe: BaseConsumer = super::client_config(cfg, &cfg.kafka.consumer_properties).create()?;
+    // Throttled contexts log the clients' own errors (an authentication
+    // failure, a refused TLS handshake), which the error below cannot name.
+    let probe: BaseConsumer<super::throttle::Throttled> =
+        super::client_config(cfg, &cfg.kafka.consumer_properties)
+            .create_with_context(super::throttle::Throttled::default())?;
     let partitions = |topic: &str| -> anyhow::Result<Option<i32>> {
-        let md = probe.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let md = probe
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| {
+                // The client's own errors and logs wait in its queue: serve
+                // them, so the log says why (authentication, TLS, refused).
+                for _ in 0..5 {
+                    let _ = probe.poll(Duration::from_millis(100));
+                }
+                anyhow::anyhow!(
+                    "cannot read metadata from {}: {e} (see the client errors above; check kafka.bootstrap_servers and the security properties)",
+                    cfg.kafka.bootstrap_servers
+                )
+            })?;
         Ok(md
             .topics()
             .first()
@@ -112,8 +127,9 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
         );
     }
     if !missing.is_empty() {
-        let admin: AdminClient<DefaultClientContext> =
-            super::client_config(cfg, &cfg.kafka.producer_properties).create()?;
+        let admin: AdminClient<super::throttle::Throttled> =
+            super::client_config(cfg, &cfg.kafka.producer_properties)
+                .create_with_context(super::throttle::Throttled::default())?;
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         for r in admin.create_topics(&missing, &opts).await? {
             match r {
