@@ -1479,3 +1479,86 @@ fn consumes_and_produces_through_a_sasl_ssl_listener() {
     let v: Value = serde_json::from_slice(&notes[0].3).unwrap();
     assert_eq!(v["alerts"][0]["labels"]["alertname"], "OverTls");
 }
+
+/// A squad that groups by all labels (page per alert, common with
+/// PagerDuty): a 12-label alert's group key is far over PagerDuty's 255
+/// characters. The trigger and the resolve reach a PagerDuty-compatible server
+/// with the same short dedup key.
+#[test]
+fn pagerduty_gets_one_short_dedup_key_for_a_group_by_all_labels() {
+    let Some((broker, t, rules)) = setup("pd-key", "1s") else {
+        return;
+    };
+    let (port, log) = receiver_server();
+    std::fs::write(
+        rules.join("rules.yaml"),
+        std::fs::read_to_string(rules.join("rules.yaml")).unwrap().replace(
+            "    services: [checkout]\n",
+            &format!(
+                "    services: [checkout]\n    grouping: {{group_by: ['...']}}\n    receivers:\n      - name: pager\n        pagerduty: {{routing_key: {{env: TEST_PD_KEY}}, url: \"http://127.0.0.1:{port}/pd\"}}\n"
+            ),
+        ),
+    )
+    .unwrap();
+    let mut env = run_env(&broker, &t, &rules);
+    env.push(("TEST_PD_KEY", "R0UTING".into()));
+    let child = squadron(&["run"], &env);
+    let mut labels = serde_json::Map::new();
+    labels.insert("alertname".into(), "PodCrashLooping".into());
+    labels.insert("service".into(), "checkout".into());
+    for i in 0..10 {
+        labels.insert(
+            format!("label_{i:02}"),
+            format!("value-{i}-{}", "x".repeat(40)).into(),
+        );
+    }
+    let firing = alert(Value::Object(labels.clone()));
+    produce(
+        &broker,
+        &t.input,
+        &[serde_json::to_vec(&json!([firing])).unwrap()],
+    );
+    wait_until(Duration::from_secs(60), "the trigger", || {
+        log.lock().unwrap().iter().any(|r| r.0 == "/pd")
+    });
+    let mut resolved = firing.clone();
+    resolved["endsAt"] = json!("2020-01-01T00:00:00Z");
+    produce(
+        &broker,
+        &t.input,
+        &[serde_json::to_vec(&json!([resolved])).unwrap()],
+    );
+    wait_until(Duration::from_secs(60), "the resolve", || {
+        log.lock().unwrap().iter().filter(|r| r.0 == "/pd").count() >= 2
+    });
+    stop(child);
+    let events: Vec<Value> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|r| r.0 == "/pd")
+        .map(|r| serde_json::from_str(&r.2).unwrap())
+        .collect();
+    let key = events[0]["dedup_key"].as_str().unwrap();
+    assert!(key.len() <= 255, "{key}");
+    assert_eq!(
+        (
+            events[0]["event_action"].as_str(),
+            events[1]["event_action"].as_str()
+        ),
+        (Some("trigger"), Some("resolve"))
+    );
+    assert_eq!(
+        events[1]["dedup_key"].as_str(),
+        Some(key),
+        "the resolve closes the same incident"
+    );
+    assert!(
+        events[0]["payload"]["summary"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .count()
+            <= 1024
+    );
+}
