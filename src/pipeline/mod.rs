@@ -40,6 +40,7 @@
 
 pub mod config;
 mod decide;
+pub(crate) mod polled;
 mod produce;
 mod route;
 pub mod store;
@@ -58,7 +59,6 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, ClientContext, Offset, Statistics, TopicPartitionList};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -326,8 +326,7 @@ async fn run_clients(
         cfg.kafka.dead_letter_topic.clone(),
         metrics.clone(),
     )?;
-    let receiver_producer: FutureProducer<throttle::Throttled> =
-        producer_cfg.create_with_context(throttle::Throttled::default())?;
+    let receiver_producer = polled::AsyncProducer::new(&producer_cfg)?;
     let core = Arc::new(Mutex::new(Core {
         topo: topo.clone(),
         rules: rules.clone(),
@@ -1156,7 +1155,7 @@ pub fn spawn_rules_watcher(
 
 /// Receiver deliveries that exhausted their retries go to the dead-letter topic.
 struct ReceiverDeadLetters {
-    producer: FutureProducer<throttle::Throttled>,
+    producer: polled::AsyncProducer,
     topic: String,
     metrics: Arc<Metrics>,
 }
@@ -1187,10 +1186,16 @@ impl crate::sinks::receivers::DeadLetter for ReceiverDeadLetters {
             });
         let (producer, topic) = (self.producer.clone(), self.topic.clone());
         tokio::spawn(async move {
-            let record: FutureRecord<'_, (), [u8]> = FutureRecord::to(&topic)
-                .payload(&payload[..])
-                .headers(headers);
-            if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
+            let sent = producer
+                .send(
+                    &topic,
+                    None,
+                    &payload,
+                    Some(headers),
+                    Duration::from_secs(30),
+                )
+                .await;
+            if let Err(error) = sent {
                 tracing::error!(%error, "cannot dead-letter a failed receiver delivery");
             }
         });

@@ -4,10 +4,11 @@
 //! librdkafka's thread; failed records are kept and sent again (at least once)
 //! or fail the transaction (exactly once). It decides nothing about alerts.
 
+use super::polled::Polled;
 use crate::telemetry::metrics::Metrics;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, TopicPartitionList};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -140,7 +141,7 @@ const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_000_000;
 
 /// The one producer, and the transaction it may have open.
 pub struct Output {
-    producer: ThreadedProducer<Deliveries>,
+    producer: Polled<Deliveries>,
     /// Where records the broker refuses for good go.
     dead_letter_topic: String,
     /// The producer's `message.max.bytes`: larger records are dead-lettered
@@ -188,12 +189,15 @@ impl Output {
         if let Some(id) = &transactional_id {
             config.set("transactional.id", id);
         }
-        let producer: ThreadedProducer<Deliveries> = config.create_with_context(Deliveries {
-            metrics,
-            failed: Mutex::new(Vec::new()),
-            rejected: Mutex::new(Vec::new()),
-            logs: Default::default(),
-        })?;
+        let producer = Polled::new(
+            &config,
+            Deliveries {
+                metrics,
+                failed: Mutex::new(Vec::new()),
+                rejected: Mutex::new(Vec::new()),
+                logs: Default::default(),
+            },
+        )?;
         if transactional {
             // Fences any earlier producer with the same id and aborts its open transaction.
             producer.init_transactions(Duration::from_secs(60))?;

@@ -10,7 +10,6 @@
 
 use crate::decode::{InvalidKind, decode};
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -44,7 +43,7 @@ impl Default for IngestConfig {
 }
 
 pub struct HttpIngest {
-    producer: FutureProducer<crate::pipeline::throttle::Throttled>,
+    producer: crate::pipeline::polled::AsyncProducer,
     topic: String,
     pub max_body_bytes: usize,
 }
@@ -71,12 +70,13 @@ impl HttpIngest {
         topic: String,
         cfg: &IngestConfig,
     ) -> anyhow::Result<HttpIngest> {
-        let producer: FutureProducer<crate::pipeline::throttle::Throttled> = client
-            .clone()
-            .set("linger.ms", "1")
-            .set("acks", "all")
-            .set("enable.idempotence", "true")
-            .create_with_context(crate::pipeline::throttle::Throttled::default())?;
+        let producer = crate::pipeline::polled::AsyncProducer::new(
+            client
+                .clone()
+                .set("linger.ms", "1")
+                .set("acks", "all")
+                .set("enable.idempotence", "true"),
+        )?;
         Ok(HttpIngest {
             producer,
             topic,
@@ -107,11 +107,19 @@ impl HttpIngest {
                 }
             }
         }
-        let record: FutureRecord<'_, [u8], [u8]> =
-            FutureRecord::to(&self.topic).payload(body).key(sender);
-        match self.producer.send(record, Duration::from_secs(10)).await {
+        let sent = self
+            .producer
+            .send(
+                &self.topic,
+                Some(sender),
+                body,
+                None,
+                Duration::from_secs(10),
+            )
+            .await;
+        match sent {
             Ok(_) => Reply::new(200, ""),
-            Err((e, _)) => {
+            Err(e) => {
                 tracing::warn!(error = %e, topic = %self.topic, "ingest: cannot store alerts");
                 Reply::new(503, format!("cannot store the alerts in Kafka: {e}\n"))
             }
