@@ -77,7 +77,7 @@ for t in sigkill_mid_stream_and_restart_loses_no_alert ten_sigkills_never_notify
   grep -q "test $t ... ok" target/test-output.txt || { echo "the Kafka integration test $t did not run" >&2; exit 1; }
 done
 
-log "fuzzing: every target for ${SQUADRON_FUZZ_SECONDS:-30}s (scripts/fuzz.sh; longer runs: README)"
+log "fuzzing: every target for ${SQUADRON_FUZZ_SECONDS:-60}s (scripts/fuzz.sh; longer runs: README)"
 # A fixed seed: CI explores the same inputs every run (a prefix of what a
 # longer run with that seed explores), so a pass here is reproducible.
-FUZZ_SEED="${FUZZ_SEED:-1}" scripts/fuzz.sh "${SQUADRON_FUZZ_SECONDS:-30}"
+FUZZ_SEED="${FUZZ_SEED:-1}" scripts/fuzz.sh "${SQUADRON_FUZZ_SECONDS:-60}"

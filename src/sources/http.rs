@@ -70,13 +70,17 @@ impl HttpIngest {
         topic: String,
         cfg: &IngestConfig,
     ) -> anyhow::Result<HttpIngest> {
-        let producer = crate::pipeline::polled::AsyncProducer::new(
-            client
-                .clone()
-                .set("linger.ms", "1")
-                .set("acks", "all")
-                .set("enable.idempotence", "true"),
-        )?;
+        let mut client = client;
+        client
+            .set("linger.ms", "1")
+            .set("acks", "all")
+            .set("enable.idempotence", "true");
+        // The sender waits for the answer: 503 after 10 s (README), so it
+        // retries, rather than librdkafka's default of 5 minutes.
+        if client.get("message.timeout.ms").is_none() {
+            client.set("message.timeout.ms", "10000");
+        }
+        let producer = crate::pipeline::polled::AsyncProducer::new(&client)?;
         Ok(HttpIngest {
             producer,
             topic,
