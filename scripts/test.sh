@@ -31,6 +31,7 @@ need_pkg zlib1g-dev
 need java openjdk-17-jre-headless
 need mvn maven
 need promtool prometheus
+need amtool prometheus-alertmanager
 need docker-compose docker-compose
 need openssl openssl
 need curl curl
@@ -73,7 +74,8 @@ for t in sigkill_mid_stream_and_restart_loses_no_alert ten_sigkills_never_notify
          a_broker_outage_mid_stream_loses_nothing_and_squadron_resumes_by_itself \
          a_broker_outage_exactly_once_notifies_each_alert_once \
          consumes_and_produces_through_a_sasl_ssl_listener \
-         a_real_prometheus_delivers_over_https_with_basic_auth; do
+         a_real_prometheus_delivers_over_https_with_basic_auth \
+         amtool_queries_alerts_and_silences; do
   grep -q "test $t ... ok" target/test-output.txt || { echo "the Kafka integration test $t did not run" >&2; exit 1; }
 done
 

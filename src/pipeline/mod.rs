@@ -1071,6 +1071,9 @@ impl Core {
         let mut s = self.status.lock().expect("status lock");
         s.version = env!("CARGO_PKG_VERSION");
         s.rules_digest = rules.digest.clone();
+        s.rules = Some(rules.clone());
+        s.instance = self.cfg.instance_id();
+        s.started_at.get_or_insert(now);
         s.squads = rules
             .squads
             .iter()

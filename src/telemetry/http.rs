@@ -33,6 +33,12 @@ pub struct Status {
     pub heartbeat: Option<crate::model::Ts>,
     /// Since when commits have failed (outputs not acknowledged); `None` while they succeed.
     pub commit_stalled_since: Option<crate::model::Ts>,
+    /// The rules in force, for the Alertmanager API (silences, receivers).
+    #[serde(skip)]
+    pub rules: Option<Arc<crate::rules::RuleSet>>,
+    /// This instance's name (`group.instance.id`) and start, for `/api/v2/status`.
+    pub instance: String,
+    pub started_at: Option<crate::model::Ts>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -351,6 +357,85 @@ async fn route(
                 Err(resp) => resp,
             }
         }
+        (&Method::GET, "/api/v2/status") => {
+            let s = shared.status.lock().expect("status lock");
+            let started = s.started_at.unwrap_or(crate::pipeline::wall_clock());
+            json(
+                StatusCode::OK,
+                &super::amapi::status(s.rules.as_deref(), &s.instance, started),
+            )
+        }
+        (&Method::GET, "/api/v2/receivers") => match rules(shared) {
+            Ok(r) => json(StatusCode::OK, &super::amapi::receiver_list(&r)),
+            Err(resp) => resp,
+        },
+        (&Method::GET, "/api/v2/silences") => {
+            let query = Query::parse(req.uri().query().unwrap_or(""));
+            let filter = match query
+                .all("filter")
+                .map(crate::rules::Matcher::parse)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(m) => m,
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad filter: {e}\n")),
+            };
+            match rules(shared) {
+                Ok(r) => json(
+                    StatusCode::OK,
+                    &super::amapi::silences(&r, &filter, crate::pipeline::wall_clock()),
+                ),
+                Err(resp) => resp,
+            }
+        }
+        (&Method::GET, path) if path.starts_with("/api/v2/silence/") => {
+            let id = &path["/api/v2/silence/".len()..];
+            match rules(shared) {
+                Ok(r) => match r.silences.iter().find(|s| &*s.id == id) {
+                    Some(s) => json(
+                        StatusCode::OK,
+                        &super::amapi::silence(s, crate::pipeline::wall_clock()),
+                    ),
+                    None => text(StatusCode::NOT_FOUND, "silence not found\n"),
+                },
+                Err(resp) => resp,
+            }
+        }
+        (&Method::POST, "/api/v2/silences") | (&Method::DELETE, _)
+            if req.uri().path().starts_with("/api/v2/silence") =>
+        {
+            text(
+                StatusCode::NOT_IMPLEMENTED,
+                "squadron does not change silences over the API yet: add or end a silence in a rule file (README, silences); it applies within a second of the file changing\n",
+            )
+        }
+        (&Method::GET, path @ ("/api/v2/alerts" | "/api/v2/alerts/groups")) => {
+            let query = Query::parse(req.uri().query().unwrap_or(""));
+            let q = match super::amapi::AlertQuery::parse(&query) {
+                Ok(q) => q,
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+            };
+            let r = match rules(shared) {
+                Ok(r) => r,
+                Err(resp) => return resp,
+            };
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let cmd = crate::pipeline::Command::Groups {
+                squad: None,
+                matchers: Vec::new(),
+                reply: tx,
+            };
+            let now = crate::pipeline::wall_clock();
+            match ask(shared, cmd, rx).await {
+                Ok(groups) if path == "/api/v2/alerts" => {
+                    json(StatusCode::OK, &super::amapi::alerts(&groups, &r, &q, now))
+                }
+                Ok(groups) => json(
+                    StatusCode::OK,
+                    &super::amapi::alert_groups(&groups, &r, &q, now),
+                ),
+                Err(resp) => resp,
+            }
+        }
         (&Method::GET, path @ ("/api/v1/groups" | "/api/v1/alerts")) => {
             let query = Query::parse(req.uri().query().unwrap_or(""));
             let matchers = match query
@@ -388,8 +473,20 @@ async fn route(
         }
         (
             _,
-            "/metrics" | "/healthz" | "/readyz" | "/-/healthy" | "/-/ready" | "/api/v1/status"
-            | "/-/reload" | "/api/v1/groups" | "/api/v1/alerts" | "/api/v2/alerts",
+            "/metrics"
+            | "/healthz"
+            | "/readyz"
+            | "/-/healthy"
+            | "/-/ready"
+            | "/api/v1/status"
+            | "/-/reload"
+            | "/api/v1/groups"
+            | "/api/v1/alerts"
+            | "/api/v2/alerts"
+            | "/api/v2/alerts/groups"
+            | "/api/v2/status"
+            | "/api/v2/receivers"
+            | "/api/v2/silences",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -464,6 +561,17 @@ async fn ingest(
     )
 }
 
+/// The rules in force, or 503 before the pipeline has published them.
+fn rules(shared: &Shared) -> Result<Arc<crate::rules::RuleSet>, Response<Body>> {
+    shared
+        .status
+        .lock()
+        .expect("status lock")
+        .rules
+        .clone()
+        .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "rules not loaded yet\n"))
+}
+
 /// Sends a command to the pipeline task and waits (bounded) for its answer.
 async fn ask<T>(
     shared: &Shared,
@@ -500,10 +608,10 @@ fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
 }
 
 /// A URL query string: `squad=payments&filter=severity%3D%22critical%22`.
-struct Query(Vec<(String, String)>);
+pub(crate) struct Query(Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: &str) -> Query {
+    pub(crate) fn parse(q: &str) -> Query {
         Query(
             q.split('&')
                 .filter(|p| !p.is_empty())
@@ -514,13 +622,13 @@ impl Query {
                 .collect(),
         )
     }
-    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+    pub(crate) fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.0
             .iter()
             .filter(move |(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
-    fn first(&self, key: &str) -> Option<&str> {
+    pub(crate) fn first(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == key)

@@ -1,5 +1,6 @@
 //! squadron's own observability: Prometheus metrics and the HTTP endpoints.
 
+pub mod amapi;
 pub mod http;
 pub mod metrics;
 pub mod web;

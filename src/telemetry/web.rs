@@ -112,7 +112,10 @@ impl Access {
     pub fn of(method: &hyper::Method, path: &str) -> Access {
         match (method, path) {
             (_, "/healthz" | "/readyz" | "/-/healthy" | "/-/ready") => Access::Public,
-            (&hyper::Method::POST, "/api/v2/alerts" | "/-/reload") => Access::Write,
+            (&hyper::Method::POST, "/api/v2/alerts" | "/-/reload" | "/api/v2/silences") => {
+                Access::Write
+            }
+            (&hyper::Method::DELETE, _) => Access::Write,
             _ => Access::Read,
         }
     }

@@ -1,0 +1,265 @@
+//! Alertmanager's HTTP API v2, read side: the JSON shapes of its OpenAPI spec
+//! (`gettableAlert`, `alertGroup`, `gettableSilence`, `alertmanagerStatus`,
+//! `receiver`), built from what squadron knows, so that `amtool alert query`,
+//! `amtool silence query` and Alertmanager data sources read squadron.
+//!
+//! What squadron shows: the alerts it holds in groups (admitted, waiting or
+//! notified, not yet resolved), each with its squad and goalkeeper; the
+//! silences of the rule files, read-only. Dropped, silenced and inhibited
+//! alerts are decided on arrival and not kept, so they are not listed (their
+//! fates are in the audit topic). Each instance shows the groups of its own
+//! partitions.
+
+use crate::engine::GroupView;
+use crate::model::{Status, Ts};
+use crate::rules::{Matcher, RuleSet, Silence};
+use serde_json::{Value, json};
+
+/// The query of `GET /api/v2/alerts` and `/api/v2/alerts/groups`.
+pub struct AlertQuery {
+    pub active: bool,
+    pub silenced: bool,
+    pub inhibited: bool,
+    pub filter: Vec<Matcher>,
+    /// A regex on receiver names.
+    pub receiver: Option<regex::Regex>,
+}
+
+impl AlertQuery {
+    /// Alertmanager's parameters; booleans default to true.
+    pub(crate) fn parse(q: &super::http::Query) -> Result<AlertQuery, String> {
+        let flag = |name: &str| match q.first(name) {
+            None | Some("true") => Ok(true),
+            Some("false") => Ok(false),
+            Some(other) => Err(format!("{name}={other:?} is not true or false")),
+        };
+        Ok(AlertQuery {
+            active: flag("active")?,
+            silenced: flag("silenced")?,
+            inhibited: flag("inhibited")?,
+            filter: q
+                .all("filter")
+                .map(Matcher::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("bad filter: {e}"))?,
+            receiver: q
+                .first("receiver")
+                .map(|r| regex::Regex::new(&format!("^(?:{r})$")))
+                .transpose()
+                .map_err(|e| format!("bad receiver regex: {e}"))?,
+        })
+    }
+}
+
+/// The receivers a group's notifications reach: its squad (the squad's
+/// topic) and the squad's configured receivers.
+fn receivers(rules: &RuleSet, squad: &str) -> Vec<String> {
+    let mut names = vec![squad.to_owned()];
+    if let Some(i) = rules.squad_by_name(squad) {
+        names.extend(
+            rules.squads[i as usize]
+                .receivers
+                .iter()
+                .map(|r| r.name.clone()),
+        );
+    }
+    names
+}
+
+fn goalkeeper(rules: &RuleSet, squad: &str, now: Ts) -> Option<String> {
+    let i = rules.squad_by_name(squad)?;
+    rules.squads[i as usize]
+        .goalkeeper
+        .as_ref()?
+        .on_duty(now)
+        .map(|p| p.to_string())
+}
+
+/// `alertGroup`s, and each alert as a `gettableAlert`, filtered by `q`.
+pub fn alert_groups(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: Ts) -> Vec<Value> {
+    groups
+        .iter()
+        .filter_map(|g| {
+            let receivers = receivers(rules, &g.squad);
+            if let Some(re) = &q.receiver {
+                if !receivers.iter().any(|r| re.is_match(r)) {
+                    return None;
+                }
+            }
+            let goalkeeper = goalkeeper(rules, &g.squad, now);
+            let alerts: Vec<Value> = g
+                .alerts
+                .iter()
+                // Held alerts are active: not silenced or inhibited (those are not kept).
+                .filter(|a| a.status == Status::Firing && q.active)
+                .filter(|a| q.filter.iter().all(|m| m.matches(&a.labels)))
+                .map(|a| {
+                    json!({
+                        "labels": a.labels,
+                        "annotations": a.annotations,
+                        "startsAt": a.starts_at,
+                        "endsAt": a.ends_at,
+                        "updatedAt": g.last_notified.unwrap_or(a.starts_at),
+                        "generatorURL": "",
+                        "fingerprint": a.fingerprint.to_string(),
+                        "receivers": receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
+                        "status": {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []},
+                        // squadron's additions.
+                        "squad": &*g.squad,
+                        "goalkeeper": goalkeeper,
+                        "groupKey": &*g.key,
+                    })
+                })
+                .collect();
+            (!alerts.is_empty()).then(|| {
+                json!({
+                    "labels": g.labels,
+                    "receiver": {"name": &*g.squad},
+                    "alerts": alerts,
+                })
+            })
+        })
+        .collect()
+}
+
+/// The alerts of [`alert_groups`], flat.
+pub fn alerts(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: Ts) -> Vec<Value> {
+    alert_groups(groups, rules, q, now)
+        .into_iter()
+        .flat_map(|mut g| match g["alerts"].take() {
+            Value::Array(a) => a,
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+fn silence_state(s: &Silence, now: Ts) -> &'static str {
+    if now < s.starts_at {
+        "pending"
+    } else if now < s.ends_at {
+        "active"
+    } else {
+        "expired"
+    }
+}
+
+/// A rule file's silence as a `gettableSilence`.
+pub fn silence(s: &Silence, now: Ts) -> Value {
+    use crate::rules::matcher::Op;
+    json!({
+        "id": &*s.id,
+        "status": {"state": silence_state(s, now)},
+        "updatedAt": s.starts_at,
+        "matchers": s.matchers.iter().map(|m| json!({
+            "name": &*m.name,
+            "value": &*m.value,
+            "isRegex": matches!(m.op, Op::Re | Op::NotRe),
+            "isEqual": matches!(m.op, Op::Eq | Op::Re),
+        })).collect::<Vec<_>>(),
+        "startsAt": s.starts_at,
+        "endsAt": s.ends_at,
+        "createdBy": s.created_by,
+        "comment": s.comment,
+    })
+}
+
+/// `GET /api/v2/silences?filter=...`: a silence is listed when every filter
+/// matcher matches the labels its equality matchers describe (Alertmanager's
+/// rule).
+pub fn silences(rules: &RuleSet, filter: &[Matcher], now: Ts) -> Vec<Value> {
+    rules
+        .silences
+        .iter()
+        .filter(|s| {
+            let labels = crate::model::LabelSet::from_pairs(
+                s.matchers
+                    .iter()
+                    .filter(|m| m.op == crate::rules::matcher::Op::Eq)
+                    .map(|m| (&*m.name, &*m.value)),
+            );
+            filter.iter().all(|f| f.matches(&labels))
+        })
+        .map(|s| silence(s, now))
+        .collect()
+}
+
+/// `GET /api/v2/status`. Clustering is Kafka's business: `disabled`, no peers.
+pub fn status(rules: Option<&RuleSet>, instance: &str, started: Ts) -> Value {
+    let original = match rules {
+        Some(r) => format!(
+            "# squadron rules, digest {}\n# squads: {}\n# silences: {}\n",
+            r.digest,
+            r.squads
+                .iter()
+                .map(|s| &*s.name)
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.silences.len()
+        ),
+        None => "# rules not loaded yet\n".into(),
+    };
+    json!({
+        "cluster": {"name": instance, "peers": [], "status": "disabled"},
+        "config": {"original": original},
+        "uptime": started,
+        "versionInfo": {
+            "branch": "",
+            "buildDate": "",
+            "buildUser": "",
+            "goVersion": "",
+            "revision": "",
+            "version": env!("CARGO_PKG_VERSION"),
+        },
+    })
+}
+
+/// `GET /api/v2/receivers`: every squad and every receiver it declares.
+pub fn receiver_list(rules: &RuleSet) -> Vec<Value> {
+    rules
+        .squads
+        .iter()
+        .flat_map(|s| receivers(rules, &s.name))
+        .map(|name| json!({"name": name}))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> RuleSet {
+        crate::rules::compile(&[(
+            "r.yaml".into(),
+            "squads:\n  - name: payments\n    services: [checkout]\n    receivers: [{name: pay-hook, webhook: {url: 'http://x'}}]\nsilences:\n  - matchers: ['alertname=\"Deploy\"', 'env=~\"stag.*\"']\n    starts_at: '2026-01-01T00:00:00Z'\n    ends_at: '2026-01-02T00:00:00Z'\n    created_by: ops\n    comment: release window\n"
+                .into(),
+        )])
+        .unwrap()
+    }
+
+    #[test]
+    fn silences_have_alertmanagers_shape_and_filter() {
+        let r = rules();
+        let now = Ts::parse_rfc3339("2026-01-01T12:00:00Z").unwrap().unwrap();
+        let all = silences(&r, &[], now);
+        assert_eq!(all.len(), 1);
+        let s = &all[0];
+        assert_eq!(s["status"]["state"], "active");
+        assert_eq!(s["createdBy"], "ops");
+        assert_eq!(s["matchers"][1]["isRegex"], true);
+        assert_eq!(s["matchers"][1]["isEqual"], true);
+        let f = |m: &str| vec![Matcher::parse(m).unwrap()];
+        assert_eq!(silences(&r, &f("alertname=Deploy"), now).len(), 1);
+        assert_eq!(silences(&r, &f("alertname=Other"), now).len(), 0);
+        let later = Ts::parse_rfc3339("2026-01-03T00:00:00Z").unwrap().unwrap();
+        assert_eq!(silence(&r.silences[0], later)["status"]["state"], "expired");
+        assert_eq!(
+            receiver_list(&r),
+            // The fallback squad for alerts no squad owns is a receiver too.
+            vec![
+                json!({"name": "payments"}),
+                json!({"name": "pay-hook"}),
+                json!({"name": "unowned"})
+            ]
+        );
+    }
+}
