@@ -367,7 +367,7 @@ async fn route(
         }
         (&Method::GET, "/api/v2/receivers") => match rules(shared) {
             Ok(r) => json(StatusCode::OK, &super::amapi::receiver_list(&r)),
-            Err(resp) => resp,
+            Err(resp) => *resp,
         },
         (&Method::GET, "/api/v2/silences") => {
             let query = Query::parse(req.uri().query().unwrap_or(""));
@@ -384,7 +384,7 @@ async fn route(
                     StatusCode::OK,
                     &super::amapi::silences(&r, &filter, crate::pipeline::wall_clock()),
                 ),
-                Err(resp) => resp,
+                Err(resp) => *resp,
             }
         }
         (&Method::GET, path) if path.starts_with("/api/v2/silence/") => {
@@ -397,7 +397,7 @@ async fn route(
                     ),
                     None => text(StatusCode::NOT_FOUND, "silence not found\n"),
                 },
-                Err(resp) => resp,
+                Err(resp) => *resp,
             }
         }
         (&Method::POST, "/api/v2/silences") | (&Method::DELETE, _)
@@ -416,7 +416,7 @@ async fn route(
             };
             let r = match rules(shared) {
                 Ok(r) => r,
-                Err(resp) => return resp,
+                Err(resp) => return *resp,
             };
             let (tx, rx) = tokio::sync::oneshot::channel();
             let cmd = crate::pipeline::Command::Groups {
@@ -562,14 +562,14 @@ async fn ingest(
 }
 
 /// The rules in force, or 503 before the pipeline has published them.
-fn rules(shared: &Shared) -> Result<Arc<crate::rules::RuleSet>, Response<Body>> {
+fn rules(shared: &Shared) -> Result<Arc<crate::rules::RuleSet>, Box<Response<Body>>> {
     shared
         .status
         .lock()
         .expect("status lock")
         .rules
         .clone()
-        .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, "rules not loaded yet\n"))
+        .ok_or_else(|| Box::new(text(StatusCode::SERVICE_UNAVAILABLE, "rules not loaded yet\n")))
 }
 
 /// Sends a command to the pipeline task and waits (bounded) for its answer.
