@@ -351,6 +351,9 @@ pub struct Auth {
     /// SHA-256 of the bearer token.
     bearer: Option<[u8; 32]>,
     cache: Arc<Mutex<HashMap<[u8; 32], bool>>>,
+    /// One bcrypt check at a time: a client sending wrong passwords as fast
+    /// as it can costs squadron at most one core, never the pipeline's.
+    hashing: Arc<tokio::sync::Semaphore>,
 }
 
 /// Entries at most in the password cache; it starts over when full.
@@ -385,6 +388,7 @@ impl Auth {
                 .filter(|t| !t.is_empty())
                 .map(|t| sha256(&[t.as_bytes()])),
             cache: Default::default(),
+            hashing: Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 
@@ -447,6 +451,9 @@ impl Auth {
             return *ok;
         }
         let (password, stored_owned) = (password.to_owned(), stored.to_owned());
+        let Ok(_turn) = self.hashing.acquire().await else {
+            return false;
+        };
         // bcrypt is slow on purpose: off the async workers.
         let ok = tokio::task::spawn_blocking(move || {
             bcrypt::verify(password, &stored_owned).unwrap_or(false)
