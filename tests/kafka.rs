@@ -1582,12 +1582,14 @@ fn amtool_queries_alerts_and_silences() {
     )
     .unwrap();
     let (child, port) = run_with_http(&broker, &t, &rules, &[]);
+    let mut disk = alert(json!({"alertname": "DiskFull", "service": "checkout", "instance": "b"}));
+    disk["generatorURL"] = json!("http://prometheus:9090/graph?g0.expr=disk");
     produce(
         &broker,
         &t.input,
         &[serde_json::to_vec(&json!([
             alert(json!({"alertname": "HighErrorRate", "service": "checkout", "instance": "a"})),
-            alert(json!({"alertname": "DiskFull", "service": "checkout", "instance": "b"}))
+            disk
         ]))
         .unwrap()],
     );
@@ -1635,6 +1637,10 @@ fn amtool_queries_alerts_and_silences() {
     assert_eq!(
         (v[0]["squad"].as_str(), v.as_array().unwrap().len()),
         (Some("payments"), 1)
+    );
+    assert_eq!(
+        v[0]["generatorURL"],
+        "http://prometheus:9090/graph?g0.expr=disk"
     );
     // amtool's own table output parses what it got.
     let (ok, table, err) = run(&["alert", "query"]);

@@ -275,6 +275,7 @@ impl Engine {
                         annotations: a.annotations.clone(),
                         starts_at: a.starts_at,
                         ends_at: a.ends_at,
+                        generator_url: a.generator_url.clone(),
                         notified: a.notified,
                         core: a.core,
                     })
@@ -1008,6 +1009,8 @@ pub struct AlertView {
     pub annotations: LabelSet,
     pub starts_at: Ts,
     pub ends_at: Ts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generator_url: Option<Box<str>>,
     /// What the last notification said about it.
     pub notified: Option<Status>,
     pub core: bool,

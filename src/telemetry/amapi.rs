@@ -100,7 +100,7 @@ pub fn alert_groups(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: 
                         "startsAt": a.starts_at,
                         "endsAt": a.ends_at,
                         "updatedAt": g.last_notified.unwrap_or(a.starts_at),
-                        "generatorURL": "",
+                        "generatorURL": a.generator_url.as_deref().unwrap_or(""),
                         "fingerprint": a.fingerprint.to_string(),
                         "receivers": receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
                         "status": {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []},

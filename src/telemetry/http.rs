@@ -569,7 +569,12 @@ fn rules(shared: &Shared) -> Result<Arc<crate::rules::RuleSet>, Box<Response<Bod
         .expect("status lock")
         .rules
         .clone()
-        .ok_or_else(|| Box::new(text(StatusCode::SERVICE_UNAVAILABLE, "rules not loaded yet\n")))
+        .ok_or_else(|| {
+            Box::new(text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "rules not loaded yet\n",
+            ))
+        })
 }
 
 /// Sends a command to the pipeline task and waits (bounded) for its answer.
