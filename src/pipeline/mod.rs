@@ -326,7 +326,6 @@ async fn run_clients(
         cfg.kafka.dead_letter_topic.clone(),
         metrics.clone(),
     )?;
-    let receiver_producer = polled::AsyncProducer::new(&producer_cfg)?;
     let core = Arc::new(Mutex::new(Core {
         topo: topo.clone(),
         rules: rules.clone(),
@@ -348,7 +347,8 @@ async fn run_clients(
             cfg.pipeline.payload_limits(),
         )?,
         dead: Arc::new(ReceiverDeadLetters {
-            producer: receiver_producer,
+            config: producer_cfg.clone(),
+            producer: std::sync::OnceLock::new(),
             topic: cfg.kafka.dead_letter_topic.clone(),
             metrics: metrics.clone(),
         }),
@@ -1158,7 +1158,10 @@ pub fn spawn_rules_watcher(
 
 /// Receiver deliveries that exhausted their retries go to the dead-letter topic.
 struct ReceiverDeadLetters {
-    producer: polled::AsyncProducer,
+    config: ClientConfig,
+    /// Made at the first dead letter: most runs never need one, and an idle
+    /// producer still costs a thread, a connection and some CPU.
+    producer: std::sync::OnceLock<Result<polled::AsyncProducer, String>>,
     topic: String,
     metrics: Arc<Metrics>,
 }
@@ -1187,7 +1190,17 @@ impl crate::sinks::receivers::DeadLetter for ReceiverDeadLetters {
                 key: "squadron.time",
                 value: Some(&wall_clock().to_string()),
             });
-        let (producer, topic) = (self.producer.clone(), self.topic.clone());
+        let producer = match self
+            .producer
+            .get_or_init(|| polled::AsyncProducer::new(&self.config).map_err(|e| e.to_string()))
+        {
+            Ok(p) => p.clone(),
+            Err(error) => {
+                tracing::error!(%error, "cannot dead-letter a failed receiver delivery: no producer");
+                return;
+            }
+        };
+        let topic = self.topic.clone();
         tokio::spawn(async move {
             let sent = producer
                 .send(
