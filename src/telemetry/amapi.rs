@@ -37,11 +37,7 @@ impl AlertQuery {
             active: flag("active")?,
             silenced: flag("silenced")?,
             inhibited: flag("inhibited")?,
-            filter: q
-                .all("filter")
-                .map(Matcher::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("bad filter: {e}"))?,
+            filter: q.matchers("filter")?,
             receiver: q
                 .first("receiver")
                 .map(|r| regex::Regex::new(&format!("^(?:{r})$")))

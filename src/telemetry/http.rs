@@ -371,13 +371,9 @@ async fn route(
         },
         (&Method::GET, "/api/v2/silences") => {
             let query = Query::parse(req.uri().query().unwrap_or(""));
-            let filter = match query
-                .all("filter")
-                .map(crate::rules::Matcher::parse)
-                .collect::<Result<Vec<_>, _>>()
-            {
+            let filter = match query.matchers("filter") {
                 Ok(m) => m,
-                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad filter: {e}\n")),
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
             };
             match rules(shared) {
                 Ok(r) => json(
@@ -438,13 +434,9 @@ async fn route(
         }
         (&Method::GET, path @ ("/api/v1/groups" | "/api/v1/alerts")) => {
             let query = Query::parse(req.uri().query().unwrap_or(""));
-            let matchers = match query
-                .all("filter")
-                .map(crate::rules::Matcher::parse)
-                .collect::<Result<Vec<_>, _>>()
-            {
+            let matchers = match query.matchers("filter") {
                 Ok(m) => m,
-                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("bad filter: {e}\n")),
+                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
             };
             let (tx, rx) = tokio::sync::oneshot::channel();
             let cmd = crate::pipeline::Command::Groups {
@@ -633,6 +625,14 @@ impl Query {
             .filter(move |(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+    /// Every `key` parameter as an Alertmanager matcher (`filter=...`).
+    pub(crate) fn matchers(&self, key: &str) -> Result<Vec<crate::rules::Matcher>, String> {
+        self.all(key)
+            .map(crate::rules::Matcher::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("bad {key}: {e}"))
+    }
+
     pub(crate) fn first(&self, key: &str) -> Option<&str> {
         self.0
             .iter()
