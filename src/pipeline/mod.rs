@@ -502,6 +502,12 @@ async fn run_clients(
             let mut c = lock(&core);
             c.failed = true;
             c.unacknowledged.clear();
+            // Not ready until the new clients have partitions again.
+            c.status
+                .lock()
+                .expect("status lock")
+                .assigned_partitions
+                .clear();
             (c.rules.clone(), c.summary.clone())
         };
         drop(consumer);
