@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod compare;
+pub mod control;
 pub mod decode;
 pub mod engine;
 pub mod ingest;

@@ -35,6 +35,10 @@ pub struct WebhookPayload<'a> {
     pub sent_at: Ts,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub folded: Option<&'a Folded>,
+    /// Who acknowledged the group, and when (their acknowledgement stopped
+    /// the repeats; this notification is about a change since).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<&'a crate::control::Ack>,
 }
 
 #[derive(Serialize)]
@@ -83,6 +87,7 @@ impl<'a> WebhookPayload<'a> {
             notification_id: &n.id,
             squad: &n.squad,
             goalkeeper: n.goalkeeper.as_deref(),
+            acknowledged: n.acknowledged.as_ref(),
             reason: n.reason.as_str(),
             core: n.core,
             sent_at: n.at,
@@ -202,6 +207,7 @@ mod tests {
             at: Ts(0),
             squad: "payments".into(),
             goalkeeper: None,
+            acknowledged: None,
             group_key: "k".into(),
             group_labels: LabelSet::from_pairs([("alertname", "PodDown")]),
             status: Status::Firing,
@@ -261,6 +267,7 @@ mod tests {
             at: Ts(90_000),
             squad: "payments".into(),
             goalkeeper: Some("bob".into()),
+            acknowledged: None,
             group_key: r#"{}/{squad="payments"}:{alertname="A"}"#.into(),
             group_labels: LabelSet::from_pairs([("alertname", "A")]),
             status: Status::Firing,

@@ -53,6 +53,7 @@ fn server_with(limits: HttpLimits, web: Web) -> Server {
         commands: None,
         ingest: Some(Arc::new(ingest)),
         web: Arc::new(web),
+        controls: None,
     };
     let shutdown = CancellationToken::new();
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -293,6 +293,7 @@ async fn run_until(
             status: Arc::new(Mutex::new(Status::default())),
             shutdown: shutdown.clone(),
             commands: None,
+            controls: None,
         },
     ));
     // Through both stages: decided, waiting in a group, or invalid.
@@ -340,6 +341,7 @@ async fn latency_run(
             status: status.clone(),
             shutdown: shutdown.clone(),
             commands: None,
+            controls: None,
         },
     ));
     // Wait for the partition assignment before sending.

@@ -60,6 +60,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         // The mock cluster cannot create topics through the admin API.
         mock.create_topic(&cfg.repartition_topic(), cfg.pipeline.partitions, 1)?;
         mock.create_topic(&cfg.changelog_topic(), cfg.pipeline.partitions, 1)?;
+        mock.create_topic(&cfg.controls_topic(), 1, 1)?;
         for s in &rules.squads {
             mock.create_topic(&s.topic, 1, 1)?;
         }
@@ -75,7 +76,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         let pipeline = tokio::spawn(pipeline::run(
             cfg.clone(),
             rules,
-            Handles { metrics: shared.metrics.clone(), status: shared.status.clone(), shutdown: shutdown.clone(), commands: Some(commands_rx) },
+            Handles { metrics: shared.metrics.clone(), status: shared.status.clone(), shutdown: shutdown.clone(), commands: Some(commands_rx), controls: shared.controls.clone() },
         ));
         let generator = tokio::spawn(generate_traffic(brokers, cfg.kafka.input_topics[0].clone(), args.duration, shutdown.clone()));
 

@@ -3,6 +3,7 @@
 
 pub mod bench;
 mod check;
+mod controls;
 pub mod demo;
 mod generate;
 pub mod record;
@@ -101,6 +102,15 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Capture an input topic between two times or offsets into the replay format.
     Record(record::RecordArgs),
+    /// Who is on first-line duty for each squad now (or at --at), and the
+    /// coming shifts (--days): from the rule files, or from a running
+    /// squadron with --url (which adds overrides made through its API).
+    Goalkeeper(controls::GoalkeeperArgs),
+    /// Acknowledge a group on a running squadron: its repeat notifications
+    /// stop until the group changes (an alert joins, resolves or fires again).
+    ///
+    /// Credentials from SQUADRON_USER and SQUADRON_PASSWORD, or SQUADRON_TOKEN.
+    Ack(controls::AckArgs),
     /// Print the bcrypt hash of a password read from standard input (one
     /// line), for `basic_auth_users` in the web config file.
     HashPassword {
@@ -164,6 +174,8 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Bench(args) => bench::bench(&args),
         Command::Record(args) => record::record(&args),
         Command::HashPassword { cost } => hash_password(cost),
+        Command::Goalkeeper(args) => controls::goalkeeper(&args),
+        Command::Ack(args) => controls::ack(&args),
         Command::Generate {
             scenario,
             start,

@@ -174,6 +174,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<i32> {
             status: shared.status.clone(),
             shutdown: shutdown.clone(),
             commands: Some(rx),
+            controls: shared.controls.clone(),
         };
         // The pipeline logs its own one-line summary when it stops.
         pipeline::run(cfg, rules, handles).await?;
@@ -267,12 +268,17 @@ pub async fn start_http(
         reads_protected = web.auth.protects_reads(),
         "http security"
     );
+    let metrics = Arc::new(Metrics::new(prometheus::Registry::new())?);
+    // Runtime silences, acks and overrides: read before the API answers or the pipeline decides.
+    let controls = pipeline::control::ControlLog::start(cfg, metrics.clone()).await?;
+    tokio::spawn(controls.clone().sweep(shutdown.clone()));
     let shared = Shared {
         ingest,
         commands,
         web: Arc::new(web),
-        metrics: Arc::new(Metrics::new(prometheus::Registry::new())?),
+        metrics,
         status: Arc::new(Mutex::new(Status::default())),
+        controls: Some(controls),
     };
     if let Some(addr) = cfg.http.listen {
         let (tx, rx) = tokio::sync::oneshot::channel();

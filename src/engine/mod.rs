@@ -27,6 +27,7 @@ pub use output::{
 };
 use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
 
+use crate::control::Controls;
 use crate::model::{Alert, AlertKey, LabelSet, Labels, Status, Ts};
 use crate::rules::file::Action;
 use crate::rules::{Owner, RuleSet, SquadId, all_match};
@@ -40,6 +41,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Engine {
     rules: Arc<RuleSet>,
+    /// Silences, acknowledgements and duty overrides made at runtime.
+    controls: Arc<Controls>,
     state: State,
     /// Derived from `state.groups`: group key -> id.
     group_index: HashMap<Arc<str>, GroupId>,
@@ -67,6 +70,7 @@ impl Engine {
     pub fn new(rules: Arc<RuleSet>) -> Engine {
         let mut e = Engine {
             rules: rules.clone(),
+            controls: Arc::default(),
             state: State::default(),
             group_index: HashMap::new(),
             group_squad: Vec::new(),
@@ -82,6 +86,21 @@ impl Engine {
 
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
+    }
+
+    /// Swaps in the runtime controls (silences, acknowledgements, duty
+    /// overrides). They apply from the next decision on, as rules do.
+    pub fn set_controls(&mut self, controls: Arc<Controls>) {
+        self.controls = controls;
+    }
+
+    /// Who is on duty for squad `squad` at `now`: a runtime override, else the rule files.
+    fn goalkeeper(&self, squad: SquadId, now: Ts) -> Option<Arc<str>> {
+        let sq = &self.rules.squads[squad as usize];
+        if let Some(p) = self.controls.on_duty(&sq.name, now) {
+            return Some(p.into());
+        }
+        sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now))
     }
 
     pub fn stats(&self) -> EngineStats {
@@ -496,6 +515,7 @@ impl Engine {
             members: Vec::new(),
             next_flush: due,
             last_notified: None,
+            changed_at: None,
             origin: input,
             sequence: 0,
         };
@@ -571,6 +591,11 @@ impl Engine {
             .iter()
             .find(|s| s.active_at(now) && all_match(&s.matchers, labels))
         {
+            return Some(Fate::Silenced {
+                silence: s.id.clone(),
+            });
+        }
+        if let Some(s) = self.controls.silenced_by(labels, now) {
             return Some(Fate::Silenced {
                 silence: s.id.clone(),
             });
@@ -793,7 +818,12 @@ impl Engine {
             None => None,
             Some(_) if changed && !any_firing => Some(NotifyReason::Resolved),
             Some(_) if changed => Some(NotifyReason::GroupChanged),
-            Some(last) if any_firing && now.since(last) >= grouping.repeat_interval => {
+            // An acknowledged group repeats nothing until it changes.
+            Some(last)
+                if any_firing
+                    && now.since(last) >= grouping.repeat_interval
+                    && !self.acknowledged(&group) =>
+            {
                 Some(NotifyReason::Repeat)
             }
             Some(_) => None,
@@ -831,6 +861,9 @@ impl Engine {
                 }
             }
             group.last_notified = Some(now);
+            if reason != NotifyReason::Repeat {
+                group.changed_at = Some(now);
+            }
         }
 
         // Inputs still pending changed nothing that needed telling (e.g. a flip and back).
@@ -870,6 +903,14 @@ impl Engine {
         }
     }
 
+    /// Whether the group's latest acknowledgement came after its latest change
+    /// was notified (an acknowledgement covers what the goalkeeper has seen).
+    fn acknowledged(&self, group: &Group) -> bool {
+        self.controls
+            .ack(&group.key)
+            .is_some_and(|a| group.changed_at.is_none_or(|c| a.at >= c))
+    }
+
     fn notification(
         &self,
         group: &Group,
@@ -906,7 +947,8 @@ impl Engine {
             id: notification_id(&group.key, group.origin, group.sequence),
             at: now,
             squad: sq.name.clone(),
-            goalkeeper: sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now)),
+            goalkeeper: self.goalkeeper(squad, now),
+            acknowledged: self.controls.ack(&group.key).cloned(),
             group_key: group.key.clone(),
             group_labels: group.labels.clone(),
             status,
@@ -977,7 +1019,8 @@ impl Engine {
             id: format!("{}:storm-summary:{}", sq.name, now.millis()).into(),
             at: now,
             squad: sq.name.clone(),
-            goalkeeper: sq.goalkeeper.as_ref().and_then(|g| g.on_duty(now)),
+            goalkeeper: self.goalkeeper(squad, now),
+            acknowledged: None,
             group_key: format!("{}:storm-summary", sq.name).into(),
             group_labels: LabelSet::default(),
             status: Status::Firing,

@@ -186,6 +186,9 @@ pub struct Notification {
     pub squad: Arc<str>,
     /// The person on first-line duty for the squad at `at`.
     pub goalkeeper: Option<Arc<str>>,
+    /// The group's acknowledgement, if a person acknowledged it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledged: Option<crate::control::Ack>,
     pub group_key: Arc<str>,
     pub group_labels: LabelSet,
     pub status: Status,

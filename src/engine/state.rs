@@ -90,6 +90,10 @@ pub struct Group {
     pub members: Vec<AlertKey>,
     pub next_flush: Ts,
     pub last_notified: Option<Ts>,
+    /// When a change (not a repeat) was last notified: an acknowledgement
+    /// made after it stops the repeats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_at: Option<Ts>,
     /// The input whose alert created the group. With `sequence`, it makes the
     /// notification id: deciding the same input again (after a crash, at least
     /// once) gives the same id, where a clock would not.

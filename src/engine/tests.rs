@@ -531,3 +531,125 @@ fn mutated_messages_keep_the_accounting_invariant() {
     fates += out.fates.len() as u64;
     assert_eq!(fates, received, "every input has exactly one fate");
 }
+
+fn controls_with(records: &[crate::control::Record]) -> Arc<Controls> {
+    let mut c = Controls::default();
+    for r in records {
+        c.apply(&r.key(), Some(&serde_json::to_vec(r).unwrap()))
+            .unwrap();
+    }
+    Arc::new(c)
+}
+
+/// Runtime silences apply exactly like rule-file ones: to new alerts on
+/// arrival, and to held alerts at their group's next flush; an
+/// acknowledgement stops repeats until the group changes, and the next
+/// notification names it; a duty override names the goalkeeper.
+#[test]
+fn runtime_controls_silence_acknowledge_and_override() {
+    use crate::control::{Ack, ApiMatcher, Override, Record, SilenceRecord};
+    let text = "squads:
+  - name: web
+    services: [web]
+    goalkeeper: {timezone: UTC, weekdays: {monday:sunday: alice}}
+grouping: {group_wait: 0s, group_interval: 10s, repeat_interval: 1m, group_by: [alertname]}
+";
+    let mut engine = Engine::new(rules(text));
+    let msg = |name: &str, id: u32| {
+        format!(r#"{{"labels":{{"alertname":"{name}","service":"web","id":"{id}"}},"endsAt":"2100-01-01T00:00:00Z"}}"#)
+            .into_bytes()
+    };
+    // Feeds one message at `t` and runs the timers due within a group_interval.
+    let step = |engine: &mut Engine, t: i64, m: Vec<u8>, next: u64| {
+        let (mut fates, mut notes, next) = run(engine, &[(Ts(t), m)], next, false);
+        let mut out = Outputs::default();
+        engine.advance_to(Ts(t + 10_000), &mut out);
+        fates.append(&mut out.fates);
+        notes.append(&mut out.notifications);
+        (fates, notes, next)
+    };
+    let (fates, notes, next) = step(&mut engine, 0, msg("Down", 1), 0);
+    assert_eq!(notes.len(), 1, "{fates:?}");
+    assert_eq!(notes[0].goalkeeper.as_deref(), Some("alice"));
+    let group = notes[0].group_key.to_string();
+
+    // Acknowledged after it was notified: no repeat at repeat_interval.
+    engine.set_controls(controls_with(&[Record::Ack(Ack {
+        group_key: group.clone(),
+        by: "alice".into(),
+        comment: "on it".into(),
+        at: Ts(5_000),
+    })]));
+    let mut out = Outputs::default();
+    engine.advance_to(Ts(200_000), &mut out);
+    assert!(out.notifications.is_empty(), "acknowledged: no repeats");
+
+    // A change (a second alert joins) is notified, naming the acknowledgement
+    // and the override now in force.
+    let controls = controls_with(&[
+        Record::Ack(Ack {
+            group_key: group.clone(),
+            by: "alice".into(),
+            comment: "on it".into(),
+            at: Ts(5_000),
+        }),
+        Record::Override(Override {
+            id: "o1".into(),
+            squad: "web".into(),
+            person: "bob".into(),
+            starts_at: Ts(0),
+            ends_at: Ts(10_000_000),
+            created_by: "lead".into(),
+            comment: String::new(),
+            updated_at: Ts(0),
+        }),
+    ]);
+    engine.set_controls(controls.clone());
+    let (_, notes, next) = step(&mut engine, 205_000, msg("Down", 2), next);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].reason, NotifyReason::GroupChanged);
+    assert_eq!(
+        notes[0].acknowledged.as_ref().map(|a| a.by.as_str()),
+        Some("alice")
+    );
+    assert_eq!(notes[0].goalkeeper.as_deref(), Some("bob"));
+    // The acknowledgement predates the change: repeats resume.
+    let mut out = Outputs::default();
+    engine.advance_to(Ts(290_000), &mut out);
+    assert_eq!(out.notifications.len(), 1);
+    assert_eq!(out.notifications[0].reason, NotifyReason::Repeat);
+
+    // A runtime silence: a new matching alert is silenced on arrival, naming it.
+    let silence = Record::Silence(SilenceRecord {
+        id: "s1".into(),
+        matchers: vec![ApiMatcher {
+            name: "alertname".into(),
+            value: "Down".into(),
+            is_regex: false,
+            is_equal: true,
+        }],
+        starts_at: Ts(300_000),
+        ends_at: Ts(400_000),
+        created_by: "alice".into(),
+        comment: "maintenance".into(),
+        updated_at: Ts(300_000),
+    });
+    engine.set_controls(controls_with(&[silence]));
+    let (fates, notes, next) = step(&mut engine, 301_000, msg("Down", 3), next);
+    assert!(notes.is_empty());
+    assert_eq!(
+        fates.last().map(|f| &f.fate),
+        Some(&Fate::Silenced {
+            silence: "s1".into()
+        })
+    );
+    // Held alerts are silenced at their group's next flush: the group ends quietly.
+    let mut out = Outputs::default();
+    engine.advance_to(Ts(399_000), &mut out);
+    assert!(out.notifications.is_empty());
+    assert_eq!(engine.active_alerts(), 0);
+    // After it ends, the alert notifies again.
+    let (_, notes, _) = step(&mut engine, 400_000, msg("Down", 1), next);
+    assert_eq!(notes.len(), 1);
+    assert_eq!(notes[0].reason, NotifyReason::NewGroup);
+}

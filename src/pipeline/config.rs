@@ -31,6 +31,9 @@ pub struct KafkaConfig {
     pub repartition_topic: Option<String>,
     /// The compacted topic holding the decide stage's state (default `<group_id>-changelog`).
     pub changelog_topic: Option<String>,
+    /// The compacted topic of runtime silences, acknowledgements and duty
+    /// overrides, read whole by every instance (default `<group_id>-controls`).
+    pub controls_topic: Option<String>,
     /// Replication factor of the internal topics when squadron creates them
     /// (-1: the broker's default).
     pub internal_replication_factor: i32,
@@ -166,6 +169,9 @@ pub struct PipelineConfig {
     /// And at most this many alerts (0: no limit but the bytes), like
     /// Alertmanager's webhook `max_alerts`.
     pub max_notification_alerts: usize,
+    /// How long expired silences and duty overrides, and acknowledgements,
+    /// are kept (and listed by the API) before they are removed.
+    pub controls_retention: String,
 }
 
 impl Default for Config {
@@ -189,6 +195,7 @@ impl Default for KafkaConfig {
             audit_topic: "alerts.audit".into(),
             repartition_topic: None,
             changelog_topic: None,
+            controls_topic: None,
             internal_replication_factor: -1,
             instance_id: None,
             properties: BTreeMap::new(),
@@ -225,6 +232,7 @@ impl Default for PipelineConfig {
             deliver_receivers: true,
             max_notification_bytes: crate::payload::PayloadLimits::default().max_bytes,
             max_notification_alerts: 0,
+            controls_retention: "120h".into(),
         }
     }
 }
@@ -247,6 +255,11 @@ impl PipelineConfig {
     pub fn shutdown_timeout(&self) -> anyhow::Result<Duration> {
         parse_duration(&self.shutdown_timeout)
             .map_err(|e| anyhow::anyhow!("pipeline.shutdown_timeout: {e}"))
+    }
+
+    pub fn controls_retention(&self) -> anyhow::Result<Duration> {
+        parse_duration(&self.controls_retention)
+            .map_err(|e| anyhow::anyhow!("pipeline.controls_retention: {e}"))
     }
 }
 
@@ -311,6 +324,7 @@ impl Config {
         );
         self.pipeline.commit_interval()?;
         self.pipeline.shutdown_timeout()?;
+        self.pipeline.controls_retention()?;
         self.http.limits()?;
         anyhow::ensure!(
             self.pipeline.max_notification_bytes >= 16_384,
@@ -331,6 +345,13 @@ impl Config {
             .changelog_topic
             .clone()
             .unwrap_or_else(|| format!("{}-changelog", self.kafka.group_id))
+    }
+
+    pub fn controls_topic(&self) -> String {
+        self.kafka
+            .controls_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-controls", self.kafka.group_id))
     }
 
     /// This instance's `group.instance.id` (see [`KafkaConfig::instance_id`]).

@@ -39,6 +39,7 @@
 //! stops consuming (backpressure).
 
 pub mod config;
+pub mod control;
 mod decide;
 pub(crate) mod polled;
 mod produce;
@@ -155,6 +156,9 @@ pub struct Handles {
     pub shutdown: CancellationToken,
     /// Requests from the HTTP server, signal handlers and the rules watcher.
     pub commands: Option<tokio::sync::mpsc::Receiver<Command>>,
+    /// Runtime silences, acknowledgements and duty overrides (the controls
+    /// topic); `None` runs without them.
+    pub controls: Option<Arc<control::ControlLog>>,
 }
 
 /// A request to the task that owns the engines.
@@ -307,6 +311,14 @@ async fn run_clients(
     let commands = &mut handles.commands;
     let topo = topology::ensure(cfg).await?;
     let instance = cfg.instance_id();
+    // Silences made at runtime apply to the first alert decided.
+    let controls = match &handles.controls {
+        Some(log) => {
+            log.wait_caught_up(Duration::from_secs(30)).await?;
+            log.shared().clone()
+        }
+        None => Arc::default(),
+    };
     let exactly_once = cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
 
     let mut producer_cfg = client_config(cfg, &cfg.kafka.producer_properties);
@@ -360,6 +372,8 @@ async fn run_clients(
         scratch: Vec::with_capacity(512),
         broadcast: Default::default(),
         runtime: tokio::runtime::Handle::current(),
+        controls,
+        controls_seen: u64::MAX,
         metrics: metrics.clone(),
         cfg: cfg.clone(),
     }));
@@ -605,6 +619,9 @@ struct Core {
     broadcast: route::Broadcast,
     /// Receiver calls are spawned on it (commits may run on librdkafka's thread).
     runtime: tokio::runtime::Handle,
+    /// The runtime controls' table, and the version every task has.
+    controls: Arc<crate::control::Shared>,
+    controls_seen: u64,
 }
 
 #[derive(Serialize)]
@@ -626,6 +643,7 @@ impl Core {
         if !self.assigned.contains(&tp) {
             return;
         }
+        self.sync_controls();
         self.positions.insert(tp, m.offset() + 1);
         if self.topo.is_repartition(m.topic()) {
             self.decide(m);
@@ -855,6 +873,8 @@ impl Core {
             self.metrics.restoring.set(0);
         }
         self.kept.clear();
+        // New and kept tasks get the current controls at the next step.
+        self.controls_seen = u64::MAX;
         tracing::info!(
             partitions = tpl.count(),
             tasks = self.tasks.len(),
@@ -862,8 +882,22 @@ impl Core {
         );
     }
 
+    /// Hands every task the latest runtime controls, when they changed.
+    fn sync_controls(&mut self) {
+        let version = self.controls.version();
+        if version == self.controls_seen {
+            return;
+        }
+        let snapshot = self.controls.snapshot();
+        for t in self.tasks.values_mut() {
+            t.engine.set_controls(snapshot.clone());
+        }
+        self.controls_seen = version;
+    }
+
     /// Runs every task's timers due by `now`.
     fn advance(&mut self, now: crate::model::Ts) {
+        self.sync_controls();
         let due: Vec<i32> = self
             .tasks
             .iter()

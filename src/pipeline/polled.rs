@@ -121,11 +121,37 @@ impl AsyncProducer {
         headers: Option<OwnedHeaders>,
         queue_timeout: Duration,
     ) -> Delivered {
+        self.send_record(topic, key, Some(payload), headers, queue_timeout)
+            .await
+    }
+
+    /// Sends a tombstone (a record without a value) for `key` of a compacted topic.
+    pub async fn send_tombstone(
+        &self,
+        topic: &str,
+        key: &[u8],
+        queue_timeout: Duration,
+    ) -> Delivered {
+        self.send_record(topic, Some(key), None, None, queue_timeout)
+            .await
+    }
+
+    async fn send_record(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        queue_timeout: Duration,
+    ) -> Delivered {
         let deadline = tokio::time::Instant::now() + queue_timeout;
         loop {
             let (tx, rx) = tokio::sync::oneshot::channel();
             let mut record: BaseRecord<'_, [u8], [u8], _> =
-                BaseRecord::with_opaque_to(topic, Box::new(tx)).payload(payload);
+                BaseRecord::with_opaque_to(topic, Box::new(tx));
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
             if let Some(k) = key {
                 record = record.key(k);
             }

@@ -80,28 +80,37 @@ impl Topology {
     }
 }
 
-/// Creates the repartition and changelog topics when missing, and returns the
-/// topology with their partition count. Existing topics keep theirs: changing
-/// it would move groups between tasks, away from their state.
-pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
-    let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
-    // Throttled contexts log the clients' own errors (an authentication
-    // failure, a refused TLS handshake), which the error below cannot name.
-    let probe: BaseConsumer<super::throttle::Throttled> =
-        super::client_config(cfg, &cfg.kafka.consumer_properties)
-            .create_with_context(super::throttle::Throttled::default())?;
-    let partitions = |topic: &str| -> anyhow::Result<Option<i32>> {
-        let md = probe
+/// Reads topic metadata for [`ensure`] and [`ensure_controls`].
+struct Probe<'a> {
+    cfg: &'a Config,
+    consumer: BaseConsumer<super::throttle::Throttled>,
+}
+
+impl<'a> Probe<'a> {
+    fn new(cfg: &'a Config) -> anyhow::Result<Probe<'a>> {
+        // Throttled contexts log the clients' own errors (an authentication
+        // failure, a refused TLS handshake), which the errors below cannot name.
+        Ok(Probe {
+            cfg,
+            consumer: super::client_config(cfg, &cfg.kafka.consumer_properties)
+                .create_with_context(super::throttle::Throttled::default())?,
+        })
+    }
+
+    /// A topic's partition count, `None` when it does not exist.
+    fn partitions(&self, topic: &str) -> anyhow::Result<Option<i32>> {
+        let md = self
+            .consumer
             .fetch_metadata(Some(topic), Duration::from_secs(10))
             .map_err(|e| {
                 // The client's own errors and logs wait in its queue: serve
                 // them, so the log says why (authentication, TLS, refused).
                 for _ in 0..5 {
-                    let _ = probe.poll(Duration::from_millis(100));
+                    let _ = self.consumer.poll(Duration::from_millis(100));
                 }
                 anyhow::anyhow!(
                     "cannot read metadata from {}: {e} (see the client errors above; check kafka.bootstrap_servers and the security properties)",
-                    cfg.kafka.bootstrap_servers
+                    self.cfg.kafka.bootstrap_servers
                 )
             })?;
         Ok(md
@@ -109,47 +118,65 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
             .first()
             .filter(|t| t.error().is_none() && !t.partitions().is_empty())
             .map(|t| t.partitions().len() as i32))
-    };
-    let n = cfg.pipeline.partitions;
-    let rf = || TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
-    let mut missing = Vec::new();
-    if partitions(&repartition)?.is_none() {
-        missing.push(NewTopic::new(&repartition, n, rf()).set("cleanup.policy", "delete"));
     }
-    if partitions(&changelog)?.is_none() {
-        missing.push(
-            NewTopic::new(&changelog, n, rf())
-                .set("cleanup.policy", "compact")
-                // Compaction only cleans closed segments: roll them often enough
-                // that the topic stays near the size of the live state.
-                .set("segment.ms", "600000")
-                .set("min.cleanable.dirty.ratio", "0.1"),
-        );
-    }
-    if !missing.is_empty() {
-        let admin: AdminClient<super::throttle::Throttled> =
-            super::client_config(cfg, &cfg.kafka.producer_properties)
-                .create_with_context(super::throttle::Throttled::default())?;
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for r in admin.create_topics(&missing, &opts).await? {
-            match r {
-                Ok(topic) => tracing::info!(topic, partitions = n, "created internal topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => anyhow::bail!("creating internal topic {topic}: {code}"),
-            }
-        }
-    }
-    let count = |topic: &str| -> anyhow::Result<i32> {
-        // Metadata can lag a fresh creation: ask a few times.
+
+    /// The partition count of a topic just created (metadata can lag a creation).
+    fn count(&self, topic: &str) -> anyhow::Result<i32> {
         for _ in 0..50 {
-            if let Some(n) = partitions(topic)? {
+            if let Some(n) = self.partitions(topic)? {
                 return Ok(n);
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         anyhow::bail!("internal topic {topic} has no partitions")
-    };
-    let (pr, pc) = (count(&repartition)?, count(&changelog)?);
+    }
+
+    /// Creates the topics that are missing (one that appeared meanwhile is fine).
+    async fn create(&self, missing: &[NewTopic<'_>]) -> anyhow::Result<()> {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let admin: AdminClient<super::throttle::Throttled> =
+            super::client_config(self.cfg, &self.cfg.kafka.producer_properties)
+                .create_with_context(super::throttle::Throttled::default())?;
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+        for r in admin.create_topics(missing, &opts).await? {
+            match r {
+                Ok(topic) => tracing::info!(topic, "created internal topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => anyhow::bail!("creating internal topic {topic}: {code}"),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A compacted internal topic: compaction only cleans closed segments, so
+/// they roll often enough that the topic stays near the size of its live keys.
+fn compacted<'a>(name: &'a str, partitions: i32, rf: TopicReplication<'a>) -> NewTopic<'a> {
+    NewTopic::new(name, partitions, rf)
+        .set("cleanup.policy", "compact")
+        .set("segment.ms", "600000")
+        .set("min.cleanable.dirty.ratio", "0.1")
+}
+
+/// Creates the repartition and changelog topics when missing, and returns the
+/// topology with their partition count. Existing topics keep theirs: changing
+/// it would move groups between tasks, away from their state.
+pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
+    let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
+    let probe = Probe::new(cfg)?;
+    let n = cfg.pipeline.partitions;
+    let rf = || TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
+    let mut missing = Vec::new();
+    if probe.partitions(&repartition)?.is_none() {
+        missing.push(NewTopic::new(&repartition, n, rf()).set("cleanup.policy", "delete"));
+    }
+    if probe.partitions(&changelog)?.is_none() {
+        missing.push(compacted(&changelog, n, rf()));
+    }
+    probe.create(&missing).await?;
+    let (pr, pc) = (probe.count(&repartition)?, probe.count(&changelog)?);
     anyhow::ensure!(
         pr == pc,
         "{repartition} has {pr} partitions but {changelog} has {pc}: they must be equal \
@@ -166,6 +193,19 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
         changelog,
         partitions: pr,
     })
+}
+
+/// Creates the controls topic (one partition, compacted) when missing and
+/// returns its name.
+pub async fn ensure_controls(cfg: &Config) -> anyhow::Result<String> {
+    let topic = cfg.controls_topic();
+    let probe = Probe::new(cfg)?;
+    if probe.partitions(&topic)?.is_none() {
+        let rf = TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
+        probe.create(&[compacted(&topic, 1, rf)]).await?;
+    }
+    probe.count(&topic)?;
+    Ok(topic)
 }
 
 #[cfg(test)]

@@ -196,6 +196,16 @@ pub struct Goalkeeper {
     /// Minutes after local midnight at which duty changes hands.
     handover: u32,
     schedule: Schedule,
+    /// `[start, end)` and who is on duty then instead; later entries win.
+    overrides: Vec<(Ts, Ts, Arc<str>)>,
+}
+
+/// One goalkeeper's shift: from one handover to the next.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shift {
+    pub start: Ts,
+    pub end: Ts,
+    pub person: Option<Arc<str>>,
 }
 
 #[derive(Debug, Clone)]
@@ -237,14 +247,95 @@ impl Goalkeeper {
                 );
             }
         };
+        let local = |what: &str, s: &str| -> Result<Ts, String> {
+            if let Ok(Some(t)) = Ts::parse_rfc3339(s) {
+                return Ok(t);
+            }
+            let dt: jiff::civil::DateTime = s.parse().map_err(|_| {
+                format!(
+                    "override {what} {s:?} is not a local date-time (2026-12-24T09:00) or RFC 3339"
+                )
+            })?;
+            let t = tz
+                .to_timestamp(dt)
+                .map_err(|e| format!("override {what} {s:?}: {e}"))?;
+            Ok(Ts(t.as_millisecond()))
+        };
+        let mut overrides = Vec::with_capacity(f.overrides.len());
+        for o in &f.overrides {
+            let (start, end) = (local("start", &o.start)?, local("end", &o.end)?);
+            if end <= start {
+                return Err(format!(
+                    "override for {}: end {:?} is not after start {:?}",
+                    o.person, o.end, o.start
+                ));
+            }
+            overrides.push((start, end, Arc::from(o.person.as_str())));
+        }
         Ok(Goalkeeper {
             tz,
             handover,
             schedule,
+            overrides,
         })
     }
 
+    /// Who is on duty at `at`: an override in force, else the schedule.
     pub fn on_duty(&self, at: Ts) -> Option<Arc<str>> {
+        if let Some((_, _, p)) = self
+            .overrides
+            .iter()
+            .rev()
+            .find(|(s, e, _)| *s <= at && at < *e)
+        {
+            return Some(p.clone());
+        }
+        self.scheduled(at)
+    }
+
+    /// The overrides declared in the rule file: `[start, end)` and the person.
+    pub fn overrides(&self) -> &[(Ts, Ts, Arc<str>)] {
+        &self.overrides
+    }
+
+    /// The shifts (handover to handover, in the squad's time zone, so a day
+    /// across a DST change is 23 or 25 hours) that overlap `[from, to)`, each
+    /// with the person the schedule and the overrides put on duty at its start.
+    pub fn shifts(&self, from: Ts, to: Ts) -> Vec<Shift> {
+        let handover = |date: Date| -> Option<Ts> {
+            let dt = date.to_datetime(
+                jiff::civil::Time::new(
+                    (self.handover / 60) as i8,
+                    (self.handover % 60) as i8,
+                    0,
+                    0,
+                )
+                .ok()?,
+            );
+            Some(Ts(self.tz.to_timestamp(dt).ok()?.as_millisecond()))
+        };
+        let z = from.to_jiff().to_zoned_datetime(self.tz.clone());
+        let mut date = z.date();
+        if handover(date).is_some_and(|h| h > from) {
+            date = date.yesterday().unwrap_or(date);
+        }
+        let mut out = Vec::new();
+        while let (Some(start), Some(next)) = (handover(date), date.tomorrow().ok()) {
+            if start >= to || out.len() > 10_000 {
+                break;
+            }
+            let Some(end) = handover(next) else { break };
+            out.push(Shift {
+                start,
+                end,
+                person: self.on_duty(start),
+            });
+            date = next;
+        }
+        out
+    }
+
+    fn scheduled(&self, at: Ts) -> Option<Arc<str>> {
         let z = at.to_jiff().to_zoned_datetime(self.tz.clone());
         let minute = z.hour() as u32 * 60 + z.minute() as u32;
         let mut date = z.date();
@@ -324,6 +415,7 @@ mod tests {
     #[test]
     fn goalkeeper_weekdays_with_handover() {
         let f = GoalkeeperFile {
+            overrides: Vec::new(),
             timezone: "Europe/Stockholm".into(),
             handover: Some("09:00".into()),
             weekdays: Some(BTreeMap::from([
@@ -352,6 +444,7 @@ mod tests {
     #[test]
     fn goalkeeper_daily_rotation() {
         let f = GoalkeeperFile {
+            overrides: Vec::new(),
             timezone: "UTC".into(),
             handover: None,
             weekdays: None,
@@ -368,6 +461,69 @@ mod tests {
             g.on_duty(at("2026-10-31T12:00:00Z")).as_deref(),
             Some("c"),
             "before start wraps backwards"
+        );
+    }
+
+    /// Shifts run handover to handover in local time: across the end of
+    /// summer time in Stockholm (2026-10-25, 03:00 CEST -> 02:00 CET) the
+    /// shift is 25 hours, and a rule-file override (local times) wins.
+    #[test]
+    fn shifts_follow_local_handover_across_dst_and_overrides_win() {
+        let f: GoalkeeperFile = serde_yaml_ng::from_str(
+            "{timezone: Europe/Stockholm, handover: '09:00', rotation: {start: '2026-10-20', people: [ann, ben]}, \
+              overrides: [{person: cat, start: '2026-10-26T09:00', end: '2026-10-26T21:00', reason: swap}]}",
+        )
+        .unwrap();
+        let g = Goalkeeper::compile(&f).unwrap();
+        let shifts = g.shifts(at("2026-10-24T12:00:00Z"), at("2026-10-26T12:00:00Z"));
+        let got: Vec<(String, String, Option<&str>)> = shifts
+            .iter()
+            .map(|s| (s.start.to_string(), s.end.to_string(), s.person.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // 09:00 CEST = 07:00Z; the day after, 09:00 CET = 08:00Z: 25 hours.
+                (
+                    "2026-10-24T07:00:00Z".into(),
+                    "2026-10-25T08:00:00Z".into(),
+                    Some("ann")
+                ),
+                (
+                    "2026-10-25T08:00:00Z".into(),
+                    "2026-10-26T08:00:00Z".into(),
+                    Some("ben")
+                ),
+                // The override starts at this handover: cat.
+                (
+                    "2026-10-26T08:00:00Z".into(),
+                    "2026-10-27T08:00:00Z".into(),
+                    Some("cat")
+                ),
+            ]
+        );
+        // The override ends at 21:00 local (20:00Z): ann's shift resumes.
+        assert_eq!(
+            g.on_duty(at("2026-10-26T19:59:00Z")).as_deref(),
+            Some("cat")
+        );
+        assert_eq!(
+            g.on_duty(at("2026-10-26T20:00:00Z")).as_deref(),
+            Some("ann")
+        );
+        // Before the handover, yesterday's goalkeeper is still on duty.
+        assert_eq!(
+            g.on_duty(at("2026-10-25T07:59:00Z")).as_deref(),
+            Some("ann")
+        );
+        let bad: GoalkeeperFile = serde_yaml_ng::from_str(
+            "{timezone: UTC, weekdays: {monday: a}, overrides: [{person: b, start: '2026-10-26T09:00', end: '2026-10-26T08:00'}]}",
+        )
+        .unwrap();
+        assert!(
+            Goalkeeper::compile(&bad)
+                .unwrap_err()
+                .contains("not after start")
         );
     }
 }

@@ -155,6 +155,20 @@ pub struct GoalkeeperFile {
     /// People taking one day each, in order, from `start`.
     #[serde(default)]
     pub rotation: Option<RotationFile>,
+    /// Someone else on duty for a while (swaps, sick days); later entries win.
+    #[serde(default)]
+    pub overrides: Vec<DutyOverrideFile>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DutyOverrideFile {
+    pub person: String,
+    /// Local time in the goalkeeper's time zone (`2026-12-24T09:00`), or RFC 3339 with an offset.
+    pub start: String,
+    pub end: String,
+    #[serde(default)]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

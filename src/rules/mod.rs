@@ -125,7 +125,7 @@ pub struct ImpactRule {
     pub applies_to_core: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Silence {
     pub id: Arc<str>,
     pub matchers: Vec<Matcher>,

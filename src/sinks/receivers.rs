@@ -613,6 +613,7 @@ mod tests {
             at: Ts(0),
             squad: "payments".into(),
             goalkeeper: Some("bob".into()),
+            acknowledged: None,
             group_key: "payments:{alertname=\"A\"}".into(),
             group_labels: LabelSet::from_pairs([("alertname", "A")]),
             status,

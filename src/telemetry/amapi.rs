@@ -10,6 +10,7 @@
 //! fates are in the audit topic). Each instance shows the groups of its own
 //! partitions.
 
+use crate::control::Controls;
 use crate::engine::GroupView;
 use crate::model::{Status, Ts};
 use crate::rules::{Matcher, RuleSet, Silence};
@@ -62,7 +63,10 @@ fn receivers(rules: &RuleSet, squad: &str) -> Vec<String> {
     names
 }
 
-fn goalkeeper(rules: &RuleSet, squad: &str, now: Ts) -> Option<String> {
+fn goalkeeper(rules: &RuleSet, controls: &Controls, squad: &str, now: Ts) -> Option<String> {
+    if let Some(p) = controls.on_duty(squad, now) {
+        return Some(p.to_owned());
+    }
     let i = rules.squad_by_name(squad)?;
     rules.squads[i as usize]
         .goalkeeper
@@ -72,7 +76,13 @@ fn goalkeeper(rules: &RuleSet, squad: &str, now: Ts) -> Option<String> {
 }
 
 /// `alertGroup`s, and each alert as a `gettableAlert`, filtered by `q`.
-pub fn alert_groups(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: Ts) -> Vec<Value> {
+pub fn alert_groups(
+    groups: &[GroupView],
+    rules: &RuleSet,
+    controls: &Controls,
+    q: &AlertQuery,
+    now: Ts,
+) -> Vec<Value> {
     groups
         .iter()
         .filter_map(|g| {
@@ -82,14 +92,25 @@ pub fn alert_groups(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: 
                     return None;
                 }
             }
-            let goalkeeper = goalkeeper(rules, &g.squad, now);
+            let goalkeeper = goalkeeper(rules, controls, &g.squad, now);
+            let ack = controls.ack(&g.key);
             let alerts: Vec<Value> = g
                 .alerts
                 .iter()
-                // Held alerts are active: not silenced or inhibited (those are not kept).
-                .filter(|a| a.status == Status::Firing && q.active)
+                .filter(|a| a.status == Status::Firing)
                 .filter(|a| q.filter.iter().all(|m| m.matches(&a.labels)))
-                .map(|a| {
+                .filter_map(|a| {
+                    // A held alert that a silence made since covers is
+                    // suppressed now, and leaves its group at the next flush.
+                    let silenced_by: Vec<&str> = all_silences(rules, controls)
+                        .filter(|(s, _)| s.active_at(now) && crate::rules::all_match(&s.matchers, &a.labels))
+                        .map(|(s, _)| &*s.id)
+                        .collect();
+                    let state = if silenced_by.is_empty() { "active" } else { "suppressed" };
+                    let shown = if silenced_by.is_empty() { q.active } else { q.silenced };
+                    shown.then_some((a, silenced_by, state))
+                })
+                .map(|(a, silenced_by, state)| {
                     json!({
                         "labels": a.labels,
                         "annotations": a.annotations,
@@ -99,11 +120,12 @@ pub fn alert_groups(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: 
                         "generatorURL": a.generator_url.as_deref().unwrap_or(""),
                         "fingerprint": a.fingerprint.to_string(),
                         "receivers": receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
-                        "status": {"state": "active", "silencedBy": [], "inhibitedBy": [], "mutedBy": []},
+                        "status": {"state": state, "silencedBy": silenced_by, "inhibitedBy": [], "mutedBy": []},
                         // squadron's additions.
                         "squad": &*g.squad,
                         "goalkeeper": goalkeeper,
                         "groupKey": &*g.key,
+                        "acknowledged": ack,
                     })
                 })
                 .collect();
@@ -119,8 +141,14 @@ pub fn alert_groups(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: 
 }
 
 /// The alerts of [`alert_groups`], flat.
-pub fn alerts(groups: &[GroupView], rules: &RuleSet, q: &AlertQuery, now: Ts) -> Vec<Value> {
-    alert_groups(groups, rules, q, now)
+pub fn alerts(
+    groups: &[GroupView],
+    rules: &RuleSet,
+    controls: &Controls,
+    q: &AlertQuery,
+    now: Ts,
+) -> Vec<Value> {
+    alert_groups(groups, rules, controls, q, now)
         .into_iter()
         .flat_map(|mut g| match g["alerts"].take() {
             Value::Array(a) => a,
@@ -139,19 +167,13 @@ fn silence_state(s: &Silence, now: Ts) -> &'static str {
     }
 }
 
-/// A rule file's silence as a `gettableSilence`.
-pub fn silence(s: &Silence, now: Ts) -> Value {
-    use crate::rules::matcher::Op;
+/// A silence as a `gettableSilence`.
+pub fn silence(s: &Silence, updated_at: Ts, now: Ts) -> Value {
     json!({
         "id": &*s.id,
         "status": {"state": silence_state(s, now)},
-        "updatedAt": s.starts_at,
-        "matchers": s.matchers.iter().map(|m| json!({
-            "name": &*m.name,
-            "value": &*m.value,
-            "isRegex": matches!(m.op, Op::Re | Op::NotRe),
-            "isEqual": matches!(m.op, Op::Eq | Op::Re),
-        })).collect::<Vec<_>>(),
+        "updatedAt": updated_at,
+        "matchers": s.matchers.iter().map(crate::control::ApiMatcher::of).collect::<Vec<_>>(),
         "startsAt": s.starts_at,
         "endsAt": s.ends_at,
         "createdBy": s.created_by,
@@ -159,14 +181,33 @@ pub fn silence(s: &Silence, now: Ts) -> Value {
     })
 }
 
+/// Every silence, the rule files' (read-only; updated when they start) and
+/// the runtime ones, with the time each was last changed.
+fn all_silences<'a>(
+    rules: &'a RuleSet,
+    controls: &'a Controls,
+) -> impl Iterator<Item = (&'a Silence, Ts)> + 'a {
+    rules.silences.iter().map(|s| (s, s.starts_at)).chain(
+        controls
+            .silences
+            .values()
+            .map(|r| (&r.silence, r.record.updated_at)),
+    )
+}
+
+pub fn silence_by_id(rules: &RuleSet, controls: &Controls, id: &str, now: Ts) -> Option<Value> {
+    all_silences(rules, controls)
+        .find(|(s, _)| &*s.id == id)
+        .map(|(s, updated)| silence(s, updated, now))
+}
+
 /// `GET /api/v2/silences?filter=...`: a silence is listed when every filter
 /// matcher matches the labels its equality matchers describe (Alertmanager's
-/// rule).
-pub fn silences(rules: &RuleSet, filter: &[Matcher], now: Ts) -> Vec<Value> {
-    rules
-        .silences
-        .iter()
-        .filter(|s| {
+/// rule). Sorted as Alertmanager sorts them: active (ending first), pending
+/// (starting first), expired (ended last first).
+pub fn silences(rules: &RuleSet, controls: &Controls, filter: &[Matcher], now: Ts) -> Vec<Value> {
+    let mut listed: Vec<(&Silence, Ts)> = all_silences(rules, controls)
+        .filter(|(s, _)| {
             let labels = crate::model::LabelSet::from_pairs(
                 s.matchers
                     .iter()
@@ -175,7 +216,16 @@ pub fn silences(rules: &RuleSet, filter: &[Matcher], now: Ts) -> Vec<Value> {
             );
             filter.iter().all(|f| f.matches(&labels))
         })
-        .map(|s| silence(s, now))
+        .collect();
+    let rank = |s: &Silence| match silence_state(s, now) {
+        "active" => (0, s.ends_at.millis()),
+        "pending" => (1, s.starts_at.millis()),
+        _ => (2, -s.ends_at.millis()),
+    };
+    listed.sort_by_key(|(s, _)| rank(s));
+    listed
+        .into_iter()
+        .map(|(s, updated)| silence(s, updated, now))
         .collect()
 }
 
@@ -236,7 +286,8 @@ mod tests {
     fn silences_have_alertmanagers_shape_and_filter() {
         let r = rules();
         let now = Ts::parse_rfc3339("2026-01-01T12:00:00Z").unwrap().unwrap();
-        let all = silences(&r, &[], now);
+        let none = Controls::default();
+        let all = silences(&r, &none, &[], now);
         assert_eq!(all.len(), 1);
         let s = &all[0];
         assert_eq!(s["status"]["state"], "active");
@@ -244,10 +295,13 @@ mod tests {
         assert_eq!(s["matchers"][1]["isRegex"], true);
         assert_eq!(s["matchers"][1]["isEqual"], true);
         let f = |m: &str| vec![Matcher::parse(m).unwrap()];
-        assert_eq!(silences(&r, &f("alertname=Deploy"), now).len(), 1);
-        assert_eq!(silences(&r, &f("alertname=Other"), now).len(), 0);
+        assert_eq!(silences(&r, &none, &f("alertname=Deploy"), now).len(), 1);
+        assert_eq!(silences(&r, &none, &f("alertname=Other"), now).len(), 0);
         let later = Ts::parse_rfc3339("2026-01-03T00:00:00Z").unwrap().unwrap();
-        assert_eq!(silence(&r.silences[0], later)["status"]["state"], "expired");
+        assert_eq!(
+            silence(&r.silences[0], later, later)["status"]["state"],
+            "expired"
+        );
         assert_eq!(
             receiver_list(&r),
             // The fallback squad for alerts no squad owns is a receiver too.

@@ -58,6 +58,8 @@ pub struct Shared {
     pub ingest: Option<Arc<crate::sources::http::HttpIngest>>,
     /// TLS, users and who may read and write.
     pub web: Arc<super::web::Web>,
+    /// Runtime silences, acknowledgements and overrides; `None` without a broker.
+    pub controls: Option<Arc<crate::pipeline::control::ControlLog>>,
 }
 
 impl Shared {
@@ -317,6 +319,10 @@ async fn route(
     peer: std::net::IpAddr,
     limits: HttpLimits,
 ) -> Response<Body> {
+    let req = match super::controls_api::route(shared, req, peer, limits.body_timeout).await {
+        Ok(answered) => return answered,
+        Err(req) => req,
+    };
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => Response::builder()
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
@@ -369,41 +375,6 @@ async fn route(
             Ok(r) => json(StatusCode::OK, &super::amapi::receiver_list(&r)),
             Err(resp) => *resp,
         },
-        (&Method::GET, "/api/v2/silences") => {
-            let query = Query::parse(req.uri().query().unwrap_or(""));
-            let filter = match query.matchers("filter") {
-                Ok(m) => m,
-                Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
-            };
-            match rules(shared) {
-                Ok(r) => json(
-                    StatusCode::OK,
-                    &super::amapi::silences(&r, &filter, crate::pipeline::wall_clock()),
-                ),
-                Err(resp) => *resp,
-            }
-        }
-        (&Method::GET, path) if path.starts_with("/api/v2/silence/") => {
-            let id = &path["/api/v2/silence/".len()..];
-            match rules(shared) {
-                Ok(r) => match r.silences.iter().find(|s| &*s.id == id) {
-                    Some(s) => json(
-                        StatusCode::OK,
-                        &super::amapi::silence(s, crate::pipeline::wall_clock()),
-                    ),
-                    None => text(StatusCode::NOT_FOUND, "silence not found\n"),
-                },
-                Err(resp) => *resp,
-            }
-        }
-        (&Method::POST, "/api/v2/silences") | (&Method::DELETE, _)
-            if req.uri().path().starts_with("/api/v2/silence") =>
-        {
-            text(
-                StatusCode::NOT_IMPLEMENTED,
-                "squadron does not change silences over the API yet: add or end a silence in a rule file (README, silences); it applies within a second of the file changing\n",
-            )
-        }
         (&Method::GET, path @ ("/api/v2/alerts" | "/api/v2/alerts/groups")) => {
             let query = Query::parse(req.uri().query().unwrap_or(""));
             let q = match super::amapi::AlertQuery::parse(&query) {
@@ -421,13 +392,19 @@ async fn route(
                 reply: tx,
             };
             let now = crate::pipeline::wall_clock();
+            let controls = shared
+                .controls
+                .as_ref()
+                .map(|c| c.snapshot())
+                .unwrap_or_default();
             match ask(shared, cmd, rx).await {
-                Ok(groups) if path == "/api/v2/alerts" => {
-                    json(StatusCode::OK, &super::amapi::alerts(&groups, &r, &q, now))
-                }
+                Ok(groups) if path == "/api/v2/alerts" => json(
+                    StatusCode::OK,
+                    &super::amapi::alerts(&groups, &r, &controls, &q, now),
+                ),
                 Ok(groups) => json(
                     StatusCode::OK,
-                    &super::amapi::alert_groups(&groups, &r, &q, now),
+                    &super::amapi::alert_groups(&groups, &r, &controls, &q, now),
                 ),
                 Err(resp) => resp,
             }
@@ -477,8 +454,7 @@ async fn route(
             | "/api/v2/alerts"
             | "/api/v2/alerts/groups"
             | "/api/v2/status"
-            | "/api/v2/receivers"
-            | "/api/v2/silences",
+            | "/api/v2/receivers",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
@@ -494,57 +470,15 @@ async fn ingest(
     peer: std::net::IpAddr,
     body_timeout: std::time::Duration,
 ) -> Response<Body> {
-    use http_body_util::BodyExt;
     let Some(ingest) = &shared.ingest else {
         return text(
             StatusCode::NOT_FOUND,
             "ingest is disabled (http.ingest.enabled)\n",
         );
     };
-    let too_large = || {
-        text(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            &format!("body over {} bytes\n", ingest.max_body_bytes),
-        )
-    };
-    // A declared length over the limit is refused before reading a byte.
-    if hyper::body::Body::size_hint(req.body())
-        .lower()
-        .try_into()
-        .map_or(true, |n: usize| n > ingest.max_body_bytes)
-    {
-        return too_large();
-    }
-    let limited = http_body_util::Limited::new(req.into_body(), ingest.max_body_bytes);
-    let Ok(collected) = tokio::time::timeout(body_timeout, limited.collect()).await else {
-        shared
-            .metrics
-            .http_connection_errors
-            .with_label_values(&["body_timeout"])
-            .inc();
-        // The rest of the body is not read: the connection closes after this answer.
-        return Response::builder()
-            .status(StatusCode::REQUEST_TIMEOUT)
-            .header(hyper::header::CONNECTION, "close")
-            .body(full(
-                format!("the body did not arrive within {body_timeout:?}\n").into_bytes(),
-            ))
-            .expect("response");
-    };
-    let body = match collected {
-        Ok(b) => b.to_bytes(),
-        Err(e)
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            return too_large();
-        }
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                &format!("cannot read the body: {e}\n"),
-            );
-        }
+    let body = match read_body(shared, req, ingest.max_body_bytes, body_timeout).await {
+        Ok(b) => b,
+        Err(resp) => return resp,
     };
     let reply = ingest.accept(&body, peer.to_string().as_bytes()).await;
     text(
@@ -553,8 +487,62 @@ async fn ingest(
     )
 }
 
+/// Reads a request body of at most `max` bytes within `timeout`, or the answer
+/// that refuses it (413, 408 closing the connection, 400).
+pub(super) async fn read_body(
+    shared: &Shared,
+    req: Request<Incoming>,
+    max: usize,
+    timeout: std::time::Duration,
+) -> Result<hyper::body::Bytes, Response<Body>> {
+    use http_body_util::BodyExt;
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("body over {max} bytes\n"),
+        )
+    };
+    // A declared length over the limit is refused before reading a byte.
+    if hyper::body::Body::size_hint(req.body())
+        .lower()
+        .try_into()
+        .map_or(true, |n: usize| n > max)
+    {
+        return Err(too_large());
+    }
+    let limited = http_body_util::Limited::new(req.into_body(), max);
+    let Ok(collected) = tokio::time::timeout(timeout, limited.collect()).await else {
+        shared
+            .metrics
+            .http_connection_errors
+            .with_label_values(&["body_timeout"])
+            .inc();
+        // The rest of the body is not read: the connection closes after this answer.
+        return Err(Response::builder()
+            .status(StatusCode::REQUEST_TIMEOUT)
+            .header(hyper::header::CONNECTION, "close")
+            .body(full(
+                format!("the body did not arrive within {timeout:?}\n").into_bytes(),
+            ))
+            .expect("response"));
+    };
+    match collected {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(too_large())
+        }
+        Err(e) => Err(text(
+            StatusCode::BAD_REQUEST,
+            &format!("cannot read the body: {e}\n"),
+        )),
+    }
+}
+
 /// The rules in force, or 503 before the pipeline has published them.
-fn rules(shared: &Shared) -> Result<Arc<crate::rules::RuleSet>, Box<Response<Body>>> {
+pub(super) fn rules(shared: &Shared) -> Result<Arc<crate::rules::RuleSet>, Box<Response<Body>>> {
     shared
         .status
         .lock()
@@ -596,7 +584,7 @@ async fn ask<T>(
     }
 }
 
-fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
+pub(super) fn json<T: Serialize>(status: StatusCode, v: &T) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
@@ -669,7 +657,7 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn text(status: StatusCode, body: &str) -> Response<Body> {
+pub(super) fn text(status: StatusCode, body: &str) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "text/plain; charset=utf-8")
@@ -677,7 +665,7 @@ fn text(status: StatusCode, body: &str) -> Response<Body> {
         .expect("response")
 }
 
-mod bytes_body {
+pub(super) mod bytes_body {
     use http_body_util::Full;
     use hyper::body::Bytes;
     pub type Body = Full<Bytes>;

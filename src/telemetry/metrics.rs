@@ -42,6 +42,8 @@ pub struct Metrics {
     pub rebalances: IntCounterVec,
     /// The pipeline's Kafka clients rebuilt in-process after a fatal client error.
     pub pipeline_restarts: IntCounterVec,
+    pub controls: IntGaugeVec,
+    pub control_changes: IntCounterVec,
     /// Alerts handled by each stage of the topology: route, decide.
     pub stage_alerts: [IntCounter; 2],
     pub consumer_lag: IntGaugeVec,
@@ -96,6 +98,12 @@ impl Metrics {
                 let c = IntCounterVec::new(Opts::new(name, help), labels)?;
                 registry.register(Box::new(c.clone()))?;
                 Ok(c)
+            };
+        let gauge_vec =
+            |name: &str, help: &str, labels: &[&str]| -> prometheus::Result<IntGaugeVec> {
+                let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(g.clone()))?;
+                Ok(g)
             };
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::new(name, help)?;
@@ -291,6 +299,16 @@ impl Metrics {
                 "squadron_rebalances_total",
                 "Consumer group rebalances seen, by kind: assign, revoke.",
                 &["kind"],
+            )?,
+            controls: gauge_vec(
+                "squadron_controls",
+                "Runtime controls in this instance's table (silences, acks, overrides), expired ones included until their retention ends.",
+                &["kind"],
+            )?,
+            control_changes: counter_vec(
+                "squadron_control_changes_total",
+                "Silences, acknowledgements and duty overrides made, changed, expired or removed through this instance, by kind and action.",
+                &["kind", "action"],
             )?,
             pipeline_restarts: counter_vec(
                 "squadron_pipeline_restarts_total",

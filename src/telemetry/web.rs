@@ -112,9 +112,11 @@ impl Access {
     pub fn of(method: &hyper::Method, path: &str) -> Access {
         match (method, path) {
             (_, "/healthz" | "/readyz" | "/-/healthy" | "/-/ready") => Access::Public,
-            (&hyper::Method::POST, "/api/v2/alerts" | "/-/reload" | "/api/v2/silences") => {
-                Access::Write
-            }
+            (
+                &hyper::Method::POST,
+                "/api/v2/alerts" | "/-/reload" | "/api/v2/silences" | "/api/v1/acks"
+                | "/api/v1/overrides",
+            ) => Access::Write,
             (&hyper::Method::DELETE, _) => Access::Write,
             _ => Access::Read,
         }
@@ -470,12 +472,12 @@ impl Auth {
     }
 }
 
-fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+pub(crate) fn strip_scheme<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
     let (given, rest) = header.split_once(' ')?;
     given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
-fn decode_basic(b64: &str) -> Option<(String, String)> {
+pub(crate) fn decode_basic(b64: &str) -> Option<(String, String)> {
     let raw = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
     let text = String::from_utf8(raw).ok()?;
     let (user, password) = text.split_once(':')?;
