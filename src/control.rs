@@ -81,6 +81,9 @@ pub struct SilenceRecord {
     pub created_by: String,
     pub comment: String,
     pub updated_at: Ts,
+    /// Free-form key/values (Alertmanager 0.35's silence annotations).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// A group acknowledged by a person: its repeat notifications stop until the
@@ -261,6 +264,8 @@ pub struct PostableSilence {
     pub created_by: String,
     #[serde(default)]
     pub comment: String,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// What a posted silence does to the table.
@@ -339,6 +344,7 @@ pub fn post_silence(
         created_by: p.created_by.clone(),
         comment: p.comment.clone(),
         updated_at: now,
+        annotations: p.annotations.clone(),
     };
     let Some(id) = p.id.clone().filter(|id| !id.is_empty()) else {
         return Ok(SilenceChange::Put(record(new_id())));
@@ -474,6 +480,7 @@ mod tests {
             ends_at: at(to),
             created_by: "alice".into(),
             comment: "known issue".into(),
+            annotations: BTreeMap::new(),
         }
     }
 

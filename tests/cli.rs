@@ -473,3 +473,95 @@ fn the_demo_serves_stops_cleanly_and_names_a_busy_port() {
     );
     assert!(!log.contains("ERROR"), "a clean run logs no error: {log}");
 }
+
+/// `squadron goalkeeper` names the same person as the notifications do, at
+/// every hour around the end of summer time in Stockholm (2026-10-25) and
+/// through a rule-file override given in local time.
+#[test]
+fn goalkeeper_agrees_with_notifications_across_dst_and_overrides() {
+    let s = Scratch::new("goalkeeper-dst");
+    std::fs::write(
+        s.path("rules.yaml"),
+        "squads:\n  - name: oncall\n    services: [api]\n    goalkeeper:\n      timezone: Europe/Stockholm\n      handover: '02:30'\n      rotation: {start: '2026-10-01', people: [ann, ben, cat]}\n      overrides:\n        - {person: dan, start: '2026-10-25T01:00', end: '2026-10-25T05:00', reason: swap}\ngrouping: {group_wait: 0s, group_by: [alertname]}\n",
+    )
+    .unwrap();
+    // One new group an hour (group_wait 0: notified when it arrives), from
+    // 2026-10-24T20:00Z to 2026-10-26T04:00Z.
+    let start = "2026-10-24T20:00:00Z".parse::<jiff::Timestamp>().unwrap();
+    let mut input = String::new();
+    for h in 0..33 {
+        let at = start + jiff::SignedDuration::from_hours(h);
+        input.push_str(&format!(
+            "{{\"received_at\":\"{at}\",\"message\":{{\"labels\":{{\"alertname\":\"A{h}\",\"service\":\"api\"}}}}}}\n"
+        ));
+    }
+    std::fs::write(s.path("stream.jsonl"), input).unwrap();
+    let rules = s.0.to_str().unwrap().to_owned();
+    let notes = s.path("notes.jsonl");
+    let out = squadron(&[
+        "replay",
+        "--rules",
+        &rules,
+        "--notifications",
+        notes.to_str().unwrap(),
+        s.path("stream.jsonl").to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let notes: Vec<serde_json::Value> = std::fs::read_to_string(&notes)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Each group is notified firing, then resolved (resolve_timeout) at other times.
+    assert!(notes.len() >= 33, "{}", notes.len());
+    let mut seen = std::collections::BTreeSet::new();
+    for n in &notes {
+        let at = n["at"].as_str().unwrap();
+        let out = squadron(&[
+            "goalkeeper",
+            "--rules",
+            &rules,
+            "--squad",
+            "oncall",
+            "--at",
+            at,
+            "--json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["goalkeeper"], n["goalkeeper"], "at {at}");
+        seen.insert(n["goalkeeper"].as_str().unwrap().to_owned());
+    }
+    // The rota and the override were both exercised.
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        vec!["ann", "ben", "cat", "dan"]
+    );
+    // Shifts run handover to handover at 02:30 local. On 2026-10-25 02:30
+    // happens twice; the handover is the first (00:30Z), so that shift is 25 hours.
+    let out = squadron(&[
+        "goalkeeper",
+        "--rules",
+        &rules,
+        "--squad",
+        "oncall",
+        "--at",
+        "2026-10-24T12:00:00Z",
+        "--days",
+        "1",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shifts = v[0]["shifts"].as_array().unwrap();
+    let spans: Vec<(&str, &str)> = shifts
+        .iter()
+        .map(|s| (s["start"].as_str().unwrap(), s["end"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        spans[..2],
+        [
+            ("2026-10-24T00:30:00Z", "2026-10-25T00:30:00Z"),
+            ("2026-10-25T00:30:00Z", "2026-10-26T01:30:00Z"),
+        ]
+    );
+}

@@ -1818,5 +1818,101 @@ fn amtool_queries_alerts_and_silences() {
         || http(port2, "GET", &format!("/api/v2/silence/{third}")).0 == 200,
     );
     stop(second);
+
+    // Every answer has the shape of Alertmanager's own OpenAPI definitions.
+    let spec = common::openapi::Spec::alertmanager();
+    let base = format!("http://127.0.0.1:{port}/api/v2");
+    let get = |path: &str| -> Value {
+        let (code, body) = curl(&[&format!("{base}{path}")]);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "alerts held after the restart",
+        || get("/alerts").as_array().is_some_and(|a| !a.is_empty()),
+    );
+    for (spec_path, path) in [
+        ("/status", "/status".to_owned()),
+        ("/receivers", "/receivers".to_owned()),
+        ("/alerts", "/alerts".to_owned()),
+        ("/alerts/groups", "/alerts/groups".to_owned()),
+        ("/silences", "/silences".to_owned()),
+        ("/silence/{silenceID}", format!("/silence/{later}")),
+    ] {
+        let v = get(&path);
+        let errors = spec.check(spec.response("GET", spec_path, 200), &v);
+        assert!(errors.is_empty(), "GET {path}: {errors:#?}\n{v}");
+    }
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "content-type: application/json",
+        "-d",
+        r#"{"matchers":[{"name":"alertname","value":"Spec","isRegex":false,"isEqual":true}],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"spec","comment":"shape"}"#,
+        &format!("{base}/silences"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let posted: Value = serde_json::from_str(&body).unwrap();
+    let errors = spec.check(spec.response("POST", "/silences", 200), &posted);
+    assert!(errors.is_empty(), "{errors:?}");
+    // A silence Alertmanager's clients would choke on is reported, so the check can fail.
+    let mut broken = get(&format!("/silence/{later}"));
+    broken["endsAt"] = json!(5);
+    broken["status"]["state"] = json!("sleeping");
+    broken.as_object_mut().unwrap().remove("createdBy");
+    let errors = spec.check(spec.response("GET", "/silence/{silenceID}", 200), &broken);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    // Refused silences get 400 with the reason, as Alertmanager answers.
+    let (code, body) = curl(&[
+        "-X",
+        "POST",
+        "-d",
+        r#"{"matchers":[],"startsAt":"2026-01-01T00:00:00Z","endsAt":"2099-01-01T00:00:00Z","createdBy":"x","comment":"y"}"#,
+        &format!("{base}/silences"),
+    ]);
+    assert_eq!(
+        (code, body.contains("at least one matcher")),
+        (400, true),
+        "{body}"
+    );
+
+    // Acknowledge a group with the CLI; the API lists the acknowledgement.
+    let alerts = get("/alerts");
+    let group = alerts[0]["groupKey"].as_str().unwrap().to_owned();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args([
+            "ack",
+            &group,
+            "--url",
+            &url,
+            "--by",
+            "alice",
+            "--comment",
+            "looking",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (code, body) = curl(&[&format!("{url}/api/v1/acks")]);
+    let acks: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (code, acks[0]["groupKey"].as_str(), acks[0]["by"].as_str()),
+        (200, Some(group.as_str()), Some("alice"))
+    );
+    let alerts = get("/alerts");
+    let acked = alerts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["groupKey"] == json!(group))
+        .unwrap();
+    assert_eq!(acked["acknowledged"]["by"], "alice");
     stop(child);
 }

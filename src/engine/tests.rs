@@ -633,6 +633,7 @@ grouping: {group_wait: 0s, group_interval: 10s, repeat_interval: 1m, group_by: [
         created_by: "alice".into(),
         comment: "maintenance".into(),
         updated_at: Ts(300_000),
+        annotations: Default::default(),
     });
     engine.set_controls(controls_with(&[silence]));
     let (fates, notes, next) = step(&mut engine, 301_000, msg("Down", 3), next);

@@ -15,6 +15,7 @@ use crate::engine::GroupView;
 use crate::model::{Status, Ts};
 use crate::rules::{Matcher, RuleSet, Silence};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
 /// The query of `GET /api/v2/alerts` and `/api/v2/alerts/groups`.
 pub struct AlertQuery {
@@ -103,8 +104,8 @@ pub fn alert_groups(
                     // A held alert that a silence made since covers is
                     // suppressed now, and leaves its group at the next flush.
                     let silenced_by: Vec<&str> = all_silences(rules, controls)
-                        .filter(|(s, _)| s.active_at(now) && crate::rules::all_match(&s.matchers, &a.labels))
-                        .map(|(s, _)| &*s.id)
+                        .filter(|(s, _, _)| s.active_at(now) && crate::rules::all_match(&s.matchers, &a.labels))
+                        .map(|(s, _, _)| &*s.id)
                         .collect();
                     let state = if silenced_by.is_empty() { "active" } else { "suppressed" };
                     let shown = if silenced_by.is_empty() { q.active } else { q.silenced };
@@ -132,6 +133,8 @@ pub fn alert_groups(
             (!alerts.is_empty()).then(|| {
                 json!({
                     "labels": g.labels,
+                    // The route that grouped them: the squad's.
+                    "routeLabels": {"squad": &*g.squad},
                     "receiver": {"name": &*g.squad},
                     "alerts": alerts,
                 })
@@ -168,8 +171,14 @@ fn silence_state(s: &Silence, now: Ts) -> &'static str {
 }
 
 /// A silence as a `gettableSilence`.
-pub fn silence(s: &Silence, updated_at: Ts, now: Ts) -> Value {
+pub fn silence(
+    s: &Silence,
+    updated_at: Ts,
+    annotations: Option<&BTreeMap<String, String>>,
+    now: Ts,
+) -> Value {
     json!({
+        "annotations": annotations.cloned().unwrap_or_default(),
         "id": &*s.id,
         "status": {"state": silence_state(s, now)},
         "updatedAt": updated_at,
@@ -182,23 +191,26 @@ pub fn silence(s: &Silence, updated_at: Ts, now: Ts) -> Value {
 }
 
 /// Every silence, the rule files' (read-only; updated when they start) and
-/// the runtime ones, with the time each was last changed.
+/// the runtime ones, with the time each was last changed and its annotations.
 fn all_silences<'a>(
     rules: &'a RuleSet,
     controls: &'a Controls,
-) -> impl Iterator<Item = (&'a Silence, Ts)> + 'a {
-    rules.silences.iter().map(|s| (s, s.starts_at)).chain(
-        controls
-            .silences
-            .values()
-            .map(|r| (&r.silence, r.record.updated_at)),
-    )
+) -> impl Iterator<Item = (&'a Silence, Ts, Option<&'a BTreeMap<String, String>>)> + 'a {
+    let runtime = controls
+        .silences
+        .values()
+        .map(|r| (&r.silence, r.record.updated_at, Some(&r.record.annotations)));
+    rules
+        .silences
+        .iter()
+        .map(|s| (s, s.starts_at, None))
+        .chain(runtime)
 }
 
 pub fn silence_by_id(rules: &RuleSet, controls: &Controls, id: &str, now: Ts) -> Option<Value> {
     all_silences(rules, controls)
-        .find(|(s, _)| &*s.id == id)
-        .map(|(s, updated)| silence(s, updated, now))
+        .find(|(s, _, _)| &*s.id == id)
+        .map(|(s, updated, a)| silence(s, updated, a, now))
 }
 
 /// `GET /api/v2/silences?filter=...`: a silence is listed when every filter
@@ -206,8 +218,8 @@ pub fn silence_by_id(rules: &RuleSet, controls: &Controls, id: &str, now: Ts) ->
 /// rule). Sorted as Alertmanager sorts them: active (ending first), pending
 /// (starting first), expired (ended last first).
 pub fn silences(rules: &RuleSet, controls: &Controls, filter: &[Matcher], now: Ts) -> Vec<Value> {
-    let mut listed: Vec<(&Silence, Ts)> = all_silences(rules, controls)
-        .filter(|(s, _)| {
+    let mut listed: Vec<_> = all_silences(rules, controls)
+        .filter(|(s, _, _)| {
             let labels = crate::model::LabelSet::from_pairs(
                 s.matchers
                     .iter()
@@ -222,10 +234,10 @@ pub fn silences(rules: &RuleSet, controls: &Controls, filter: &[Matcher], now: T
         "pending" => (1, s.starts_at.millis()),
         _ => (2, -s.ends_at.millis()),
     };
-    listed.sort_by_key(|(s, _)| rank(s));
+    listed.sort_by_key(|(s, _, _)| rank(s));
     listed
         .into_iter()
-        .map(|(s, updated)| silence(s, updated, now))
+        .map(|(s, updated, a)| silence(s, updated, a, now))
         .collect()
 }
 
@@ -299,7 +311,7 @@ mod tests {
         assert_eq!(silences(&r, &none, &f("alertname=Other"), now).len(), 0);
         let later = Ts::parse_rfc3339("2026-01-03T00:00:00Z").unwrap().unwrap();
         assert_eq!(
-            silence(&r.silences[0], later, later)["status"]["state"],
+            silence(&r.silences[0], later, None, later)["status"]["state"],
             "expired"
         );
         assert_eq!(

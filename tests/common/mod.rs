@@ -2,6 +2,8 @@
 //! producing, reading back (committed or not), and driving `squadron` processes.
 #![allow(dead_code)]
 
+pub mod openapi;
+
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
