@@ -593,11 +593,13 @@ impl Engine {
         {
             return Some(Fate::Silenced {
                 silence: s.id.clone(),
+                runtime: false,
             });
         }
         if let Some(s) = self.controls.silenced_by(labels, now) {
             return Some(Fate::Silenced {
                 silence: s.id.clone(),
+                runtime: true,
             });
         }
         for (r, (_, sources)) in self.rules.inhibit_rules.iter().zip(&self.state.sources) {

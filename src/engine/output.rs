@@ -25,6 +25,9 @@ pub enum Fate {
     },
     Silenced {
         silence: Arc<str>,
+        /// Made at runtime through the API (its id is not from a rule file).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        runtime: bool,
     },
     Inhibited {
         rule: Arc<str>,
@@ -121,7 +124,7 @@ impl Fate {
     pub fn cause(&self) -> Option<&str> {
         match self {
             Fate::Dropped { rule } | Fate::Inhibited { rule } => Some(rule),
-            Fate::Silenced { silence } => Some(silence),
+            Fate::Silenced { silence, .. } => Some(silence),
             Fate::Invalid { reason } => Some(reason.kind.as_str()),
             Fate::Shed { limit } => Some(limit.as_str()),
             _ => None,

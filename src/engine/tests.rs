@@ -641,7 +641,8 @@ grouping: {group_wait: 0s, group_interval: 10s, repeat_interval: 1m, group_by: [
     assert_eq!(
         fates.last().map(|f| &f.fate),
         Some(&Fate::Silenced {
-            silence: "s1".into()
+            silence: "s1".into(),
+            runtime: true
         })
     );
     // Held alerts are silenced at their group's next flush: the group ends quietly.

@@ -4,11 +4,11 @@
 //! `amtool silence query` and Alertmanager data sources read squadron.
 //!
 //! What squadron shows: the alerts it holds in groups (admitted, waiting or
-//! notified, not yet resolved), each with its squad and goalkeeper; the
-//! silences of the rule files, read-only. Dropped, silenced and inhibited
-//! alerts are decided on arrival and not kept, so they are not listed (their
-//! fates are in the audit topic). Each instance shows the groups of its own
-//! partitions.
+//! notified, not yet resolved), each with its squad, goalkeeper and
+//! acknowledgement; every silence, the rule files' (read-only) and the
+//! runtime ones (`crate::control`). Alerts dropped, silenced or inhibited on
+//! arrival are not kept, so they are not listed (their fates are in the audit
+//! topic). Each instance shows the groups of its own partitions.
 
 use crate::control::Controls;
 use crate::engine::GroupView;

@@ -419,9 +419,17 @@ impl Metrics {
             let kind = f.fate.kind();
             self.fates[kind as usize].inc();
             match &f.fate {
+                // Runtime silences are many over time (one id each): one series for all.
+                Fate::Silenced { runtime: true, .. } => self
+                    .suppressions
+                    .with_label_values(&[kind.as_str(), "runtime"])
+                    .inc(),
                 Fate::Dropped { rule }
                 | Fate::Inhibited { rule }
-                | Fate::Silenced { silence: rule } => {
+                | Fate::Silenced {
+                    silence: rule,
+                    runtime: false,
+                } => {
                     let key = (kind, Arc::as_ptr(rule) as *const u8 as usize);
                     cache
                         .by_rule
