@@ -1916,3 +1916,93 @@ fn amtool_queries_alerts_and_silences() {
     assert_eq!(acked["acknowledged"]["by"], "alice");
     stop(child);
 }
+
+/// For reference, the same amtool silence commands against Debian's real
+/// Alertmanager: what `amtool_queries_alerts_and_silences` expects of
+/// squadron is what Alertmanager does (an id back, listed with its creator,
+/// expired by `expire`, listed again with `--expired`).
+#[test]
+fn amtool_silence_commands_behave_the_same_against_alertmanager() {
+    let (Some(amtool), Some(am)) = (which("amtool"), which("prometheus-alertmanager")) else {
+        panic!(
+            "amtool and prometheus-alertmanager (Debian package prometheus-alertmanager; scripts/test.sh installs it)"
+        );
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("alertmanager"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("am.yml"),
+        "route: {receiver: r}\nreceivers: [{name: r}]\n",
+    )
+    .unwrap();
+    let port = free_port();
+    let mut child = std::process::Command::new(am)
+        .arg(format!("--config.file={}", dir.join("am.yml").display()))
+        .arg(format!("--storage.path={}", dir.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--cluster.listen-address=")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(30), "alertmanager ready", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http(port, "GET", "/-/ready").0 == 200
+    });
+    let url = format!("--alertmanager.url=http://127.0.0.1:{port}");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(&amtool)
+            .arg(&url)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let id = run(&[
+        "silence",
+        "add",
+        "alertname=DiskFull",
+        "--comment=disk replaced tonight",
+        "--author=alice",
+        "--duration=1h",
+    ])
+    .trim()
+    .to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let s: Value = serde_json::from_str(&run(&[
+        "silence",
+        "query",
+        "-o",
+        "json",
+        "alertname=DiskFull",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (
+            s[0]["id"].as_str(),
+            s[0]["createdBy"].as_str(),
+            s[0]["status"]["state"].as_str()
+        ),
+        (Some(id.as_str()), Some("alice"), Some("active"))
+    );
+    run(&["silence", "expire", &id]);
+    let s: Value = serde_json::from_str(&run(&["silence", "query", "-o", "json"])).unwrap();
+    assert_eq!(s, json!([]), "an expired silence leaves the default query");
+    let s: Value =
+        serde_json::from_str(&run(&["silence", "query", "-o", "json", "--expired"])).unwrap();
+    assert!(
+        s.as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == json!(id) && s["status"]["state"] == "expired"),
+        "{s}"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -115,6 +115,9 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         );
         // Every client of the in-process broker goes before the broker, so
         // none of them reports it gone.
+        if let Some(c) = &shared.controls {
+            c.close().await;
+        }
         drop(shared);
         drop(mock);
         Ok(super::run::exit_code())

@@ -16,11 +16,11 @@ use crate::control::{self, Controls, Record};
 use crate::pipeline::Config;
 use crate::pipeline::polled::AsyncProducer;
 use crate::telemetry::metrics::Metrics;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use futures_util::FutureExt;
+use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// How long a write waits for the broker and then for its own read-back.
@@ -37,7 +37,8 @@ pub struct ControlLog {
     applied: tokio::sync::watch::Receiver<i64>,
     /// Whether the reader has applied everything that was in the topic at start.
     caught_up: tokio::sync::watch::Receiver<bool>,
-    stop: Arc<AtomicBool>,
+    stop: tokio_util::sync::CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
     metrics: Arc<Metrics>,
     retention: Duration,
     /// Keeps writes of one instance in order (a replace is two records).
@@ -58,11 +59,15 @@ impl ControlLog {
                 "group.id",
                 &format!("{}-controls-reader", cfg.kafka.group_id),
             ),
-            ("fetch.wait.max.ms", "1000"),
+            // An idle reader costs one fetch round trip per this; a record
+            // written meanwhile is answered at once, so it adds no latency.
+            ("fetch.wait.max.ms", "5000"),
         ] {
             super::set_default(&mut consumer_cfg, k, v);
         }
-        let consumer: BaseConsumer<super::throttle::Throttled> =
+        // A stream consumer wakes on librdkafka's events: an idle reader
+        // costs no polling, and stopping it is immediate.
+        let consumer: StreamConsumer<super::throttle::Throttled> =
             consumer_cfg.create_with_context(super::throttle::Throttled::default())?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
@@ -83,7 +88,7 @@ impl ControlLog {
         let (applied_tx, applied) = tokio::sync::watch::channel(0i64);
         let (caught_tx, caught_up) = tokio::sync::watch::channel(high <= 0);
         let shared = Arc::new(control::Shared::default());
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = tokio_util::sync::CancellationToken::new();
         let reader = Reader {
             consumer,
             shared: shared.clone(),
@@ -92,10 +97,7 @@ impl ControlLog {
             start_high: high,
             metrics: metrics.clone(),
         };
-        let s = stop.clone();
-        std::thread::Builder::new()
-            .name("squadron-controls".into())
-            .spawn(move || reader.run(&s))?;
+        let task = tokio::spawn(reader.run(stop.clone()));
         tracing::info!(topic, records = high, "reading runtime controls");
         Ok(Arc::new(ControlLog {
             topic,
@@ -105,6 +107,7 @@ impl ControlLog {
             applied,
             caught_up,
             stop,
+            task: std::sync::Mutex::new(Some(task)),
             metrics,
             retention: cfg.pipeline.controls_retention()?,
             writing: tokio::sync::Mutex::new(()),
@@ -258,14 +261,26 @@ impl ControlLog {
     }
 }
 
+impl ControlLog {
+    /// Stops the reader and closes its consumer (before an in-process broker
+    /// goes away, so the reader does not report it gone).
+    pub async fn close(&self) {
+        self.stop.cancel();
+        let task = self.task.lock().expect("task lock").take();
+        if let Some(t) = task {
+            let _ = t.await;
+        }
+    }
+}
+
 impl Drop for ControlLog {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.cancel();
     }
 }
 
 struct Reader {
-    consumer: BaseConsumer<super::throttle::Throttled>,
+    consumer: StreamConsumer<super::throttle::Throttled>,
     shared: Arc<control::Shared>,
     applied: tokio::sync::watch::Sender<i64>,
     caught_up: tokio::sync::watch::Sender<bool>,
@@ -274,38 +289,53 @@ struct Reader {
 }
 
 impl Reader {
-    fn run(self, stop: &AtomicBool) {
+    async fn run(self, stop: tokio_util::sync::CancellationToken) {
         let mut table = Controls::default();
         let errors = super::throttle::Throttle::default();
-        while !stop.load(Ordering::Relaxed) {
+        loop {
+            let first = tokio::select! {
+                _ = stop.cancelled() => return,
+                m = self.consumer.recv() => m,
+            };
             let mut next = None;
-            let mut wait = Duration::from_secs(1);
-            // Apply everything that is there, then publish one table.
-            while let Some(r) = self.consumer.poll(wait) {
-                wait = Duration::ZERO;
-                match r {
-                    Ok(m) => {
-                        let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
-                        // A record without a value is a tombstone; an empty one counts as one too.
-                        let value = m.payload().filter(|v| !v.is_empty());
-                        if let Err(error) = table.apply(&key, value) {
-                            tracing::warn!(
-                                error,
-                                offset = m.offset(),
-                                "unreadable control record; skipped"
-                            );
-                        }
-                        next = Some(m.offset() + 1);
+            let mut apply = |r: Result<
+                rdkafka::message::BorrowedMessage<'_>,
+                rdkafka::error::KafkaError,
+            >| match r {
+                Ok(m) => {
+                    let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
+                    // A record without a value is a tombstone; an empty one counts as one too.
+                    let value = m.payload().filter(|v| !v.is_empty());
+                    if let Err(error) = table.apply(&key, value) {
+                        tracing::warn!(
+                            error,
+                            offset = m.offset(),
+                            "unreadable control record; skipped"
+                        );
                     }
-                    Err(e) => {
-                        if let Some(left_out) = errors.check(&format!("{e:?}")) {
-                            tracing::warn!(error = %e, left_out, "reading the controls topic");
-                        }
+                    next = Some(m.offset() + 1);
+                    true
+                }
+                Err(e) => {
+                    if let Some(left_out) = errors.check(&format!("{e:?}")) {
+                        tracing::warn!(error = %e, left_out, "reading the controls topic");
+                    }
+                    false
+                }
+            };
+            // Apply everything already fetched, then publish one table.
+            if apply(first) {
+                while let Some(r) = self.consumer.recv().now_or_never() {
+                    if !apply(r) {
                         break;
                     }
                 }
             }
-            let Some(next) = next else { continue };
+            let Some(next) = next else {
+                // An error: do not spin on it.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
             for (kind, n) in [
                 ("silence", table.silences.len()),
                 ("ack", table.acks.len()),
