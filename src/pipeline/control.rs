@@ -31,7 +31,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 pub struct ControlLog {
     topic: String,
     audit_topic: Option<String>,
-    producer: AsyncProducer,
+    /// Made at the first write: changes are rare, and every producer costs a
+    /// polling thread while idle (`polled.rs`).
+    producer_cfg: rdkafka::ClientConfig,
+    producer: std::sync::OnceLock<AsyncProducer>,
     shared: Arc<control::Shared>,
     /// The next offset the reader will apply.
     applied: tokio::sync::watch::Receiver<i64>,
@@ -83,7 +86,6 @@ impl ControlLog {
         ] {
             super::set_default(&mut producer_cfg, k, v);
         }
-        let producer = AsyncProducer::new(&producer_cfg)?;
 
         let (applied_tx, applied) = tokio::sync::watch::channel(0i64);
         let (caught_tx, caught_up) = tokio::sync::watch::channel(high <= 0);
@@ -102,7 +104,8 @@ impl ControlLog {
         Ok(Arc::new(ControlLog {
             topic,
             audit_topic: Some(cfg.kafka.audit_topic.clone()).filter(|t| !t.is_empty()),
-            producer,
+            producer_cfg,
+            producer: std::sync::OnceLock::new(),
             shared,
             applied,
             caught_up,
@@ -180,15 +183,24 @@ impl ControlLog {
         self.wait_applied(offset).await
     }
 
+    fn producer(&self) -> anyhow::Result<&AsyncProducer> {
+        if let Some(p) = self.producer.get() {
+            return Ok(p);
+        }
+        let p = AsyncProducer::new(&self.producer_cfg)?;
+        Ok(self.producer.get_or_init(|| p))
+    }
+
     async fn put(&self, key: &str, value: Option<&[u8]>) -> anyhow::Result<i64> {
+        let producer = self.producer()?;
         let delivered = match value {
             Some(v) => {
-                self.producer
+                producer
                     .send(&self.topic, Some(key.as_bytes()), v, None, WRITE_TIMEOUT)
                     .await
             }
             None => {
-                self.producer
+                producer
                     .send_tombstone(&self.topic, key.as_bytes(), WRITE_TIMEOUT)
                     .await
             }
@@ -227,8 +239,10 @@ impl ControlLog {
             "record": r,
         });
         let payload = serde_json::to_vec(&record).expect("audit record serializes");
-        if let Err(e) = self
-            .producer
+        let Ok(producer) = self.producer() else {
+            return;
+        };
+        if let Err(e) = producer
             .send(topic, Some(key.as_bytes()), &payload, None, WRITE_TIMEOUT)
             .await
         {
