@@ -68,13 +68,33 @@ pub fn feed_with(
     now: Ts,
     first_input: InputId,
     out: &mut Outputs,
+    opts: FeedOptions<'_>,
+) -> Fed {
+    feed_decoded(
+        engine,
+        &decode::decode(message),
+        now,
+        first_input,
+        out,
+        opts,
+    )
+}
+
+/// [`feed_with`] for a message already decoded (a driver feeding several
+/// engines decodes once).
+pub fn feed_decoded(
+    engine: &mut Engine,
+    decoded: &Result<decode::Decoded<'_>, Invalid>,
+    now: Ts,
+    first_input: InputId,
+    out: &mut Outputs,
     mut opts: FeedOptions<'_>,
 ) -> Fed {
     let invalid =
         |out: &mut Outputs, input, reason: Invalid| out.fates.push(invalid_fate(input, reason));
-    match decode::decode(message) {
+    match decoded {
         Err(reason) => {
-            invalid(out, first_input, reason);
+            invalid(out, first_input, reason.clone());
             Fed {
                 alerts: 1,
                 format: None,

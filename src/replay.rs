@@ -19,7 +19,7 @@
 
 use crate::decode::{Invalid, InvalidKind};
 use crate::engine::{Engine, Outputs};
-use crate::ingest::{FeedOptions, Ledger, Observer, feed_with, invalid_fate};
+use crate::ingest::{FeedOptions, Ledger, Observer, feed_decoded, invalid_fate};
 use crate::model::Ts;
 use base64::Engine as _;
 use serde::Deserialize;
@@ -60,6 +60,20 @@ pub enum Line<'a> {
     },
     /// A line that cannot be used, and why: counted as one invalid input.
     Bad(Invalid),
+}
+
+/// The envelope `squadron record` and `generate` write, read without a JSON
+/// pass of its own: `{"received_at":"<ts>","message":<message>}`. Only the
+/// decoder, which parses the message anyway, checks it: when the message
+/// does not decode, the caller reads the line again with [`parse_line`]
+/// (another field after the message would be legal JSON).
+pub fn canonical_envelope(line: &[u8]) -> Option<(Ts, &[u8])> {
+    let rest = line.strip_prefix(br#"{"received_at":""#)?;
+    let q = rest.iter().position(|&b| b == b'"')?;
+    let (at, rest) = (&rest[..q], &rest[q + 1..]);
+    let message = rest.strip_prefix(br#","message":"#)?.strip_suffix(b"}")?;
+    let at = Ts::parse_rfc3339(std::str::from_utf8(at).ok()?).ok()??;
+    Some((at, message))
 }
 
 pub fn parse_line(line: &[u8]) -> Line<'_> {
@@ -195,21 +209,32 @@ pub fn replay_many(
         if line.is_empty() {
             continue;
         }
-        let (at, payload) = match parse_line(line) {
-            Line::Message { at, payload } => (at, payload),
-            Line::Bad(reason) => {
-                let now = clock.observe(None);
-                for (i, (engine, report)) in engines.iter_mut().zip(reports.iter_mut()).enumerate()
-                {
-                    advance(engine, now, &mut out, &mut |e, o| step(i, e, o, report))?;
-                    out.fates.push(invalid_fate(next_input, reason.clone()));
-                    report.ledger.received += 1;
-                    step(i, engine, &mut out, report)?;
+        // One pass over the bytes: the message is decoded once, for every engine.
+        let fast = canonical_envelope(line)
+            .and_then(|(at, m)| crate::decode::decode(m).ok().map(|d| (at, d)));
+        let slow_payload;
+        let (at, decoded) = match fast {
+            Some((at, d)) => (Some(at), Ok(d)),
+            None => match parse_line(line) {
+                Line::Message { at, payload } => {
+                    slow_payload = payload;
+                    (at, crate::decode::decode(&slow_payload))
                 }
-                next_input += 1;
-                bad_lines.push((lines, reason));
-                continue;
-            }
+                Line::Bad(reason) => {
+                    let now = clock.observe(None);
+                    for (i, (engine, report)) in
+                        engines.iter_mut().zip(reports.iter_mut()).enumerate()
+                    {
+                        advance(engine, now, &mut out, &mut |e, o| step(i, e, o, report))?;
+                        out.fates.push(invalid_fate(next_input, reason.clone()));
+                        report.ledger.received += 1;
+                        step(i, engine, &mut out, report)?;
+                    }
+                    next_input += 1;
+                    bad_lines.push((lines, reason));
+                    continue;
+                }
+            },
         };
         let now = clock.observe(at);
         let mut alerts = 0;
@@ -224,7 +249,7 @@ pub fn replay_many(
                 observe,
                 ..FeedOptions::default()
             };
-            let fed = feed_with(engine, &payload, now, next_input, &mut out, opts);
+            let fed = feed_decoded(engine, &decoded, now, next_input, &mut out, opts);
             alerts = fed.alerts as u64;
             report.ledger.received += alerts;
             step(i, engine, &mut out, report)?;
@@ -303,6 +328,45 @@ mod tests {
     fn replay_text(input: &[u8]) -> ReplayReport {
         let mut engine = Engine::new(Arc::new(crate::rules::RuleSet::empty()));
         replay(&mut engine, input, || Ts(0), |_, _| Ok(())).unwrap()
+    }
+
+    /// The one-pass reading of canonical envelopes decides exactly what the
+    /// general reading does, including the lines it must leave to it.
+    #[test]
+    fn canonical_envelopes_read_in_one_pass_agree_with_the_general_reading() {
+        let line =
+            br#"{"received_at":"2026-11-26T10:00:00Z","message":{"labels":{"alertname":"A"}}}"#;
+        let (at, m) = canonical_envelope(line).unwrap();
+        assert_eq!(
+            at,
+            Ts::parse_rfc3339("2026-11-26T10:00:00Z").unwrap().unwrap()
+        );
+        assert_eq!(m, br#"{"labels":{"alertname":"A"}}"#);
+        // Another field after the message is legal: the message slice does
+        // not decode, so the general reading takes the line.
+        let extra = br#"{"received_at":"2026-11-26T10:00:00Z","message":{"labels":{"alertname":"A"}},"note":"x"}"#;
+        assert!(canonical_envelope(extra).is_some_and(|(_, m)| crate::decode::decode(m).is_err()));
+        let r = replay_text(
+            &[
+                &line[..],
+                b"
+",
+                &extra[..],
+                b"
+",
+            ]
+            .concat(),
+        );
+        let invalid = r.ledger.fates.get(&FateKind::Invalid).copied().unwrap_or(0);
+        assert_eq!((r.ledger.received, invalid), (2, 0), "{:?}", r.bad_lines);
+        // Not canonical: a bad time, another order, raw payloads.
+        for other in [
+            &br#"{"received_at":"yesterday","message":{}}"#[..],
+            br#"{"message":{"labels":{}},"received_at":"2026-11-26T10:00:00Z"}"#,
+            br#"{"received_at":"2026-11-26T10:00:00Z","raw":"<html>"}"#,
+        ] {
+            assert!(canonical_envelope(other).is_none());
+        }
     }
 
     /// A recording keeps each message's exact bytes, so replay decodes what
