@@ -393,6 +393,20 @@ pub fn expire_silence(table: &Controls, id: &str, now: Ts) -> Option<SilenceReco
     Some(r)
 }
 
+/// A group key as the engine keys groups (`payments:{alertname="X"}`),
+/// from either that form or the Alertmanager form notifications carry in
+/// `groupKey` (`{}/{squad="payments"}:{alertname="X"}`), so a goalkeeper can
+/// acknowledge with the key of the page in front of them.
+pub fn engine_group_key(key: &str) -> String {
+    if let Some((squad, labels)) = key
+        .strip_prefix("{}/{squad=\"")
+        .and_then(|rest| rest.split_once("\"}:"))
+    {
+        return format!("{squad}:{labels}");
+    }
+    key.to_owned()
+}
+
 /// A random identifier in the UUID text form Alertmanager's silence ids have.
 pub fn new_id() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -756,6 +770,16 @@ mod tests {
         );
         assert_eq!(t.on_duty("payments", at("2026-11-29T00:00:00Z")), None);
         assert_eq!(t.on_duty("search", at("2026-11-27T12:00:00Z")), None);
+    }
+
+    #[test]
+    fn group_keys_from_notifications_name_the_engines_group() {
+        let engine = r#"payments:{alertname="DiskFull", service="checkout"}"#;
+        assert_eq!(engine_group_key(engine), engine);
+        assert_eq!(
+            engine_group_key(r#"{}/{squad="payments"}:{alertname="DiskFull", service="checkout"}"#),
+            engine
+        );
     }
 
     #[test]

@@ -1881,11 +1881,14 @@ fn amtool_queries_alerts_and_silences() {
     // Acknowledge a group with the CLI; the API lists the acknowledgement.
     let alerts = get("/alerts");
     let group = alerts[0]["groupKey"].as_str().unwrap().to_owned();
+    // Acknowledged with the key its notification carries (Alertmanager's form).
+    let (squad, labels) = group.split_once(':').unwrap();
+    let notified_key = format!("{{}}/{{squad=\"{squad}\"}}:{labels}");
     let url = format!("http://127.0.0.1:{port}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
         .args([
             "ack",
-            &group,
+            &notified_key,
             "--url",
             &url,
             "--by",

@@ -34,8 +34,9 @@ pub struct GoalkeeperArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct AckArgs {
-    /// The group to acknowledge: its `groupKey`, as notifications and
-    /// `/api/v2/alerts` show it (e.g. `payments/{alertname="HighErrorRate"}`).
+    /// The group to acknowledge: its `groupKey` as `/api/v2/alerts` shows it
+    /// (`payments:{alertname="HighErrorRate"}`) or as its notification does
+    /// (`{}/{squad="payments"}:{alertname="HighErrorRate"}`).
     pub group_key: Option<String>,
     /// The squadron to talk to.
     #[arg(long, env = "SQUADRON_URL", default_value = "http://127.0.0.1:9464")]

@@ -48,6 +48,12 @@ pub(super) async fn route(
         Ok(r) => r,
         Err(resp) => return Ok(*resp),
     };
+    if shared.controls.as_ref().is_some_and(|c| !c.caught_up()) {
+        return Ok(text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "still reading the controls topic (silences, acknowledgements, overrides): try again in a moment\n",
+        ));
+    }
     let table = shared
         .controls
         .as_ref()
@@ -168,7 +174,7 @@ pub(super) async fn route(
                 return Ok(bad_request("groupKey and by are required"));
             }
             let ack = Ack {
-                group_key: p.group_key,
+                group_key: control::engine_group_key(&p.group_key),
                 by: p.by,
                 comment: p.comment,
                 at: now,
@@ -185,10 +191,10 @@ pub(super) async fn route(
             let Some(log) = writable(shared) else {
                 return Ok(no_controls());
             };
-            let Some(key) = query.first("groupKey") else {
+            let Some(key) = query.first("groupKey").map(control::engine_group_key) else {
                 return Ok(bad_request("give the group as ?groupKey=..."));
             };
-            if table.ack(key).is_none() {
+            if table.ack(&key).is_none() {
                 return Ok(text(
                     StatusCode::NOT_FOUND,
                     "no acknowledgement for that group\n",
