@@ -1917,6 +1917,58 @@ fn amtool_queries_alerts_and_silences() {
         .find(|a| a["groupKey"] == json!(group))
         .unwrap();
     assert_eq!(acked["acknowledged"]["by"], "alice");
+
+    // A duty override through the CLI: notifications and the API name that person.
+    let squadron_cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    squadron_cli(&[
+        "goalkeeper",
+        "--url",
+        &url,
+        "--squad",
+        "payments",
+        "--override",
+        "dana",
+        "--until",
+        "2099-01-01T00:00:00Z",
+        "--by",
+        "lead",
+        "--comment",
+        "swap",
+    ]);
+    let v: Value = serde_json::from_str(&squadron_cli(&[
+        "goalkeeper",
+        "--url",
+        &url,
+        "--squad",
+        "payments",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (v[0]["goalkeeper"].as_str(), v[0]["source"].as_str()),
+        (Some("dana"), Some("override")),
+        "{v}"
+    );
+    let alerts = get("/alerts");
+    assert!(
+        alerts
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a["squad"] != "payments" || a["goalkeeper"] == "dana"),
+        "{alerts}"
+    );
     stop(child);
 }
 

@@ -30,6 +30,29 @@ pub struct GoalkeeperArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Put PERSON on duty for --squad from --from (default now) until
+    /// --until, on the running squadron at --url (a swap, a sick day).
+    #[arg(long = "override", value_name = "PERSON", requires_all = ["url", "squad", "until"])]
+    pub set_override: Option<String>,
+    /// When the override starts (RFC 3339). Default: now.
+    #[arg(long, requires = "set_override")]
+    pub from: Option<String>,
+    /// When the override ends (RFC 3339).
+    #[arg(long, requires = "set_override")]
+    pub until: Option<String>,
+    /// Who makes the override. Default: $USER.
+    #[arg(long, requires = "set_override")]
+    pub by: Option<String>,
+    #[arg(long, default_value = "", requires = "set_override")]
+    pub comment: String,
+    /// Remove the override with this id (as `--json` lists it) from --url.
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "url",
+        conflicts_with = "set_override"
+    )]
+    pub remove_override: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -60,6 +83,41 @@ pub fn goalkeeper(args: &GoalkeeperArgs) -> anyhow::Result<i32> {
         None => super::wall_clock(),
     };
     anyhow::ensure!(args.days <= 366, "--days: at most 366");
+    if let (Some(id), Some(url)) = (&args.remove_override, &args.url) {
+        request(
+            reqwest::Method::DELETE,
+            url,
+            &format!("/api/v1/overrides/{}", encode(id)),
+            None,
+        )?;
+        println!("override {id} removed");
+        return Ok(0);
+    }
+    if let (Some(person), Some(url), Some(squad), Some(until)) =
+        (&args.set_override, &args.url, &args.squad, &args.until)
+    {
+        let from = match &args.from {
+            Some(s) => super::parse_time_arg(s)?,
+            None => super::wall_clock(),
+        };
+        let until = super::parse_time_arg(until)?;
+        let by = args
+            .by
+            .clone()
+            .or_else(|| std::env::var("USER").ok())
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| anyhow::anyhow!("--by: who makes the override ($USER is not set)"))?;
+        let body = serde_json::json!({
+            "squad": squad, "person": person, "startsAt": from, "endsAt": until,
+            "createdBy": by, "comment": args.comment,
+        });
+        let v = request(reqwest::Method::POST, url, "/api/v1/overrides", Some(body))?;
+        println!(
+            "{person} is on duty for {squad} from {from} until {until} (override {})",
+            v["id"].as_str().unwrap_or("")
+        );
+        return Ok(0);
+    }
     let answer: Vec<Value> = match &args.url {
         Some(url) => {
             let mut q = format!("at={}&days={}", encode(&at.to_string()), args.days);
