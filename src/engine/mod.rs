@@ -280,23 +280,41 @@ impl Engine {
             .state
             .groups
             .iter()
-            .flatten()
-            .filter_map(|g| {
+            .enumerate()
+            .filter_map(|(gid, g)| Some((gid, g.as_ref()?)))
+            .filter_map(|(gid, g)| {
+                let squad = self.group_squad[gid];
                 let alerts: Vec<AlertView> = g
                     .members
                     .iter()
-                    .filter_map(|k| self.state.alerts.get(k))
-                    .filter(|a| keep(&g.squad, &a.labels))
-                    .map(|a| AlertView {
-                        fingerprint: a.fingerprint,
-                        status: a.status(now),
-                        labels: a.labels.clone(),
-                        annotations: a.annotations.clone(),
-                        starts_at: a.starts_at,
-                        ends_at: a.ends_at,
-                        generator_url: a.generator_url.clone(),
-                        notified: a.notified,
-                        core: a.core,
+                    .filter_map(|k| Some((k, self.state.alerts.get(k)?)))
+                    .filter(|(_, a)| keep(&g.squad, &a.labels))
+                    .map(|(k, a)| {
+                        // What its group's next flush will find (silences and
+                        // sources may have changed since it was admitted).
+                        let owner = Owner {
+                            squad,
+                            core: a.core,
+                        };
+                        let (silenced_by, inhibited_by) =
+                            match self.silenced_or_inhibited(*k, &a.labels, owner, now) {
+                                Some(Fate::Silenced { silence, .. }) => (Some(silence), None),
+                                Some(Fate::Inhibited { rule }) => (None, Some(rule)),
+                                _ => (None, None),
+                            };
+                        AlertView {
+                            fingerprint: a.fingerprint,
+                            status: a.status(now),
+                            labels: a.labels.clone(),
+                            annotations: a.annotations.clone(),
+                            starts_at: a.starts_at,
+                            ends_at: a.ends_at,
+                            generator_url: a.generator_url.clone(),
+                            notified: a.notified,
+                            core: a.core,
+                            silenced_by,
+                            inhibited_by,
+                        }
                     })
                     .collect();
                 (!alerts.is_empty()).then(|| GroupView {
@@ -1059,6 +1077,12 @@ pub struct AlertView {
     /// What the last notification said about it.
     pub notified: Option<Status>,
     pub core: bool,
+    /// The silence that covers it now: its group's next flush removes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub silenced_by: Option<Arc<str>>,
+    /// The inhibit rule that holds it now, likewise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inhibited_by: Option<Arc<str>>,
 }
 
 fn is_flapping(flaps: &state::KeyMap<FlapState>, key: &AlertKey) -> bool {

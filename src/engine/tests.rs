@@ -636,6 +636,14 @@ grouping: {group_wait: 0s, group_interval: 10s, repeat_interval: 1m, group_by: [
         annotations: Default::default(),
     });
     engine.set_controls(controls_with(&[silence]));
+    // Held alerts it covers show it until their group's next flush removes them.
+    let held = engine.groups(Ts(300_500), |_, _| true);
+    assert!(!held.is_empty());
+    assert!(
+        held.iter()
+            .flat_map(|g| &g.alerts)
+            .all(|a| a.silenced_by.as_deref() == Some("s1") && a.inhibited_by.is_none())
+    );
     let (fates, notes, next) = step(&mut engine, 301_000, msg("Down", 3), next);
     assert!(notes.is_empty());
     assert_eq!(

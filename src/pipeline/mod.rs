@@ -997,6 +997,8 @@ impl Core {
     }
 
     fn command(&mut self, cmd: Command) {
+        // Answers about held alerts reflect the silences in force now.
+        self.sync_controls();
         match cmd {
             Command::Reload { source, reply } => {
                 let outcome = self.reload(source);

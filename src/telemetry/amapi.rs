@@ -101,17 +101,18 @@ pub fn alert_groups(
                 .filter(|a| a.status == Status::Firing)
                 .filter(|a| q.filter.iter().all(|m| m.matches(&a.labels)))
                 .filter_map(|a| {
-                    // A held alert that a silence made since covers is
-                    // suppressed now, and leaves its group at the next flush.
-                    let silenced_by: Vec<&str> = all_silences(rules, controls)
-                        .filter(|(s, _, _)| s.active_at(now) && crate::rules::all_match(&s.matchers, &a.labels))
-                        .map(|(s, _, _)| &*s.id)
-                        .collect();
-                    let state = if silenced_by.is_empty() { "active" } else { "suppressed" };
-                    let shown = if silenced_by.is_empty() { q.active } else { q.silenced };
-                    shown.then_some((a, silenced_by, state))
+                    // A held alert that a silence or an inhibition covers now
+                    // is suppressed, and leaves its group at the next flush.
+                    let silenced_by: Vec<&str> = a.silenced_by.as_deref().into_iter().collect();
+                    let inhibited_by: Vec<&str> = a.inhibited_by.as_deref().into_iter().collect();
+                    let (state, shown) = match (silenced_by.is_empty(), inhibited_by.is_empty()) {
+                        (true, true) => ("active", q.active),
+                        (false, _) => ("suppressed", q.silenced),
+                        (true, false) => ("suppressed", q.inhibited),
+                    };
+                    shown.then_some((a, silenced_by, inhibited_by, state))
                 })
-                .map(|(a, silenced_by, state)| {
+                .map(|(a, silenced_by, inhibited_by, state)| {
                     json!({
                         "labels": a.labels,
                         "annotations": a.annotations,
@@ -121,7 +122,8 @@ pub fn alert_groups(
                         "generatorURL": a.generator_url.as_deref().unwrap_or(""),
                         "fingerprint": a.fingerprint.to_string(),
                         "receivers": receivers.iter().map(|r| json!({"name": r})).collect::<Vec<_>>(),
-                        "status": {"state": state, "silencedBy": silenced_by, "inhibitedBy": [], "mutedBy": []},
+                        // inhibitedBy names the inhibit rule (Alertmanager lists source fingerprints).
+                        "status": {"state": state, "silencedBy": silenced_by, "inhibitedBy": inhibited_by, "mutedBy": []},
                         // squadron's additions.
                         "squad": &*g.squad,
                         "goalkeeper": goalkeeper,
