@@ -1571,8 +1571,6 @@ fn amtool_queries_alerts_and_silences() {
     let Some((broker, t, rules)) = setup("amtool", "1s") else {
         return;
     };
-    let amtool = which("amtool")
-        .expect("amtool (Debian package prometheus-alertmanager; scripts/test.sh installs it)");
     let text = std::fs::read_to_string(rules.join("rules.yaml")).unwrap();
     std::fs::write(
         rules.join("rules.yaml"),
@@ -1593,19 +1591,7 @@ fn amtool_queries_alerts_and_silences() {
         ]))
         .unwrap()],
     );
-    let url = format!("--alertmanager.url=http://127.0.0.1:{port}");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(&amtool)
-            .arg(&url)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let run = |args: &[&str]| amtool(port, args);
     let names = |json: &str| -> Vec<String> {
         let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {json}"));
         let mut n: Vec<String> = v
@@ -1760,19 +1746,10 @@ fn amtool_queries_alerts_and_silences() {
     let later = out.trim().to_owned();
     stop(child);
     let (child, port) = run_with_http(&broker, &t, &rules, &[]);
-    let url = format!("--alertmanager.url=http://127.0.0.1:{port}");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(&amtool)
-            .arg(&url)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+        let (ok, out, err) = amtool(port, args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()
     };
     let active = run(&["silence", "query", "-o", "json"]);
     assert!(
@@ -1799,18 +1776,17 @@ fn amtool_queries_alerts_and_silences() {
     let (code, body) = http(port2, "GET", "/api/v2/silences");
     assert_eq!(code, 200);
     assert!(body.contains(&later), "{body}");
-    let out = std::process::Command::new(&amtool)
-        .arg(&url)
-        .args([
+    let (_, out, _) = amtool(
+        port,
+        &[
             "silence",
             "add",
             "alertname=Elsewhere",
             "--comment=c",
             "--author=carol",
-        ])
-        .output()
-        .unwrap();
-    let third = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        ],
+    );
+    let third = out.trim().to_owned();
     assert_eq!(third.len(), 36);
     wait_until(
         Duration::from_secs(2),
@@ -1972,17 +1948,31 @@ fn amtool_queries_alerts_and_silences() {
     stop(child);
 }
 
+/// Runs amtool against `port`: (success, stdout, stderr).
+fn amtool(port: u16, args: &[&str]) -> (bool, String, String) {
+    let bin = which("amtool")
+        .expect("amtool (Debian package prometheus-alertmanager; scripts/test.sh installs it)");
+    let out = std::process::Command::new(bin)
+        .arg(format!("--alertmanager.url=http://127.0.0.1:{port}"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// For reference, the same amtool silence commands against Debian's real
 /// Alertmanager: what `amtool_queries_alerts_and_silences` expects of
 /// squadron is what Alertmanager does (an id back, listed with its creator,
 /// expired by `expire`, listed again with `--expired`).
 #[test]
 fn amtool_silence_commands_behave_the_same_against_alertmanager() {
-    let (Some(amtool), Some(am)) = (which("amtool"), which("prometheus-alertmanager")) else {
-        panic!(
-            "amtool and prometheus-alertmanager (Debian package prometheus-alertmanager; scripts/test.sh installs it)"
-        );
-    };
+    let am = which("prometheus-alertmanager").expect(
+        "prometheus-alertmanager (Debian package prometheus-alertmanager; scripts/test.sh installs it)",
+    );
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("alertmanager"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -2004,19 +1994,10 @@ fn amtool_silence_commands_behave_the_same_against_alertmanager() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
             && http(port, "GET", "/-/ready").0 == 200
     });
-    let url = format!("--alertmanager.url=http://127.0.0.1:{port}");
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(&amtool)
-            .arg(&url)
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        let (ok, out, err) = amtool(port, args);
+        assert!(ok, "{args:?}: {err}");
+        out
     };
     let id = run(&[
         "silence",

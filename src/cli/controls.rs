@@ -7,6 +7,7 @@
 //! `ps` and shell history): `SQUADRON_USER` and `SQUADRON_PASSWORD` (basic
 //! auth), or `SQUADRON_TOKEN` (bearer).
 
+use crate::sinks::receivers::url_escape;
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -87,7 +88,7 @@ pub fn goalkeeper(args: &GoalkeeperArgs) -> anyhow::Result<i32> {
         request(
             reqwest::Method::DELETE,
             url,
-            &format!("/api/v1/overrides/{}", encode(id)),
+            &format!("/api/v1/overrides/{}", url_escape(id)),
             None,
         )?;
         println!("override {id} removed");
@@ -120,9 +121,9 @@ pub fn goalkeeper(args: &GoalkeeperArgs) -> anyhow::Result<i32> {
     }
     let answer: Vec<Value> = match &args.url {
         Some(url) => {
-            let mut q = format!("at={}&days={}", encode(&at.to_string()), args.days);
+            let mut q = format!("at={}&days={}", url_escape(&at.to_string()), args.days);
             if let Some(s) = &args.squad {
-                q.push_str(&format!("&squad={}", encode(s)));
+                q.push_str(&format!("&squad={}", url_escape(s)));
             }
             let v = request(
                 reqwest::Method::GET,
@@ -206,7 +207,7 @@ pub fn ack(args: &AckArgs) -> anyhow::Result<i32> {
         request(
             reqwest::Method::DELETE,
             &args.url,
-            &format!("/api/v1/acks?groupKey={}", encode(group)),
+            &format!("/api/v1/acks?groupKey={}", url_escape(group)),
             None,
         )?;
         println!("acknowledgement removed: {group}");
@@ -266,16 +267,4 @@ fn request(
         );
         Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
     })
-}
-
-/// Percent-encodes a query value.
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -401,7 +401,8 @@ fn group_view(external_url: &str, squad: &str) -> String {
     )
 }
 
-fn url_escape(s: &str) -> String {
+/// Percent-encodes a URL path segment or query value (RFC 3986 unreserved kept).
+pub(crate) fn url_escape(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
