@@ -78,6 +78,9 @@ pub fn compare(
     start: impl FnOnce() -> Ts,
 ) -> io::Result<(CompareReport, Vec<ReplayReport>)> {
     let mut engines = [Engine::new(old), Engine::new(new)];
+    for e in &mut engines {
+        e.set_shift_mode(crate::engine::ShiftMode::Local);
+    }
     let mut fates: [Vec<Option<Fate>>; 2] = [Vec::new(), Vec::new()];
     let mut squads: BTreeMap<String, OldNew> = BTreeMap::new();
     let mut goalkeepers: BTreeMap<String, OldNew> = BTreeMap::new();
@@ -108,7 +111,7 @@ pub fn compare(
                 }
                 f[i] = Some(rec.fate.clone());
             }
-            for n in &out.notifications {
+            for n in out.notifications.iter().filter(|n| n.report.is_none()) {
                 notifications.add(side);
                 squads.entry(n.squad.to_string()).or_default().add(side);
                 goalkeepers

@@ -149,6 +149,9 @@ pub struct Ledger {
     pub received: u64,
     pub fates: BTreeMap<FateKind, u64>,
     pub notifications: u64,
+    /// Handover reports (not counted as notifications: they page no one).
+    #[serde(default)]
+    pub reports: u64,
     pub squads: BTreeMap<String, SquadCounts>,
     /// Fates by the rule or silence responsible: `dropped/drop-info`, `invalid/not_json`.
     pub causes: BTreeMap<String, u64>,
@@ -185,6 +188,10 @@ impl Ledger {
             }
         }
         for n in &out.notifications {
+            if n.report.is_some() {
+                self.reports += 1;
+                continue;
+            }
             self.notifications += 1;
             self.squad(&n.squad).notifications += 1;
         }

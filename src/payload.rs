@@ -2,9 +2,10 @@
 //! fields (`squad`, `goalkeeper`, `reason`, `core`, `folded`). Receivers written
 //! for Alertmanager's webhook read it unchanged; it is also what squad topics carry.
 
-use crate::engine::{Folded, Notification};
+use crate::engine::{Folded, HandoverReport, Notification};
 use crate::model::{LabelSet, Labels, Status, Ts};
 use serde::Serialize;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Go's zero time: what Alertmanager sends as `endsAt` of a firing alert.
@@ -39,6 +40,9 @@ pub struct WebhookPayload<'a> {
     /// the repeats; this notification is about a change since).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub acknowledged: Option<&'a crate::control::Ack>,
+    /// A handover's report (reason `handover`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<Cow<'a, HandoverReport>>,
 }
 
 #[derive(Serialize)]
@@ -92,6 +96,7 @@ impl<'a> WebhookPayload<'a> {
             core: n.core,
             sent_at: n.at,
             folded: n.folded.as_ref(),
+            report: n.report.as_deref().map(Cow::Borrowed),
         }
     }
 
@@ -135,7 +140,31 @@ impl<'a> WebhookPayload<'a> {
             .count();
         self.truncated_alerts += (self.alerts.len() - keep) as u32;
         self.alerts.truncate(keep);
-        self.to_json()
+        let mut json = self.to_json();
+        // A report has no alerts: its lists are cut instead, longest first.
+        while json.len() > limits.max_bytes {
+            let Some(r) = self.report.as_mut().map(Cow::to_mut) else {
+                break;
+            };
+            let cut = |n: usize| n - n / 2;
+            if r.digest.len() >= r.pages.len() && !r.digest.is_empty() {
+                let keep = r.digest.len() / 2;
+                r.truncated += cut(r.digest.len()) as u32;
+                r.digest.truncate(keep);
+            } else if !r.pages.is_empty() {
+                let keep = r.pages.len() / 2;
+                r.truncated += cut(r.pages.len()) as u32;
+                r.pages.truncate(keep);
+            } else if !r.still_firing.is_empty() {
+                let keep = r.still_firing.len() / 2;
+                r.truncated += cut(r.still_firing.len()) as u32;
+                r.still_firing.truncate(keep);
+            } else {
+                break;
+            }
+            json = self.to_json();
+        }
+        json
     }
 }
 
@@ -215,6 +244,7 @@ mod tests {
             core: false,
             alerts,
             folded: None,
+            report: None,
         };
         let full = WebhookPayload::new(&n, "http://s").to_json();
         assert!(full.len() > 9_000_000);
@@ -275,6 +305,7 @@ mod tests {
             core: true,
             alerts: vec![alert("i1", Status::Firing), alert("i2", Status::Resolved)],
             folded: None,
+            report: None,
         };
         let v: serde_json::Value =
             serde_json::from_slice(&WebhookPayload::new(&n, "http://squadron").to_json()).unwrap();

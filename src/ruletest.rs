@@ -41,9 +41,82 @@ pub struct TestCase {
     /// Run virtual time to here (after `at: 0s`). Default: until every input has its fate.
     #[serde(default)]
     pub until: Option<String>,
-    /// When given, the notifications sent must be exactly these, in order.
+    /// When given, the notifications sent must be exactly these, in order
+    /// (handover reports are not among them: see `reports`).
     #[serde(default)]
     pub notifications: Option<Vec<ExpectedNotification>>,
+    /// When given, the handover reports sent until `until` must be exactly
+    /// these, in order.
+    #[serde(default)]
+    pub reports: Option<Vec<ExpectedReport>>,
+}
+
+/// A goalkeeper handover's report, as a test expects it. Fields left out are not checked.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedReport {
+    /// The handover, relative to `at: 0s`.
+    #[serde(default)]
+    pub at: Option<String>,
+    #[serde(default)]
+    pub squad: Option<String>,
+    /// The incoming goalkeeper (the report is addressed to them).
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The outgoing goalkeeper.
+    #[serde(default)]
+    pub from: Option<String>,
+    /// When the reported shift began, relative to `at: 0s` (may be negative: `-3h`).
+    #[serde(default)]
+    pub shift_start: Option<String>,
+    #[serde(default)]
+    pub pages: Option<u64>,
+    #[serde(default)]
+    pub pages_out_of_hours: Option<u64>,
+    /// Groups paged.
+    #[serde(default)]
+    pub incidents: Option<u32>,
+    #[serde(default)]
+    pub over_budget: Option<bool>,
+    /// Input alerts by fate (`received`, `dropped`, `digested`, ...), each checked.
+    #[serde(default)]
+    pub noise: Option<BTreeMap<String, u64>>,
+    /// One label subset per group still firing, any order; the count must match.
+    #[serde(default)]
+    pub still_firing: Option<Vec<BTreeMap<String, String>>>,
+    /// Silence ids, any order; exactly these.
+    #[serde(default)]
+    pub silences_ending: Option<Vec<String>>,
+    /// The digest's groups, any order; the count must match.
+    #[serde(default)]
+    pub digest: Option<Vec<ExpectedDigest>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedDigest {
+    /// A subset of the group's labels.
+    #[serde(default)]
+    pub group: BTreeMap<String, String>,
+    #[serde(default)]
+    pub rule: Option<String>,
+    /// The group's alerts, any order; the count must match.
+    #[serde(default)]
+    pub alerts: Option<Vec<ExpectedDigestAlert>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpectedDigestAlert {
+    pub name: String,
+    /// Times it started firing during the shift.
+    #[serde(default)]
+    pub fired: Option<u32>,
+    /// How long it fired during the shift (`1h30m`).
+    #[serde(default)]
+    pub firing_for: Option<String>,
+    #[serde(default)]
+    pub still_firing: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -288,6 +361,7 @@ pub fn run_case(
     sent.sort_by_key(|s| s.at);
 
     let mut engine = Engine::new(rules.clone());
+    engine.set_shift_mode(crate::engine::ShiftMode::Local);
     let mut out = Outputs::default();
     let mut fates: Vec<Option<FateRecord>> = vec![None; sent.len()];
     let mut notifications: Vec<Notification> = Vec::new();
@@ -297,6 +371,7 @@ pub fn run_case(
             fates[i] = Some(f);
         }
         notifications.append(&mut out.notifications);
+        out.digests.clear();
     };
     for (i, s) in sent.iter().enumerate() {
         engine.advance_to(s.at, &mut out);
@@ -369,6 +444,33 @@ pub fn run_case(
                 "{what}:\n    - expected fate: {w}\n    + actual: no fate yet (extend `until`?)"
             )),
             (None, _) => {}
+        }
+    }
+    let (reports, notifications): (Vec<Notification>, Vec<Notification>) =
+        notifications.into_iter().partition(|n| n.report.is_some());
+    if let Some(expected) = &case.reports {
+        for (n, (e, got)) in expected.iter().zip(&reports).enumerate() {
+            let mismatches = compare_report(e, got, start);
+            if !mismatches.is_empty() {
+                let mut s = format!("report {}:", n + 1);
+                for m in mismatches {
+                    let _ = write!(s, "\n{m}");
+                }
+                diff.push(s);
+            }
+        }
+        for (n, _) in expected.iter().enumerate().skip(reports.len()) {
+            diff.push(format!(
+                "report {}: - expected, but it was not sent (is `until` after the handover?)",
+                n + 1
+            ));
+        }
+        for (n, got) in reports.iter().enumerate().skip(expected.len()) {
+            diff.push(format!(
+                "report {}: + unexpected: {}",
+                n + 1,
+                summarize(got, start)
+            ));
         }
     }
     if let Some(expected) = &case.notifications {
@@ -512,6 +614,179 @@ fn compare_notification(e: &ExpectedNotification, got: &Notification, start: Ts)
                 a.labels,
                 a.status.as_str()
             ));
+        }
+    }
+    out
+}
+
+fn compare_report(e: &ExpectedReport, got: &Notification, start: Ts) -> Vec<String> {
+    let r = got.report.as_deref().expect("a report");
+    let mut out = Vec::new();
+    let mut field = |name: &str, want: Option<String>, have: String| {
+        if let Some(w) = want {
+            if w != have {
+                out.push(format!(
+                    "    - expected {name}: {w}\n    + actual {name}:   {have}"
+                ));
+            }
+        }
+    };
+    let rel = |t: Ts| {
+        if t >= start {
+            format_duration(t.since(start))
+        } else {
+            format!("-{}", format_duration(start.since(t)))
+        }
+    };
+    let norm = |d: &String| {
+        let (neg, d) = d
+            .strip_prefix('-')
+            .map_or((false, d.as_str()), |d| (true, d));
+        let f = parse_duration(d)
+            .map(format_duration)
+            .unwrap_or_else(|_| d.to_owned());
+        if neg { format!("-{f}") } else { f }
+    };
+    let name = |p: &Option<Arc<str>>| p.as_deref().unwrap_or("(none)").to_owned();
+    field("at", e.at.as_ref().map(norm), rel(got.at));
+    field(
+        "shift_start",
+        e.shift_start.as_ref().map(norm),
+        rel(r.shift_start),
+    );
+    field("squad", e.squad.clone(), got.squad.to_string());
+    field("to", e.to.clone(), name(&r.incoming));
+    field("from", e.from.clone(), name(&r.outgoing));
+    field(
+        "pages",
+        e.pages.map(|n| n.to_string()),
+        r.noise.pages.to_string(),
+    );
+    field(
+        "pages_out_of_hours",
+        e.pages_out_of_hours.map(|n| n.to_string()),
+        r.noise.pages_out_of_hours.to_string(),
+    );
+    field(
+        "incidents",
+        e.incidents.map(|n| n.to_string()),
+        r.incidents.to_string(),
+    );
+    field(
+        "over_budget",
+        e.over_budget.map(|b| b.to_string()),
+        r.over_budget.to_string(),
+    );
+    if let Some(noise) = &e.noise {
+        let have = serde_json::to_value(&r.noise).expect("noise serializes");
+        for (k, v) in noise {
+            // Written snake_case in tests, camelCase in the report.
+            let camel: String = k
+                .split('_')
+                .enumerate()
+                .map(|(i, w)| match i {
+                    0 => w.to_owned(),
+                    _ => {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_uppercase().chain(c).collect())
+                            .unwrap_or_default()
+                    }
+                })
+                .collect();
+            let h = have.get(&camel).and_then(serde_json::Value::as_u64);
+            field(
+                &format!("noise.{k}"),
+                Some(v.to_string()),
+                h.map_or_else(|| "(no such figure)".to_owned(), |h| h.to_string()),
+            );
+        }
+    }
+    if let Some(want) = &e.silences_ending {
+        let mut w: Vec<&str> = want.iter().map(String::as_str).collect();
+        let mut h: Vec<&str> = r.silences_ending.iter().map(|s| &*s.id).collect();
+        w.sort();
+        h.sort();
+        if w != h {
+            out.push(format!(
+                "    - expected silences_ending: {w:?}\n    + actual silences_ending:   {h:?}"
+            ));
+        }
+    }
+    let subset = |want: &BTreeMap<String, String>, l: &LabelSet| {
+        want.iter().all(|(k, v)| l.get(k) == Some(v.as_str()))
+    };
+    if let Some(want) = &e.still_firing {
+        let mut left: Vec<&crate::engine::FiringGroup> = r.still_firing.iter().collect();
+        for w in want {
+            match left.iter().position(|g| subset(w, &g.labels)) {
+                Some(p) => {
+                    left.remove(p);
+                }
+                None => out.push(format!("    - expected a group still firing with {w:?}")),
+            }
+        }
+        for g in left {
+            out.push(format!("    + unexpected group still firing {}", g.labels));
+        }
+    }
+    if let Some(want) = &e.digest {
+        let mut left: Vec<&crate::engine::DigestReport> = r.digest.iter().collect();
+        for w in want {
+            let Some(p) = left.iter().position(|g| subset(&w.group, &g.labels)) else {
+                out.push(format!("    - expected a digest group with {:?}", w.group));
+                continue;
+            };
+            let g = left.remove(p);
+            if let Some(rule) = &w.rule {
+                if **rule != *g.rule {
+                    out.push(format!(
+                        "    - digest group {}: expected rule {rule}, actual {}",
+                        g.labels, g.rule
+                    ));
+                }
+            }
+            let Some(alerts) = &w.alerts else { continue };
+            let mut rest: Vec<&crate::engine::DigestEntry> = g.alerts.iter().collect();
+            for wa in alerts {
+                let ok = |a: &crate::engine::DigestEntry| {
+                    *a.name == *wa.name
+                        && wa.fired.is_none_or(|f| f == a.fired)
+                        && wa.still_firing.is_none_or(|s| s == a.still_firing)
+                        && wa.firing_for.as_ref().is_none_or(|d| {
+                            parse_duration(d).is_ok_and(|d| d.as_secs() == a.firing_seconds)
+                        })
+                };
+                match rest.iter().position(|a| ok(a)) {
+                    Some(p) => {
+                        rest.remove(p);
+                    }
+                    None => out.push(format!(
+                        "    - digest group {}: expected {wa:?}; it has {}",
+                        g.labels,
+                        g.alerts
+                            .iter()
+                            .map(|a| format!(
+                                "{} fired {} for {} still_firing={}",
+                                a.name,
+                                a.fired,
+                                format_duration(Duration::from_secs(a.firing_seconds)),
+                                a.still_firing
+                            ))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    )),
+                }
+            }
+            for a in rest {
+                out.push(format!(
+                    "    + digest group {}: unexpected alert {}",
+                    g.labels, a.name
+                ));
+            }
+        }
+        for g in left {
+            out.push(format!("    + unexpected digest group {}", g.labels));
         }
     }
     out

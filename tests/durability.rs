@@ -445,3 +445,144 @@ fn three_instances_one_killed_one_added_notify_each_group_once() {
     assert_each_group_once(&by_group, &ids, groups);
     assert_one_fate_per_input(&fates, &s, inputs);
 }
+
+/// A digest collected before a SIGKILL is in the handover report after the
+/// restart, and the report is sent once. The goalkeeper hands over at the
+/// next whole minute at least 40 s away (UTC), so the test waits for it.
+#[test]
+fn a_digest_survives_sigkill_and_the_handover_report_is_sent_once() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(s) = setup("handover") else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let handover = (now + 40).div_ceil(60) * 60;
+    let hhmm = format!(
+        "{:02}:{:02}",
+        handover % 86_400 / 3600,
+        handover % 3600 / 60
+    );
+    std::fs::write(
+        s.rules.join("rules.yaml"),
+        format!(
+            r#"
+ownership: {{fallback_squad: payments}}
+grouping: {{group_by: [alertname, shard], group_wait: 500ms, group_interval: 1s, repeat_interval: 4h}}
+squads:
+  - name: payments
+    services: [checkout]
+    topic: {squad}
+    goalkeeper:
+      timezone: UTC
+      handover: "{hhmm}"
+      rotation: {{start: "2026-01-01", people: [alice, bob]}}
+impact_rules:
+  - name: warnings-to-the-digest
+    match: ['severity="warning"']
+    action: digest
+"#,
+            squad = s.squad
+        ),
+    )
+    .unwrap();
+    let first = instance(&s, "handover", None);
+    let p = producer(&s.broker);
+    let ends: chrono_free::Rfc3339 =
+        (std::time::SystemTime::now() + Duration::from_secs(600)).into();
+    // One message per input partition: `drain` waits for a commit on each.
+    for (i, (name, severity, shard)) in [
+        ("DiskFilling", "warning", "0"),
+        ("DiskFilling", "warning", "1"),
+        ("QueueBacklog", "warning", "0"),
+        ("CheckoutDown", "critical", "0"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = serde_json::to_vec(&json!([{
+            "labels": {"alertname": name, "service": "checkout", "severity": severity, "shard": shard},
+            "annotations": {"summary": format!("{name} on shard {shard}")},
+            "endsAt": ends.0,
+        }]))
+        .unwrap();
+        p.send(
+            BaseRecord::<(), [u8]>::to(&s.input)
+                .payload(&body)
+                .partition(i as i32),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    let fates = drain(&s);
+    let mut kinds: Vec<&str> = fates.values().flatten().map(String::as_str).collect();
+    kinds.sort();
+    assert_eq!(kinds, ["digested", "digested", "digested", "notified"]);
+    let killed_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(killed_at < handover, "the kill lands before the handover");
+    kill(first);
+    let second = instance(&s, "handover", None);
+
+    let reports = |min: usize| -> Vec<Value> {
+        read_committed(&s.broker, &s.squad, min, Duration::from_secs(5))
+            .into_iter()
+            .filter(|(_, _, h, _)| h.get("squadron.reason").map(String::as_str) == Some("handover"))
+            .map(|(_, _, _, payload)| serde_json::from_slice(&payload).unwrap())
+            .collect()
+    };
+    let wait = Duration::from_secs(handover.saturating_sub(now) + 60);
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    while seen.is_empty() && start.elapsed() < wait {
+        seen = reports(2);
+    }
+    assert_eq!(seen.len(), 1, "one handover report: {seen:?}");
+    // Later reads still find one.
+    std::thread::sleep(Duration::from_secs(3));
+    let seen = reports(2);
+    assert_eq!(seen.len(), 1, "still one handover report: {seen:?}");
+    let log = stop(second);
+    let r = &seen[0]["report"];
+    assert_eq!(seen[0]["reason"], "handover");
+    assert_eq!(
+        r["shiftEnd"].as_str().map(|t| t.ends_with(":00Z")),
+        Some(true),
+        "{r}"
+    );
+    assert_eq!(r["noise"]["digested"], 3, "{r}");
+    assert_eq!(r["noise"]["notified"], 1, "{r}");
+    assert_eq!(r["noise"]["pages"], 1, "{r}");
+    assert_eq!(r["incidents"], 1, "{r}");
+    let mut digest: Vec<(String, usize)> = r["digest"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["labels"]["alertname"].as_str().unwrap().to_owned(),
+                d["alerts"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    digest.sort();
+    assert_eq!(
+        digest,
+        [
+            ("DiskFilling".into(), 1),
+            ("DiskFilling".into(), 1),
+            ("QueueBacklog".into(), 1)
+        ],
+        "{r}"
+    );
+    assert!(
+        r["digest"][0]["alerts"][0]["stillFiring"]
+            .as_bool()
+            .unwrap(),
+        "{r}"
+    );
+    assert_eq!(r["stillFiring"].as_array().unwrap().len(), 1, "{r}");
+    assert!(log.contains("state restored"), "{log}");
+}

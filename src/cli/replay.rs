@@ -51,6 +51,7 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<i32> {
         None => None,
     };
     let mut engine = Engine::new(rules);
+    engine.set_shift_mode(crate::engine::ShiftMode::Local);
     let report = run_replay(
         &mut engine,
         input,

@@ -9,6 +9,7 @@
 //! - `flap/<alert key>`: flap history ([`FlapState`]);
 //! - `group/<group key>`: a group with its members, timer and notification sequence;
 //! - `storm/<squad>`: the squad's storm window;
+//! - `shift/<squad>`: the squad's current shift book (digest, pages, noise figures);
 //! - `source/<rule>/<n>/<equal values>`: firing sources of an inhibit rule.
 //!
 //! Derived data (group ids, the timer set, indexes) is never written: restoring
@@ -18,6 +19,7 @@
 //! members and orphans are left out and counted.
 
 use super::Engine;
+use super::shift::Book;
 use super::state::{
     FlapState, Group, GroupId, SourceIndex, State, StoredAlert, StormWindow, Timer,
 };
@@ -35,6 +37,7 @@ pub(super) struct Dirty {
     pub flaps: HashSet<AlertKey>,
     pub groups: HashSet<Arc<str>>,
     pub storms: HashSet<Arc<str>>,
+    pub shifts: HashSet<Arc<str>>,
     /// (rule name, source index, equal-label values).
     pub sources: HashSet<(Arc<str>, u32, Box<str>)>,
 }
@@ -45,6 +48,7 @@ impl Dirty {
             && self.flaps.is_empty()
             && self.groups.is_empty()
             && self.storms.is_empty()
+            && self.shifts.is_empty()
             && self.sources.is_empty()
     }
 }
@@ -122,6 +126,11 @@ impl Engine {
         for sq in storms {
             out.push((key("storm", &sq), s.storms.get(&sq).and_then(json)));
         }
+        let mut shifts: Vec<Arc<str>> = dirty.shifts.into_iter().collect();
+        shifts.sort();
+        for sq in shifts {
+            out.push((key("shift", &sq), s.shifts.get(&sq).and_then(json)));
+        }
         let mut sources: Vec<_> = dirty.sources.into_iter().collect();
         sources.sort();
         for (rule, n, equal) in sources {
@@ -145,11 +154,7 @@ impl Engine {
         records: impl IntoIterator<Item = (K, Option<V>)>,
     ) -> (Engine, RestoreReport) {
         let mut report = RestoreReport::default();
-        let mut alerts = super::state::KeyMap::<StoredAlert>::default();
-        let mut flaps = super::state::KeyMap::<FlapState>::default();
-        let mut groups: BTreeMap<Arc<str>, Group> = BTreeMap::new();
-        let mut storms: HashMap<Arc<str>, StormWindow> = HashMap::new();
-        let mut sources = Sources::new();
+        let mut parts = Parts::default();
         // Only the last record of a key counts: parse nothing a later record replaces
         // (an uncompacted changelog holds every resend's update).
         let records: Vec<(K, Option<V>)> = records.into_iter().collect();
@@ -162,20 +167,21 @@ impl Engine {
             if last.get(k.as_ref()) != Some(&i) {
                 continue;
             }
-            if apply(
-                k.as_ref(),
-                v.as_ref().map(AsRef::as_ref),
-                &mut alerts,
-                &mut flaps,
-                &mut groups,
-                &mut storms,
-                &mut sources,
-            )
-            .is_none()
+            if parts
+                .apply(k.as_ref(), v.as_ref().map(AsRef::as_ref))
+                .is_none()
             {
                 report.malformed += 1;
             }
         }
+        let Parts {
+            mut alerts,
+            flaps,
+            groups,
+            storms,
+            shifts,
+            mut sources,
+        } = parts;
 
         let mut state = State {
             flaps,
@@ -215,6 +221,12 @@ impl Engine {
             }
             state.storms.insert(squad, w);
         }
+        for (squad, book) in shifts {
+            state
+                .timers
+                .insert((book.end, Timer::Handover(squad.clone())));
+            state.shifts.insert(squad, book);
+        }
         state.sources = rules
             .inhibit_rules
             .iter()
@@ -242,68 +254,89 @@ impl Engine {
 
 type Sources = HashMap<(Box<str>, u32), HashMap<Box<str>, Vec<(AlertKey, crate::model::Ts)>>>;
 
-/// Applies one record; `None` when it cannot be parsed.
-fn apply(
-    k: &[u8],
-    v: Option<&[u8]>,
-    alerts: &mut super::state::KeyMap<StoredAlert>,
-    flaps: &mut super::state::KeyMap<FlapState>,
-    groups: &mut BTreeMap<Arc<str>, Group>,
-    storms: &mut HashMap<Arc<str>, StormWindow>,
-    sources: &mut Sources,
-) -> Option<()> {
-    let k = std::str::from_utf8(k).ok()?;
-    let (kind, rest) = k.split_once('/')?;
-    match kind {
-        "alert" | "flap" => {
-            let ak = AlertKey(u128::from_str_radix(rest, 16).ok()?);
-            match (kind, v) {
-                ("alert", Some(v)) => {
-                    alerts.insert(ak, serde_json::from_slice(v).ok()?);
+/// The state's parts as records are read, before groups get their ids.
+#[derive(Default)]
+struct Parts {
+    alerts: super::state::KeyMap<StoredAlert>,
+    flaps: super::state::KeyMap<FlapState>,
+    groups: BTreeMap<Arc<str>, Group>,
+    storms: HashMap<Arc<str>, StormWindow>,
+    shifts: BTreeMap<Arc<str>, Book>,
+    sources: Sources,
+}
+
+impl Parts {
+    /// Applies one record; `None` when it cannot be parsed.
+    fn apply(&mut self, k: &[u8], v: Option<&[u8]>) -> Option<()> {
+        let Parts {
+            alerts,
+            flaps,
+            groups,
+            storms,
+            shifts,
+            sources,
+        } = self;
+        let k = std::str::from_utf8(k).ok()?;
+        let (kind, rest) = k.split_once('/')?;
+        match kind {
+            "alert" | "flap" => {
+                let ak = AlertKey(u128::from_str_radix(rest, 16).ok()?);
+                match (kind, v) {
+                    ("alert", Some(v)) => {
+                        alerts.insert(ak, serde_json::from_slice(v).ok()?);
+                    }
+                    ("alert", None) => {
+                        alerts.remove(&ak);
+                    }
+                    (_, Some(v)) => {
+                        flaps.insert(ak, serde_json::from_slice(v).ok()?);
+                    }
+                    (_, None) => {
+                        flaps.remove(&ak);
+                    }
                 }
-                ("alert", None) => {
-                    alerts.remove(&ak);
-                }
-                (_, Some(v)) => {
-                    flaps.insert(ak, serde_json::from_slice(v).ok()?);
-                }
-                (_, None) => {
-                    flaps.remove(&ak);
-                }
             }
-        }
-        "group" => match v {
-            Some(v) => {
-                let g: Group = serde_json::from_slice(v).ok()?;
-                groups.insert(g.key.clone(), g);
-            }
-            None => {
-                groups.remove(rest);
-            }
-        },
-        "storm" => match v {
-            Some(v) => {
-                storms.insert(rest.into(), serde_json::from_slice(v).ok()?);
-            }
-            None => {
-                storms.remove(rest);
-            }
-        },
-        "source" => {
-            let (rule, n, equal) = split_source(rest)?;
-            let entry = sources.entry((unescape(rule).into(), n)).or_default();
-            match v {
+            "group" => match v {
                 Some(v) => {
-                    entry.insert(equal.into(), serde_json::from_slice(v).ok()?);
+                    let g: Group = serde_json::from_slice(v).ok()?;
+                    groups.insert(g.key.clone(), g);
                 }
                 None => {
-                    entry.remove(equal);
+                    groups.remove(rest);
+                }
+            },
+            "storm" => match v {
+                Some(v) => {
+                    storms.insert(rest.into(), serde_json::from_slice(v).ok()?);
+                }
+                None => {
+                    storms.remove(rest);
+                }
+            },
+            "shift" => match v {
+                Some(v) => {
+                    shifts.insert(rest.into(), serde_json::from_slice(v).ok()?);
+                }
+                None => {
+                    shifts.remove(rest);
+                }
+            },
+            "source" => {
+                let (rule, n, equal) = split_source(rest)?;
+                let entry = sources.entry((unescape(rule).into(), n)).or_default();
+                match v {
+                    Some(v) => {
+                        entry.insert(equal.into(), serde_json::from_slice(v).ok()?);
+                    }
+                    None => {
+                        entry.remove(equal);
+                    }
                 }
             }
+            _ => return None,
         }
-        _ => return None,
+        Some(())
     }
-    Some(())
 }
 
 /// `<rule>/<n>/<equal>`: the rule name is escaped ([`escape`]), so the first

@@ -17,6 +17,7 @@
 
 mod changelog;
 mod output;
+mod shift;
 mod state;
 
 pub use changelog::{Change, RestoreReport};
@@ -24,6 +25,10 @@ pub use changelog::{Change, RestoreReport};
 pub use output::{
     Fate, FateKind, FateRecord, Folded, InputId, Limit, Notification, NotifiedAlert, NotifyReason,
     Outputs,
+};
+pub use shift::{
+    AckedGroup, Book, DigestEntry, DigestReport, DigestUpdate, EndingSilence, FiringGroup,
+    HandoverReport, Noise, Page, ShiftMode, ShiftNote,
 };
 use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
 
@@ -57,6 +62,19 @@ pub struct Engine {
     scratch: Vec<u8>,
     /// Keys changed since the last `take_changes`, when tracking is on.
     dirty: Option<changelog::Dirty>,
+    shift_mode: ShiftMode,
+    /// Per squad id: what this step decided, not yet in a book or handed out.
+    tally: Vec<Option<ShiftNote>>,
+    /// Notes for the driver to deliver ([`ShiftMode::Routed`]).
+    routed: Vec<ShiftNote>,
+}
+
+/// What the impact rules say about an alert.
+enum Impact {
+    Page,
+    /// To the squad's digest, by this rule.
+    Digest(Arc<str>),
+    Suppress(Fate),
 }
 
 /// Counters that are not fates: kept for metrics.
@@ -79,6 +97,9 @@ impl Engine {
             core_protected: Cell::new(0),
             scratch: Vec::with_capacity(512),
             dirty: None,
+            shift_mode: ShiftMode::Off,
+            tally: Vec::new(),
+            routed: Vec::new(),
         };
         e.set_rules(rules);
         e
@@ -113,6 +134,8 @@ impl Engine {
     /// remembered alerts stay, inhibition sources carry over for rules whose
     /// name, sources and `equal` labels are unchanged.
     pub fn set_rules(&mut self, rules: Arc<RuleSet>) {
+        // The tally is by squad id, which the new rules may number differently.
+        self.settle();
         self.mark_all_sources();
         let mut old: HashMap<Arc<str>, Vec<SourceIndex>> = std::mem::take(&mut self.state.sources)
             .into_iter()
@@ -339,6 +362,12 @@ impl Engine {
     /// Decides what to do with one valid input alert received at `now`.
     /// Its fate is written to `out` now, or at the flush of its group.
     pub fn receive(&mut self, input: InputId, alert: &Alert<'_>, now: Ts, out: &mut Outputs) {
+        let marks = Marks::of(out);
+        self.decide(input, alert, now, out);
+        self.tally(out, marks, now);
+    }
+
+    fn decide(&mut self, input: InputId, alert: &Alert<'_>, now: Ts, out: &mut Outputs) {
         let key = AlertKey::of(&alert.labels, &mut self.scratch);
         let status = alert.status_at(now);
         if !self.rules.inhibit_rules.is_empty() {
@@ -405,10 +434,14 @@ impl Engine {
             fingerprint: None,
             fate,
         };
-        if let Some(fate) = self.impact(&alert.labels, owner, now) {
-            out.fates.push(record(fate));
-            return;
-        }
+        let digest = match self.impact(&alert.labels, owner, now) {
+            Impact::Suppress(fate) => {
+                out.fates.push(record(fate));
+                return;
+            }
+            Impact::Digest(rule) => Some(rule),
+            Impact::Page => None,
+        };
         if status == Status::Resolved {
             // Nothing to resolve: it was never notified firing (or was already resolved).
             out.fates.push(record(Fate::Deduplicated));
@@ -428,7 +461,7 @@ impl Engine {
         if flapping {
             out.fates.push(record(Fate::Flapping));
         }
-        let group = self.group_for(&alert.labels, owner.squad, input, now);
+        let group = self.group_for(&alert.labels, owner.squad, input, now, digest);
         let g = self.state.groups[group as usize]
             .as_mut()
             .expect("live group");
@@ -494,6 +527,7 @@ impl Engine {
 
     /// Advances time to `now`: flushes every group due, emits storm summaries.
     pub fn tick(&mut self, now: Ts, out: &mut Outputs) {
+        let mut marks = Marks::of(out);
         while let Some((due, _)) = self.state.timers.first() {
             if *due > now {
                 break;
@@ -502,8 +536,15 @@ impl Engine {
             match timer {
                 Timer::Flush { group, .. } => self.flush(group, now, out),
                 Timer::StormSummary(squad) => self.storm_summary(&squad, due, out),
+                Timer::Handover(squad) => {
+                    // What this tick decided so far belongs to the closing shift.
+                    self.tally(out, marks, now);
+                    self.handover(&squad, due, out);
+                    marks = Marks::of(out);
+                }
             }
         }
+        self.tally(out, marks, now);
         if now >= self.state.last_sweep.plus(SWEEP_EVERY) {
             self.sweep_sources(now);
             self.sweep_flaps(now);
@@ -518,10 +559,15 @@ impl Engine {
         squad: SquadId,
         input: InputId,
         now: Ts,
+        digest: Option<Arc<str>>,
     ) -> GroupId {
         let (group_labels, key) = self.rules.group_of(squad, labels);
-        let key: Arc<str> = key.into();
         let sq = &self.rules.squads[squad as usize];
+        // A digest group never mixes with the page group of the same labels.
+        let key: Arc<str> = match digest {
+            Some(_) => format!("{}:digest:{}", sq.name, group_labels).into(),
+            None => key.into(),
+        };
         if let Some(&id) = self.group_index.get(&key) {
             return id;
         }
@@ -536,6 +582,7 @@ impl Engine {
             changed_at: None,
             origin: input,
             sequence: 0,
+            digest,
         };
         let id = match self.state.free_groups.pop() {
             Some(id) => {
@@ -571,8 +618,9 @@ impl Engine {
     }
 
     /// The first impact rule that applies decides; `keep` stops the search.
-    /// A drop rule never drops a core service's alert unless it says `applies_to_core`.
-    fn impact(&self, labels: &impl Labels, owner: Owner, now: Ts) -> Option<Fate> {
+    /// A drop or digest rule never applies to a core service's alert unless it
+    /// says `applies_to_core`: the search goes on.
+    fn impact(&self, labels: &impl Labels, owner: Owner, now: Ts) -> Impact {
         for r in &self.rules.impact_rules {
             if (!r.squads.is_empty() && !r.squads.contains(&owner.squad))
                 || (!r.intervals.is_empty()
@@ -582,18 +630,19 @@ impl Engine {
                 continue;
             }
             match r.action {
-                Action::Keep => return None,
-                Action::Drop if owner.core && !r.applies_to_core => {
+                Action::Keep => return Impact::Page,
+                Action::Drop | Action::Digest if owner.core && !r.applies_to_core => {
                     self.core_protected.set(self.core_protected.get() + 1)
                 }
                 Action::Drop => {
-                    return Some(Fate::Dropped {
+                    return Impact::Suppress(Fate::Dropped {
                         rule: r.name.clone(),
                     });
                 }
+                Action::Digest => return Impact::Digest(r.name.clone()),
             }
         }
-        None
+        Impact::Page
     }
 
     fn silenced_or_inhibited(
@@ -773,9 +822,11 @@ impl Engine {
                 squad,
                 core: a.core,
             };
+            // Whether it pages or goes to the digest was decided on admission:
+            // its group says. Only a drop can end it here.
             let suppressed = match self.impact(&a.labels, owner, now) {
-                Some(f) => Some(f),
-                None => self.silenced_or_inhibited(*key, &a.labels, owner, now),
+                Impact::Suppress(f) => Some(f),
+                _ => self.silenced_or_inhibited(*key, &a.labels, owner, now),
             };
             let a = self.state.alerts.get_mut(key).expect("checked above");
             if let Some(fate) = suppressed {
@@ -839,8 +890,10 @@ impl Engine {
             Some(_) if changed && !any_firing => Some(NotifyReason::Resolved),
             Some(_) if changed => Some(NotifyReason::GroupChanged),
             // An acknowledged group repeats nothing until it changes.
+            // A digest has no repeats: the handover says what still fires.
             Some(last)
                 if any_firing
+                    && group.digest.is_none()
                     && now.since(last) >= grouping.repeat_interval
                     && !self.acknowledged(&group) =>
             {
@@ -852,7 +905,13 @@ impl Engine {
 
         if let Some(reason) = reason.filter(|_| !included.is_empty()) {
             let core = included.iter().any(|key| self.state.alerts[key].core);
-            let fate = if self.storm_allows(squad, core, &group.key, included.len() as u32, now) {
+            let fate = if let Some(rule) = group.digest.clone() {
+                group.sequence += 1;
+                let n = self.notification(&group, squad, reason, core, &included, now);
+                out.digests
+                    .push((squad, DigestUpdate::of(&n, rule.clone())));
+                Fate::Digested { rule }
+            } else if self.storm_allows(squad, core, &group.key, included.len() as u32, now) {
                 group.sequence += 1;
                 out.notifications
                     .push(self.notification(&group, squad, reason, core, &included, now));
@@ -976,6 +1035,7 @@ impl Engine {
             core,
             alerts,
             folded: None,
+            report: None,
         }
     }
 
@@ -1048,7 +1108,220 @@ impl Engine {
             core: false,
             alerts: Vec::new(),
             folded: Some(folded),
+            report: None,
         });
+    }
+
+    /// Where this engine's shift notes go (off by default).
+    pub fn set_shift_mode(&mut self, mode: ShiftMode) {
+        self.settle();
+        self.shift_mode = mode;
+    }
+
+    /// The notes of what was decided since the last call, one per squad and
+    /// step, for the driver to deliver to the engine keeping each squad's
+    /// book ([`ShiftMode::Routed`]; empty otherwise).
+    pub fn take_shift_notes(&mut self) -> Vec<ShiftNote> {
+        self.settle();
+        std::mem::take(&mut self.routed)
+            .into_iter()
+            .flat_map(ShiftNote::split)
+            .collect()
+    }
+
+    /// The current shift books (squad name, book).
+    pub fn shift_books(&self) -> impl Iterator<Item = (&Arc<str>, &Book)> {
+        self.state.shifts.iter()
+    }
+
+    /// Adds a note to its squad's book, opening the book (and the handover
+    /// timer) if this is the shift's first. Notes of squads the rules do
+    /// not have are ignored.
+    pub fn observe_shift(&mut self, note: &ShiftNote) {
+        let Some(sid) = self.rules.squad_by_name(&note.squad) else {
+            return;
+        };
+        if let Some(d) = self.dirty.as_mut() {
+            d.shifts.insert(note.squad.clone());
+        }
+        if !self.state.shifts.contains_key(&note.squad) {
+            let (start, end) = self.shift_bounds(sid, note.at);
+            self.state
+                .timers
+                .insert((end, Timer::Handover(note.squad.clone())));
+            self.state
+                .shifts
+                .insert(note.squad.clone(), Book::new(start, end));
+        }
+        self.state
+            .shifts
+            .get_mut(&note.squad)
+            .expect("opened above")
+            .observe(note);
+    }
+
+    /// The shift `at` falls in: handover to handover in the goalkeeper's time
+    /// zone, or the UTC day for a squad without a goalkeeper.
+    fn shift_bounds(&self, squad: SquadId, at: Ts) -> (Ts, Ts) {
+        const DAY: i64 = 86_400_000;
+        self.rules.squads[squad as usize]
+            .goalkeeper
+            .as_ref()
+            .and_then(|g| g.shift_at(at))
+            .map(|s| (s.start, s.end))
+            .unwrap_or_else(|| {
+                let start = at.millis().div_euclid(DAY) * DAY;
+                (Ts(start), Ts(start + DAY))
+            })
+    }
+
+    /// Closes a squad's book at its handover `at`: the report goes out as a
+    /// notification to the incoming goalkeeper; what still fires opens the
+    /// next shift's book.
+    fn handover(&mut self, squad: &Arc<str>, at: Ts, out: &mut Outputs) {
+        let Some(book) = self.state.shifts.remove(squad) else {
+            return;
+        };
+        if let Some(d) = self.dirty.as_mut() {
+            d.shifts.insert(squad.clone());
+        }
+        // A squad the rules no longer have: its book ends unreported.
+        let Some(sid) = self.rules.squad_by_name(squad) else {
+            return;
+        };
+        let (_, next_end) = self.shift_bounds(sid, at);
+        let incoming = self.goalkeeper(sid, at);
+        let ctx = shift::Handover {
+            controls: &self.controls,
+            rule_silences: &self.rules.silences,
+            outgoing: self.goalkeeper(sid, book.start),
+            incoming: incoming.clone(),
+            page_budget: self.rules.squads[sid as usize].shift.page_budget,
+        };
+        let (report, next) = book.close(&ctx, at, next_end);
+        out.notifications.push(Notification {
+            id: format!("{squad}:handover:{}", at.millis()).into(),
+            at,
+            squad: squad.clone(),
+            goalkeeper: incoming,
+            acknowledged: None,
+            group_key: format!("{squad}:handover").into(),
+            group_labels: LabelSet::default(),
+            status: Status::Firing,
+            reason: NotifyReason::Handover,
+            core: false,
+            alerts: Vec::new(),
+            folded: None,
+            report: Some(Box::new(report)),
+        });
+        if let Some(next) = next {
+            self.state
+                .timers
+                .insert((next.end, Timer::Handover(squad.clone())));
+            self.state.shifts.insert(squad.clone(), next);
+        }
+    }
+
+    /// Tallies what was written to `out` since `from` into per-squad notes.
+    fn tally(&mut self, out: &Outputs, from: Marks, now: Ts) {
+        if self.shift_mode == ShiftMode::Off {
+            return;
+        }
+        for f in &out.fates[from.fates..] {
+            let Some(note) = self.note(f.squad, now) else {
+                continue;
+            };
+            note.noise.count(f.fate.kind());
+            if let Fate::Silenced { silence, .. } = &f.fate {
+                if !note.silences.contains(silence) {
+                    note.silences.push(silence.clone());
+                }
+            }
+        }
+        for n in &out.notifications[from.notifications..] {
+            if n.reason == NotifyReason::Handover {
+                continue;
+            }
+            let Some(sid) = self.rules.squad_by_name(&n.squad) else {
+                continue;
+            };
+            let out_of_hours = self.rules.squads[sid as usize]
+                .shift
+                .working_hours
+                .is_some_and(|i| !self.interval_active(i, n.at));
+            let note = self.note(sid, now).expect("squad of these rules");
+            note.noise.notifications += 1;
+            if n.reason == NotifyReason::StormSummary {
+                continue;
+            }
+            let page = Page::of(n, out_of_hours);
+            if page.interrupts() {
+                note.noise.pages += 1;
+                note.noise.pages_out_of_hours += out_of_hours as u64;
+            }
+            note.pages.push(page);
+        }
+        for (sid, d) in &out.digests[from.digests..] {
+            if let Some(note) = self.note(*sid, now) {
+                note.digest.push(d.clone());
+            }
+        }
+        if self.shift_mode == ShiftMode::Local {
+            self.settle();
+        }
+    }
+
+    fn note(&mut self, squad: SquadId, now: Ts) -> Option<&mut ShiftNote> {
+        let i = squad as usize;
+        let name = &self.rules.squads.get(i)?.name;
+        if self.tally.len() <= i {
+            self.tally.resize(self.rules.squads.len(), None);
+        }
+        Some(self.tally[i].get_or_insert_with(|| ShiftNote {
+            squad: name.clone(),
+            at: now,
+            ..ShiftNote::default()
+        }))
+    }
+
+    /// Moves the tally into books (local) or out to the driver (routed).
+    fn settle(&mut self) {
+        if self.tally.iter().all(Option::is_none) {
+            return;
+        }
+        let notes: Vec<ShiftNote> = self
+            .tally
+            .iter_mut()
+            .filter_map(Option::take)
+            .filter(|n| !n.is_empty())
+            .collect();
+        match self.shift_mode {
+            ShiftMode::Off => {}
+            ShiftMode::Local => {
+                for n in &notes {
+                    self.observe_shift(n);
+                }
+            }
+            ShiftMode::Routed => self.routed.extend(notes),
+        }
+    }
+}
+
+/// How far `Outputs` was written when a step began.
+#[derive(Clone, Copy)]
+struct Marks {
+    fates: usize,
+    notifications: usize,
+    digests: usize,
+}
+
+impl Marks {
+    fn of(out: &Outputs) -> Marks {
+        Marks {
+            fates: out.fates.len(),
+            notifications: out.notifications.len(),
+            digests: out.digests.len(),
+        }
     }
 }
 

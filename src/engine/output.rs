@@ -34,6 +34,10 @@ pub enum Fate {
     },
     /// Held because the alert is flapping; the flap itself is notified once.
     Flapping,
+    /// Collected for the squad's digest by an impact rule (its name), not notified.
+    Digested {
+        rule: Arc<str>,
+    },
     /// Folded into a storm summary notification.
     Throttled,
     Invalid {
@@ -75,10 +79,11 @@ pub enum FateKind {
     Throttled,
     Invalid,
     Shed,
+    Digested,
 }
 
 impl FateKind {
-    pub const ALL: [FateKind; 9] = [
+    pub const ALL: [FateKind; 10] = [
         FateKind::Notified,
         FateKind::Deduplicated,
         FateKind::Dropped,
@@ -88,6 +93,7 @@ impl FateKind {
         FateKind::Throttled,
         FateKind::Invalid,
         FateKind::Shed,
+        FateKind::Digested,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -101,6 +107,7 @@ impl FateKind {
             FateKind::Throttled => "throttled",
             FateKind::Invalid => "invalid",
             FateKind::Shed => "shed",
+            FateKind::Digested => "digested",
         }
     }
 }
@@ -117,13 +124,16 @@ impl Fate {
             Fate::Throttled => FateKind::Throttled,
             Fate::Invalid { .. } => FateKind::Invalid,
             Fate::Shed { .. } => FateKind::Shed,
+            Fate::Digested { .. } => FateKind::Digested,
         }
     }
 
     /// The rule, silence or reason responsible, if any.
     pub fn cause(&self) -> Option<&str> {
         match self {
-            Fate::Dropped { rule } | Fate::Inhibited { rule } => Some(rule),
+            Fate::Dropped { rule } | Fate::Inhibited { rule } | Fate::Digested { rule } => {
+                Some(rule)
+            }
             Fate::Silenced { silence, .. } => Some(silence),
             Fate::Invalid { reason } => Some(reason.kind.as_str()),
             Fate::Shed { limit } => Some(limit.as_str()),
@@ -158,15 +168,18 @@ pub enum NotifyReason {
     Resolved,
     /// The squad hit its storm limit; this summarizes what was folded.
     StormSummary,
+    /// The goalkeeper's handover: the outgoing shift's report.
+    Handover,
 }
 
 impl NotifyReason {
-    pub const ALL: [NotifyReason; 5] = [
+    pub const ALL: [NotifyReason; 6] = [
         NotifyReason::NewGroup,
         NotifyReason::GroupChanged,
         NotifyReason::Repeat,
         NotifyReason::Resolved,
         NotifyReason::StormSummary,
+        NotifyReason::Handover,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -175,6 +188,7 @@ impl NotifyReason {
             NotifyReason::Repeat => "repeat",
             NotifyReason::Resolved => "resolved",
             NotifyReason::StormSummary => "storm_summary",
+            NotifyReason::Handover => "handover",
         }
     }
 }
@@ -201,6 +215,9 @@ pub struct Notification {
     pub alerts: Vec<NotifiedAlert>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub folded: Option<Folded>,
+    /// A handover's report (reason `handover`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<Box<super::shift::HandoverReport>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -231,11 +248,14 @@ pub struct Folded {
 pub struct Outputs {
     pub fates: Vec<FateRecord>,
     pub notifications: Vec<Notification>,
+    /// Digest groups' flushes: collected for the squad's handover, never sent.
+    pub digests: Vec<(SquadId, super::shift::DigestUpdate)>,
 }
 
 impl Outputs {
     pub fn clear(&mut self) {
         self.fates.clear();
         self.notifications.clear();
+        self.digests.clear();
     }
 }

@@ -102,6 +102,9 @@ pub struct Group {
     /// Notifications sent for this group so far.
     #[serde(default)]
     pub sequence: u64,
+    /// A digest group: its alerts go to the squad's digest (this impact rule), not to a page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<Arc<str>>,
 }
 
 /// A point in time at which the engine has work to do.
@@ -117,6 +120,8 @@ pub enum Timer {
         key_hash: u64,
         group: GroupId,
     },
+    /// Sorts last: a handover's report includes the flushes of its instant.
+    Handover(Arc<str>),
 }
 
 impl Timer {
@@ -157,4 +162,7 @@ pub struct State {
     /// Flap history of fingerprints that changed state within the window.
     pub flaps: KeyMap<FlapState>,
     pub last_sweep: Ts,
+    /// Per squad: the current shift's book (only squads this engine keeps books for).
+    #[serde(default)]
+    pub shifts: std::collections::BTreeMap<Arc<str>, super::shift::Book>,
 }

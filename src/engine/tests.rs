@@ -241,18 +241,37 @@ fn an_engine_restored_from_its_changelog_continues_exactly_like_an_uninterrupted
         .map(random_stream)
         .chain(std::iter::once(storm))
         .collect();
+    // Shift books and handover reports are state like any other.
+    let mut reports = 0;
     for (s, stream) in streams.iter().enumerate() {
         let mut whole = Engine::new(rules.clone());
+        whole.set_shift_mode(ShiftMode::Local);
         let mut expected = run(&mut whole, stream, 0, true);
+        // On, past the next handovers: every squad's book is reported.
+        let later = Ts(1_764_500_000_000);
+        let finish = |e: &mut Engine| {
+            let mut out = Outputs::default();
+            e.advance_to(later, &mut out);
+            out.notifications
+        };
+        let tail = finish(&mut whole);
+        reports += expected
+            .1
+            .iter()
+            .chain(&tail)
+            .filter(|n| n.report.is_some())
+            .count();
         for cut in [stream.len() / 5, stream.len() / 2, stream.len() * 4 / 5] {
             let (first, second) = stream.split_at(cut);
             let mut before = Engine::new(rules.clone());
+            before.set_shift_mode(ShiftMode::Local);
             before.track_changes();
             let mut log = Vec::new();
             let (f1, n1, next) = run_logged(&mut before, first, 0, &mut log);
             // Restore from the full log and from its compacted form: the same.
             for records in [log.clone(), compact(&log)] {
                 let (mut after, report) = Engine::from_changelog(rules.clone(), records);
+                after.set_shift_mode(ShiftMode::Local);
                 assert_eq!(report.malformed, 0, "stream {s} cut {cut}");
                 assert_eq!(report.orphans, 0, "stream {s} cut {cut}");
                 assert_eq!(after.active_alerts(), before.active_alerts());
@@ -265,10 +284,12 @@ fn an_engine_restored_from_its_changelog_continues_exactly_like_an_uninterrupted
                 notes.extend(n2);
                 assert_eq!(fates, expected.0, "stream {s} cut {cut}: fates");
                 assert_eq!(notes, expected.1, "stream {s} cut {cut}: notifications");
+                assert_eq!(finish(&mut after), tail, "stream {s} cut {cut}: reports");
             }
         }
         expected.0.clear();
     }
+    assert!(reports > 0, "the streams cross handovers");
 }
 
 #[test]

@@ -5,13 +5,17 @@
 //! offset across the extra hop. It must not route or produce state itself:
 //! changes reach the changelog at commit (`store`).
 
+use super::produce::{Kind, Record};
 use super::topology::{
-    ROLE, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC,
+    ROLE, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC,
 };
 use super::{Core, wall_clock};
-use crate::engine::SourceEntry;
+use crate::engine::{ShiftNote, SourceEntry};
 use crate::ingest::{FeedOptions, InputIds, feed_with};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+
+/// Shift notes records are cut after this many bytes.
+const SHIFT_RECORD_BYTES: usize = 256 * 1024;
 
 impl Core {
     pub(super) fn decide(&mut self, m: &BorrowedMessage<'_>) {
@@ -27,6 +31,7 @@ impl Core {
         }
         let (mut topic, mut partition, mut offset) = (None, None, None);
         let mut sources_only = false;
+        let mut shift = false;
         let mut source = None;
         if let Some(h) = m.headers() {
             for h in h.iter() {
@@ -37,7 +42,10 @@ impl Core {
                         .and_then(|s| s.parse::<i64>().ok())
                 };
                 match h.key {
-                    ROLE => sources_only = v == ROLE_SOURCES,
+                    ROLE => {
+                        sources_only = v == ROLE_SOURCES;
+                        shift = v == ROLE_SHIFT;
+                    }
                     SOURCE_TOPIC => topic = std::str::from_utf8(v).ok(),
                     SOURCE_PARTITION => partition = num(),
                     SOURCE_OFFSET => offset = num(),
@@ -54,6 +62,19 @@ impl Core {
         self.advance_task(p, now);
         let payload = m.payload().unwrap_or(b"");
         let task = self.tasks.get_mut(&p).expect("checked above");
+        if shift {
+            match serde_json::from_slice::<Vec<ShiftNote>>(payload) {
+                Ok(notes) => {
+                    for n in &notes {
+                        task.engine.observe_shift(n);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, partition = p, "unreadable shift notes record; skipped")
+                }
+            }
+            return;
+        }
         if sources_only {
             match serde_json::from_slice::<Vec<SourceEntry>>(payload) {
                 Ok(entries) => task.engine.observe_sources(&entries),
@@ -85,6 +106,42 @@ impl Core {
         self.emit(Vec::new(), now);
         // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
         self.advance_task(p, now);
+    }
+
+    /// Sends every engine's shift notes to the task that keeps each squad's
+    /// book, in the same commit as the step that wrote them; counts pages.
+    pub(super) fn route_shift_notes(&mut self, records: &mut Vec<Record>) {
+        let mut by_task: std::collections::BTreeMap<i32, Vec<ShiftNote>> = Default::default();
+        for task in self.tasks.values_mut() {
+            for n in task.engine.take_shift_notes() {
+                self.metrics.pages(&n.squad, &n.noise);
+                by_task
+                    .entry(self.topo.partition_for_squad(&n.squad))
+                    .or_default()
+                    .push(n);
+            }
+        }
+        for (p, notes) in by_task {
+            // In records the broker takes: a note holds at most a few hundred
+            // kilobytes (digest alerts are capped), so a record never grows past
+            // one note beyond the limit.
+            let mut body = Vec::new();
+            for (i, n) in notes.iter().enumerate() {
+                body.push(if body.is_empty() { b'[' } else { b',' });
+                serde_json::to_writer(&mut body, n).expect("notes serialize");
+                if body.len() >= SHIFT_RECORD_BYTES || i + 1 == notes.len() {
+                    body.push(b']');
+                    records.push(Record {
+                        kind: Kind::Repartition,
+                        topic: self.topo.repartition.clone(),
+                        partition: Some(p),
+                        key: None,
+                        payload: Some(std::mem::take(&mut body)),
+                        headers: vec![(ROLE, ROLE_SHIFT.to_vec())],
+                    });
+                }
+            }
+        }
     }
 
     fn advance_task(&mut self, p: i32, now: crate::model::Ts) {

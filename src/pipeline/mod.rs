@@ -855,6 +855,8 @@ impl Core {
                         records += report.records;
                         alerts += engine.active_alerts();
                         slowest = slowest.max(took);
+                        let mut engine = engine;
+                        engine.set_shift_mode(crate::engine::ShiftMode::Routed);
                         self.tasks.insert(partition, Task { engine });
                     }
                     tracing::info!(
@@ -915,9 +917,15 @@ impl Core {
     /// records, plus `records` the step already made (dead letters).
     fn emit(&mut self, mut records: Vec<Record>, now: crate::model::Ts) {
         let rules = self.rules.clone();
+        self.route_shift_notes(&mut records);
         self.metrics.record(&mut self.cache, &self.outputs.fates);
         let notifications = std::mem::take(&mut self.outputs.notifications);
         for n in &notifications {
+            if let Some(r) = &n.report {
+                self.metrics.handover(&n.squad, r);
+            } else if n.reason == crate::engine::NotifyReason::Resolved {
+                self.metrics.group_resolved(&n.squad, n);
+            }
             let squad = rules
                 .squad_by_name(&n.squad)
                 .map(|i| &rules.squads[i as usize]);

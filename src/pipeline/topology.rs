@@ -28,6 +28,8 @@ pub const ROLE: &str = "squadron.role";
 pub const ROLE_ALERTS: &[u8] = b"alerts";
 /// Inhibition sources owned by another task: recorded, not decided.
 pub const ROLE_SOURCES: &[u8] = b"sources";
+/// Shift notes (`engine::ShiftNote`) for the task that keeps the squads' books.
+pub const ROLE_SHIFT: &[u8] = b"shift";
 pub const SOURCE_TOPIC: &str = "squadron.source.topic";
 pub const SOURCE_PARTITION: &str = "squadron.source.partition";
 pub const SOURCE_OFFSET: &str = "squadron.source.offset";
@@ -50,6 +52,15 @@ impl Topology {
     /// Which task decides a group, from its [`crate::rules::RuleSet::group_hash`].
     pub fn partition_for(&self, group_hash: u64) -> i32 {
         (group_hash % self.partitions as u64) as i32
+    }
+
+    /// The task that keeps a squad's shift book. Stable across processes and
+    /// versions, like the group partitioning.
+    pub fn partition_for_squad(&self, squad: &str) -> i32 {
+        self.partition_for(xxhash_rust::xxh3::xxh3_64_with_seed(
+            squad.as_bytes(),
+            0x0053_6869_6674, // "Shift"
+        ))
     }
 
     /// The engine's input id for a message of an input topic: (topic index,

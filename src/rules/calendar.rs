@@ -335,6 +335,13 @@ impl Goalkeeper {
         out
     }
 
+    /// The shift `at` falls in.
+    pub fn shift_at(&self, at: Ts) -> Option<Shift> {
+        self.shifts(at, at.plus(std::time::Duration::from_millis(1)))
+            .into_iter()
+            .find(|s| s.start <= at && at < s.end)
+    }
+
     fn scheduled(&self, at: Ts) -> Option<Arc<str>> {
         let z = at.to_jiff().to_zoned_datetime(self.tz.clone());
         let minute = z.hour() as u32 * 60 + z.minute() as u32;
@@ -416,6 +423,8 @@ mod tests {
     fn goalkeeper_weekdays_with_handover() {
         let f = GoalkeeperFile {
             overrides: Vec::new(),
+            page_budget: None,
+            working_hours: None,
             timezone: "Europe/Stockholm".into(),
             handover: Some("09:00".into()),
             weekdays: Some(BTreeMap::from([
@@ -445,6 +454,8 @@ mod tests {
     fn goalkeeper_daily_rotation() {
         let f = GoalkeeperFile {
             overrides: Vec::new(),
+            page_budget: None,
+            working_hours: None,
             timezone: "UTC".into(),
             handover: None,
             weekdays: None,

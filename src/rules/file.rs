@@ -158,6 +158,13 @@ pub struct GoalkeeperFile {
     /// Someone else on duty for a while (swaps, sick days); later entries win.
     #[serde(default)]
     pub overrides: Vec<DutyOverrideFile>,
+    /// Groups paged (incidents) one shift may take before the handover report
+    /// and `squadron_shifts_over_budget_total` say it was too many.
+    #[serde(default)]
+    pub page_budget: Option<u32>,
+    /// A time interval (by name): pages outside it count as out of hours.
+    #[serde(default)]
+    pub working_hours: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,6 +315,9 @@ fn either(value: &Option<Secret>, file: &Option<String>) -> Option<Secret> {
 pub enum Action {
     Drop,
     Keep,
+    /// Grouped and accounted for, but delivered in the squad's digest at the
+    /// goalkeeper's handover instead of notified.
+    Digest,
 }
 
 #[derive(Debug, Deserialize)]
@@ -323,7 +333,7 @@ pub struct ImpactRuleFile {
     /// The rule applies only to alerts owned by these squads.
     #[serde(default)]
     pub squads: Vec<String>,
-    /// Without this a drop rule never drops an alert from a core service.
+    /// Without this a drop or digest rule never applies to an alert from a core service.
     #[serde(default)]
     pub applies_to_core: bool,
 }

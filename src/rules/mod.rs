@@ -68,6 +68,28 @@ pub struct Squad {
     pub receivers: Vec<file::ReceiverFile>,
     pub grouping: Grouping,
     pub storm: Option<StormLimit>,
+    pub shift: ShiftSettings,
+}
+
+/// How a squad's shifts are measured (`goalkeeper.page_budget`, `goalkeeper.working_hours`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShiftSettings {
+    /// Groups paged in one shift before it counts as over budget.
+    pub page_budget: u32,
+    /// Index into [`RuleSet::time_intervals`]: pages outside it are out of hours.
+    pub working_hours: Option<usize>,
+}
+
+/// The SRE rule of thumb, two incidents per 12 hours, over a day-long shift.
+pub const DEFAULT_PAGE_BUDGET: u32 = 4;
+
+impl Default for ShiftSettings {
+    fn default() -> ShiftSettings {
+        ShiftSettings {
+            page_budget: DEFAULT_PAGE_BUDGET,
+            working_hours: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -808,6 +830,21 @@ impl Compiler<'_> {
                     Some(st) => self.storm(at, &rule, st),
                     None => global_storm,
                 };
+                let mut shift = ShiftSettings::default();
+                if let Some(g) = &s.goalkeeper {
+                    shift.page_budget = g.page_budget.unwrap_or(DEFAULT_PAGE_BUDGET);
+                    if let Some(n) = &g.working_hours {
+                        shift.working_hours = time_intervals.iter().position(|t| *t.name == **n);
+                        if shift.working_hours.is_none() {
+                            self.error(
+                                at,
+                                Some(n),
+                                rule.clone(),
+                                format!("goalkeeper.working_hours: unknown time interval {n:?}"),
+                            );
+                        }
+                    }
+                }
                 squads.push(Squad {
                     name: s.name.as_str().into(),
                     topic,
@@ -817,6 +854,7 @@ impl Compiler<'_> {
                     receivers: s.receivers.clone(),
                     grouping,
                     storm,
+                    shift,
                 });
                 squad_at.push(at);
             }
@@ -860,6 +898,7 @@ impl Compiler<'_> {
                     receivers: Vec::new(),
                     grouping: global_grouping.clone(),
                     storm: global_storm,
+                    shift: ShiftSettings::default(),
                 });
                 (squads.len() - 1) as SquadId
             }

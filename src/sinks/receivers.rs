@@ -28,6 +28,7 @@ use crate::payload::{PayloadLimits, WebhookPayload, alertmanager_group_key};
 use crate::rules::file::{PagerDutyFile, ReceiverFile, Secret, SlackFile, SlackFormat};
 use prometheus::{HistogramVec, IntCounterVec};
 use serde_json::json;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What to do with a notification a receiver would not take.
@@ -157,6 +158,10 @@ impl Receivers {
             let body = slack_message(n, s, &self.external_url).to_string();
             (s.url()?, Vec::new(), None, Body::Bytes(body.into_bytes()))
         } else if let Some(p) = &r.pagerduty {
+            // A handover report is for reading, not an incident.
+            if n.reason == crate::engine::NotifyReason::Handover {
+                return None;
+            }
             let url = Secret::Value(p.url.clone().unwrap_or_else(|| PAGERDUTY_URL.into()));
             let event = pagerduty_event(n, p, &self.external_url);
             (url, Vec::new(), Some(p.routing_key()?), Body::Json(event))
@@ -426,6 +431,12 @@ const SLACK_TEXT_CHARS: usize = 3_500;
 
 /// A readable Slack message naming the goalkeeper, with each alert's links.
 pub fn slack_message(n: &Notification, opts: &SlackFile, external_url: &str) -> serde_json::Value {
+    if let Some(r) = &n.report {
+        return slack_options(
+            json!({"text": cut(&handover_text(n, r), SLACK_TEXT_CHARS)}),
+            opts,
+        );
+    }
     let firing = n
         .alerts
         .iter()
@@ -497,7 +508,10 @@ pub fn slack_message(n: &Notification, opts: &SlackFile, external_url: &str) -> 
             text.push_str(&format!("\n{v}"));
         }
     }
-    let mut message = json!({"text": cut(&text, SLACK_TEXT_CHARS)});
+    slack_options(json!({"text": cut(&text, SLACK_TEXT_CHARS)}), opts)
+}
+
+fn slack_options(mut message: serde_json::Value, opts: &SlackFile) -> serde_json::Value {
     for (key, value) in [
         ("channel", &opts.channel),
         ("username", &opts.username),
@@ -508,6 +522,98 @@ pub fn slack_message(n: &Notification, opts: &SlackFile, external_url: &str) -> 
         }
     }
     message
+}
+
+/// A handover report as Slack text: who takes over, the shift's figures,
+/// what still fires, acknowledgements, silences ending, and the digest.
+pub fn handover_text(n: &Notification, r: &crate::engine::HandoverReport) -> String {
+    use std::fmt::Write;
+    let name = |p: &Option<Arc<str>>| p.as_deref().map_or("nobody".to_owned(), slack_escape);
+    let labels = |l: &crate::model::LabelSet| {
+        slack_escape(
+            &l.iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        )
+    };
+    let mut t = format!(
+        "*Handover for {}*: {} takes over from {} ({} to {})",
+        slack_escape(&n.squad),
+        name(&r.incoming),
+        name(&r.outgoing),
+        r.shift_start,
+        r.shift_end
+    );
+    let z = &r.noise;
+    let _ = write!(
+        t,
+        "\nPages: {} in {} groups (budget {}{}), {} out of hours",
+        z.pages,
+        r.incidents,
+        r.page_budget,
+        if r.over_budget { ", *over budget*" } else { "" },
+        z.pages_out_of_hours
+    );
+    let _ = write!(
+        t,
+        "\nAlerts: {} received; {} deduplicated, {} dropped, {} digested, {} silenced, {} inhibited",
+        z.received, z.deduplicated, z.dropped, z.digested, z.silenced, z.inhibited
+    );
+    if !r.still_firing.is_empty() {
+        let _ = write!(t, "\n*Still firing* ({}):", r.still_firing.len());
+        for g in r.still_firing.iter().take(10) {
+            let _ = write!(t, "\n• {}", labels(&g.labels));
+            if let Some(s) = g.since {
+                let _ = write!(t, " since {s}");
+            }
+        }
+    }
+    if !r.acknowledged.is_empty() {
+        let _ = write!(t, "\n*Acknowledged*:");
+        for a in r.acknowledged.iter().take(10) {
+            let _ = write!(
+                t,
+                "\n• {} by {}",
+                labels(&a.labels),
+                slack_escape(&a.ack.by)
+            );
+        }
+    }
+    if !r.silences_ending.is_empty() {
+        let _ = write!(t, "\n*Silences ending this shift*:");
+        for s in r.silences_ending.iter().take(10) {
+            let _ = write!(
+                t,
+                "\n• {} ends {} ({}: {})",
+                slack_escape(&s.id),
+                s.ends_at,
+                slack_escape(&s.created_by),
+                slack_escape(&cut(&s.comment, 200))
+            );
+        }
+    }
+    if !r.digest.is_empty() {
+        let _ = write!(t, "\n*Digest* ({} groups):", r.digest.len());
+        for d in r.digest.iter().take(15) {
+            let _ = write!(t, "\n• {}", labels(&d.labels));
+            for a in d.alerts.iter().take(5) {
+                let what = a.summary.as_deref().unwrap_or(&a.name);
+                let _ = write!(
+                    t,
+                    "\n    {} fired {}×, {} firing{}",
+                    slack_escape(&cut(what, 200)),
+                    a.fired,
+                    crate::model::format_duration(std::time::Duration::from_secs(a.firing_seconds)),
+                    if a.still_firing { ", still firing" } else { "" }
+                );
+                if let Some(l) = a.link.as_deref().and_then(|u| slack_link(u, "source")) {
+                    let _ = write!(t, " ({l})");
+                }
+            }
+        }
+    }
+    t
 }
 
 /// PagerDuty's limits: summary characters, links, and alerts listed in
@@ -631,6 +737,7 @@ mod tests {
                 flapping: false,
             }],
             folded: None,
+            report: None,
         }
     }
 

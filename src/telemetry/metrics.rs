@@ -74,7 +74,22 @@ pub struct Metrics {
     pub http_denied: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
+    /// Firing notifications of groups, by squad and whether outside working hours.
+    pages: IntCounterVec,
+    /// The last completed shift's pages and incidents (groups paged), by squad.
+    shift_pages: IntGaugeVec,
+    shift_incidents: IntGaugeVec,
+    shift_budget: IntGaugeVec,
+    /// Completed shifts, by squad and whether they went over the page budget.
+    shifts: IntCounterVec,
+    /// How long a group fired, from its first alert's start to its resolve notification.
+    group_firing: prometheus::HistogramVec,
 }
+
+/// Time firing per group: a minute to a week.
+const FIRING_BUCKETS: [f64; 10] = [
+    60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 14400.0, 43200.0, 86400.0, 604800.0,
+];
 
 const LATENCY_BUCKETS: [f64; 15] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0,
@@ -129,6 +144,43 @@ impl Metrics {
             invalid.with_label_values(&[k.as_str()]);
         }
         let m = Metrics {
+            pages: counter_vec(
+                "squadron_pages_total",
+                "Firing notifications of groups (each one interrupts the goalkeeper), by squad and whether outside the goalkeeper's working_hours.",
+                &["squad", "out_of_hours"],
+            )?,
+            shift_pages: gauge_vec(
+                "squadron_shift_pages",
+                "Pages in the squad's last completed goalkeeper shift.",
+                &["squad"],
+            )?,
+            shift_incidents: gauge_vec(
+                "squadron_shift_incidents",
+                "Groups paged in the squad's last completed goalkeeper shift.",
+                &["squad"],
+            )?,
+            shift_budget: gauge_vec(
+                "squadron_shift_page_budget",
+                "Groups a shift may page before it is over budget (goalkeeper.page_budget).",
+                &["squad"],
+            )?,
+            shifts: counter_vec(
+                "squadron_shifts_total",
+                "Completed goalkeeper shifts (handover reports), by squad and whether they paged more groups than the budget.",
+                &["squad", "over_budget"],
+            )?,
+            group_firing: {
+                let h = prometheus::HistogramVec::new(
+                    HistogramOpts::new(
+                        "squadron_group_firing_seconds",
+                        "How long a paged group fired: its earliest alert's start to its resolved notification, by squad.",
+                    )
+                    .buckets(FIRING_BUCKETS.to_vec()),
+                    &["squad"],
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             busy: {
                 let c = prometheus::Counter::new(
                     "squadron_pipeline_busy_seconds_total",
@@ -426,6 +478,7 @@ impl Metrics {
                     .inc(),
                 Fate::Dropped { rule }
                 | Fate::Inhibited { rule }
+                | Fate::Digested { rule }
                 | Fate::Silenced {
                     silence: rule,
                     runtime: false,
@@ -449,6 +502,46 @@ impl Metrics {
                     .inc(),
                 _ => {}
             }
+        }
+    }
+
+    /// Counts the pages of one shift note.
+    pub fn pages(&self, squad: &str, noise: &crate::engine::Noise) {
+        let in_hours = noise.pages - noise.pages_out_of_hours;
+        if in_hours > 0 {
+            self.pages
+                .with_label_values(&[squad, "false"])
+                .inc_by(in_hours);
+        }
+        if noise.pages_out_of_hours > 0 {
+            self.pages
+                .with_label_values(&[squad, "true"])
+                .inc_by(noise.pages_out_of_hours);
+        }
+    }
+
+    /// Records a completed shift.
+    pub fn handover(&self, squad: &str, r: &crate::engine::HandoverReport) {
+        self.shift_pages
+            .with_label_values(&[squad])
+            .set(r.noise.pages as i64);
+        self.shift_incidents
+            .with_label_values(&[squad])
+            .set(r.incidents as i64);
+        self.shift_budget
+            .with_label_values(&[squad])
+            .set(r.page_budget as i64);
+        self.shifts
+            .with_label_values(&[squad, if r.over_budget { "true" } else { "false" }])
+            .inc();
+    }
+
+    /// Observes how long a group fired, at its resolved notification.
+    pub fn group_resolved(&self, squad: &str, n: &Notification) {
+        if let Some(start) = n.alerts.iter().map(|a| a.starts_at).min() {
+            self.group_firing
+                .with_label_values(&[squad])
+                .observe(n.at.since(start).as_secs_f64());
         }
     }
 
