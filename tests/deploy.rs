@@ -72,6 +72,7 @@ fn alerting_rules_use_registered_metrics_and_pass_promtool() {
         "SquadronDeadLettersAppearing",
         "SquadronRuleReloadFailing",
         "SquadronNotReady",
+        "SquadronShiftOverPageBudget",
     ] {
         assert!(text.contains(alert), "{alert}");
     }
