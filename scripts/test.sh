@@ -35,6 +35,7 @@ need amtool prometheus-alertmanager
 need docker-compose docker-compose
 need openssl openssl
 need curl curl
+need chromium-headless-shell chromium-headless-shell
 
 log "build"
 cargo build --locked --release --bin squadron

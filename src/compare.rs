@@ -49,16 +49,6 @@ pub struct OldNew {
     pub new: u64,
 }
 
-impl OldNew {
-    fn add(&mut self, side: usize) {
-        if side == 0 {
-            self.old += 1
-        } else {
-            self.new += 1
-        }
-    }
-}
-
 /// A fate with the rule responsible, as shown in the report: `dropped (drop-info)`.
 fn describe(f: &Fate) -> String {
     match f {
@@ -77,17 +67,36 @@ pub fn compare(
     input: impl BufRead,
     start: impl FnOnce() -> Ts,
 ) -> io::Result<(CompareReport, Vec<ReplayReport>)> {
-    let mut engines = [Engine::new(old), Engine::new(new)];
+    let (mut compared, reports) = compare_many(old, vec![new], input, start)?;
+    Ok((compared.pop().expect("one rule set, one report"), reports))
+}
+
+/// What one engine decided over the stream.
+#[derive(Default)]
+struct Side {
+    fates: Vec<Option<Fate>>,
+    squads: BTreeMap<String, u64>,
+    goalkeepers: BTreeMap<String, u64>,
+    notifications: u64,
+}
+
+/// `old` against each of `news`, in one pass over the stream (the engines run
+/// in lockstep): one report per new rule set, each exactly what [`compare`]
+/// gives for that pair.
+pub fn compare_many(
+    old: Arc<RuleSet>,
+    news: Vec<Arc<RuleSet>>,
+    input: impl BufRead,
+    start: impl FnOnce() -> Ts,
+) -> io::Result<(Vec<CompareReport>, Vec<ReplayReport>)> {
+    let mut engines: Vec<Engine> = std::iter::once(old).chain(news).map(Engine::new).collect();
     for e in &mut engines {
         e.set_shift_mode(crate::engine::ShiftMode::Local);
     }
-    let mut fates: [Vec<Option<Fate>>; 2] = [Vec::new(), Vec::new()];
-    let mut squads: BTreeMap<String, OldNew> = BTreeMap::new();
-    let mut goalkeepers: BTreeMap<String, OldNew> = BTreeMap::new();
-    let mut notifications = OldNew::default();
+    let mut sides: Vec<Side> = engines.iter().map(|_| Side::default()).collect();
     let mut fingerprint_of: Vec<Option<Fingerprint>> = Vec::new();
     let mut labels_of: HashMap<Fingerprint, LabelSet> = HashMap::new();
-    let mut observe = |input: u64, alert: &crate::model::Alert<'_>| {
+    let mut observe = |input: u64, alert: &crate::model::Alert<'_>, _: Ts| {
         let fp = alert.fingerprint();
         let i = input as usize;
         if fingerprint_of.len() <= i {
@@ -103,26 +112,25 @@ pub fn compare(
         input,
         start,
         |side, _engine, out: &Outputs| {
-            let f = &mut fates[side];
+            let s = &mut sides[side];
             for rec in &out.fates {
                 let i = rec.input as usize;
-                if f.len() <= i {
-                    f.resize(i + 1, None);
+                if s.fates.len() <= i {
+                    s.fates.resize(i + 1, None);
                 }
-                f[i] = Some(rec.fate.clone());
+                s.fates[i] = Some(rec.fate.clone());
             }
             for n in out.notifications.iter().filter(|n| n.report.is_none()) {
-                notifications.add(side);
-                squads.entry(n.squad.to_string()).or_default().add(side);
-                goalkeepers
+                s.notifications += 1;
+                *s.squads.entry(n.squad.to_string()).or_default() += 1;
+                *s.goalkeepers
                     .entry(
                         n.goalkeeper
                             .as_deref()
                             .unwrap_or("(no goalkeeper)")
                             .to_owned(),
                     )
-                    .or_default()
-                    .add(side);
+                    .or_default() += 1;
             }
             Ok(())
         },
@@ -130,56 +138,71 @@ pub fn compare(
     )?;
 
     let received = reports[0].ledger.received;
-    let mut by_pair: HashMap<(String, String), (u64, Vec<Example>)> = HashMap::new();
-    let mut changed = 0;
-    for i in 0..received as usize {
-        let (a, b) = (
-            fates[0].get(i).and_then(Option::as_ref),
-            fates[1].get(i).and_then(Option::as_ref),
-        );
-        let (from, to) = (
-            a.map_or_else(|| "undecided".to_owned(), describe),
-            b.map_or_else(|| "undecided".to_owned(), describe),
-        );
-        if from == to {
-            continue;
+    let old = &sides[0];
+    let pair = |new: &Side| -> CompareReport {
+        let mut by_pair: HashMap<(String, String), (u64, Vec<Example>)> = HashMap::new();
+        let mut changed = 0;
+        for i in 0..received as usize {
+            let (a, b) = (
+                old.fates.get(i).and_then(Option::as_ref),
+                new.fates.get(i).and_then(Option::as_ref),
+            );
+            let (from, to) = (
+                a.map_or_else(|| "undecided".to_owned(), describe),
+                b.map_or_else(|| "undecided".to_owned(), describe),
+            );
+            if from == to {
+                continue;
+            }
+            changed += 1;
+            let entry = by_pair.entry((from, to)).or_default();
+            entry.0 += 1;
+            if entry.1.len() < EXAMPLES {
+                let fingerprint = fingerprint_of.get(i).copied().flatten();
+                entry.1.push(Example {
+                    fingerprint,
+                    labels: fingerprint.and_then(|fp| labels_of.get(&fp).cloned()),
+                });
+            }
         }
-        changed += 1;
-        let entry = by_pair.entry((from, to)).or_default();
-        entry.0 += 1;
-        if entry.1.len() < EXAMPLES {
-            let fingerprint = fingerprint_of.get(i).copied().flatten();
-            entry.1.push(Example {
-                fingerprint,
-                labels: fingerprint.and_then(|fp| labels_of.get(&fp).cloned()),
-            });
-        }
-    }
-    let mut transitions: Vec<Transition> = by_pair
-        .into_iter()
-        .map(|((from, to), (count, examples))| Transition {
-            from,
-            to,
-            count,
-            examples,
-        })
-        .collect();
-    transitions.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
-    });
-    Ok((
+        let mut transitions: Vec<Transition> = by_pair
+            .into_iter()
+            .map(|((from, to), (count, examples))| Transition {
+                from,
+                to,
+                count,
+                examples,
+            })
+            .collect();
+        transitions.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to)))
+        });
+        let merge = |o: &BTreeMap<String, u64>, n: &BTreeMap<String, u64>| {
+            let mut m: BTreeMap<String, OldNew> = BTreeMap::new();
+            for (k, v) in o {
+                m.entry(k.clone()).or_default().old = *v;
+            }
+            for (k, v) in n {
+                m.entry(k.clone()).or_default().new = *v;
+            }
+            m
+        };
         CompareReport {
             received,
             changed,
             transitions,
-            squads,
-            goalkeepers,
-            notifications,
-        },
-        reports,
-    ))
+            squads: merge(&old.squads, &new.squads),
+            goalkeepers: merge(&old.goalkeepers, &new.goalkeepers),
+            notifications: OldNew {
+                old: old.notifications,
+                new: new.notifications,
+            },
+        }
+    };
+    let compared = sides[1..].iter().map(pair).collect();
+    Ok((compared, reports))
 }
 
 impl CompareReport {

@@ -48,7 +48,8 @@ pub enum InputIds {
 }
 
 /// Sees each valid alert with its input id (for reports that need labels).
-pub type Observer<'o> = dyn FnMut(InputId, &Alert<'_>) + 'o;
+/// Sees each valid alert once, with its input id and the time it is decided at.
+pub type Observer<'o> = dyn FnMut(InputId, &Alert<'_>, Ts) + 'o;
 
 /// Options of [`feed_with`].
 #[derive(Default)]
@@ -109,7 +110,7 @@ pub fn feed_decoded(
                 match alert {
                     Ok(a) => {
                         if let Some(observe) = opts.observe.as_mut() {
-                            observe(input, a);
+                            observe(input, a, now);
                         }
                         let before = out.fates.len();
                         engine.receive(input, a, now, out);

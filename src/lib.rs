@@ -12,6 +12,7 @@ pub mod model;
 pub mod payload;
 pub mod pipeline;
 pub mod replay;
+pub mod report;
 pub mod rules;
 pub mod ruletest;
 pub mod sim;

@@ -125,9 +125,25 @@ impl Scenario {
         }
     }
 
+    /// A week of a quieter fleet, evaluated every minute: ~550,000 alerts
+    /// (`squadron report`'s benchmark and test).
+    pub fn week(start: Ts) -> Scenario {
+        Scenario {
+            duration: Duration::from_secs(7 * 86_400),
+            evaluation_interval: Duration::from_secs(60),
+            steady: 40,
+            episodic: 1_500,
+            node_storm_pods: 60,
+            region_storm: 12,
+            flapping: 2,
+            ..Scenario::hour(start)
+        }
+    }
+
     pub fn by_name(name: &str, start: Ts) -> Option<Scenario> {
         match name {
             "hour" => Some(Scenario::hour(start)),
+            "week" => Some(Scenario::week(start)),
             "storm" => Some(Scenario::storm(start)),
             "live" => Some(Scenario::demo(start, Duration::from_secs(180))),
             _ => None,

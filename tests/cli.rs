@@ -565,3 +565,170 @@ fn goalkeeper_agrees_with_notifications_across_dst_and_overrides() {
         ]
     );
 }
+
+/// `squadron report` over a day of generated traffic: it names the noisiest
+/// alerts and shifts, and every suggested rule's claimed effect is what
+/// `replay --compare` reports with its snippet added to the rules.
+#[test]
+fn report_names_the_noise_and_every_suggestion_holds_under_replay_compare() {
+    let scratch = Scratch::with_rules("report");
+    let day = scratch.0.parent().unwrap().join("day.jsonl");
+    let html = scratch.0.parent().unwrap().join("report.html");
+    let day_s = day.to_str().unwrap();
+    let out = squadron(&["generate", "week", "--duration", "1d", "--output", day_s]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = squadron(&[
+        "report",
+        "--json",
+        "--html",
+        html.to_str().unwrap(),
+        "--start",
+        "2026-11-26T09:00:00Z",
+        day_s,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        r["received"].as_u64().unwrap() > 50_000,
+        "{}",
+        r["received"]
+    );
+    let noisiest = r["noisiest"].as_array().unwrap();
+    assert_eq!(noisiest.len(), 10);
+    let paged: Vec<u64> = noisiest
+        .iter()
+        .map(|a| a["paged"].as_u64().unwrap())
+        .collect();
+    assert!(paged.windows(2).all(|w| w[0] >= w[1]), "{paged:?}");
+    assert!(paged[0] > 0);
+    // Shifts: payments hands over at 09:00 Stockholm; the day spans two shifts.
+    let payments = r["squads"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["squad"] == "payments")
+        .unwrap();
+    let shifts = payments["shifts"].as_array().unwrap();
+    assert_eq!(shifts.len(), 2, "{payments}");
+    assert_eq!(shifts[0]["end"], "2026-11-27T08:00:00Z");
+    let shift_pages: u64 = shifts.iter().map(|s| s["pages"].as_u64().unwrap()).sum();
+    assert_eq!(shift_pages, payments["pages"].as_u64().unwrap());
+
+    let suggestions = r["suggestions"].as_array().unwrap();
+    assert!(
+        suggestions.iter().any(|s| s["kind"] == "digest"),
+        "{suggestions:?}"
+    );
+    for s in suggestions {
+        let file = scratch.path(s["file"].as_str().unwrap());
+        std::fs::write(&file, s["snippet"].as_str().unwrap()).unwrap();
+        let out = squadron(&[
+            "replay",
+            "--compare",
+            "rules",
+            "--rules",
+            scratch.0.to_str().unwrap(),
+            "--json",
+            day_s,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let e = &s["effect"];
+        assert_eq!(c["notifications"], e["notifications"], "{}", s["rule"]);
+        assert_eq!(c["changed"], e["changed"], "{}", s["rule"]);
+        assert!(e["changed"].as_u64().unwrap() > 0);
+        let counts = |v: &serde_json::Value| -> Vec<(String, String, u64)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|t| {
+                    (
+                        t["from"].as_str().unwrap().to_owned(),
+                        t["to"].as_str().unwrap().to_owned(),
+                        t["count"].as_u64().unwrap(),
+                    )
+                })
+                .collect()
+        };
+        assert_eq!(
+            counts(&c["transitions"]),
+            counts(&e["transitions"]),
+            "{}",
+            s["rule"]
+        );
+        std::fs::remove_file(&file).unwrap();
+    }
+    check_report_in_a_browser(&html, scratch.0.parent().unwrap());
+}
+
+/// The HTML report in headless Chromium: its script runs to the end without
+/// an error (it marks the page ready), draws its charts, and a screenshot
+/// holds far more than a blank page's.
+fn check_report_in_a_browser(html: &Path, dir: &Path) {
+    let browser = "chromium-headless-shell";
+    if Command::new(browser).arg("--version").output().is_err() {
+        eprintln!("{browser} not installed: scripts/test.sh installs it and runs this check");
+        return;
+    }
+    let chromium = |args: &[&str]| -> Output {
+        Command::new(browser)
+            .args(["--no-sandbox", "--disable-gpu", "--hide-scrollbars"])
+            .args(args)
+            .output()
+            .expect("run chromium")
+    };
+    let url = format!("file://{}", html.display());
+    let out = chromium(&["--dump-dom", &url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dom = text(&out.stdout);
+    assert!(
+        dom.contains("data-ready=\"1\""),
+        "the report's script did not finish:\n{}",
+        text(&out.stderr)
+    );
+    let charts: usize = dom
+        .split("data-charts=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        charts >= 3,
+        "one chart per squad with shifts, and the noisiest alerts: {charts}"
+    );
+    assert!(dom.matches("<rect").count() >= 20, "bars drawn");
+    assert!(!dom.contains("Uncaught"), "{dom}");
+
+    let shot = dir.join("report.png");
+    let blank = dir.join("blank.png");
+    std::fs::write(
+        dir.join("blank.html"),
+        "<!DOCTYPE html><html><body></body></html>",
+    )
+    .unwrap();
+    for (page, png) in [
+        (url.clone(), &shot),
+        (
+            format!("file://{}", dir.join("blank.html").display()),
+            &blank,
+        ),
+    ] {
+        let out = chromium(&[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1200,1600",
+            &page,
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    // IHDR: width and height as asked.
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 1200);
+    assert_eq!(u32::from_be_bytes(png[20..24].try_into().unwrap()), 1600);
+    let blank = std::fs::metadata(&blank).unwrap().len();
+    assert!(
+        png.len() as u64 > blank * 5,
+        "the screenshot shows charts and tables ({} bytes; a blank page {blank})",
+        png.len()
+    );
+}

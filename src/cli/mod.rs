@@ -8,6 +8,7 @@ pub mod demo;
 mod generate;
 pub mod record;
 mod replay;
+mod report;
 pub mod run;
 
 use clap::{Parser, Subcommand};
@@ -102,6 +103,11 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Capture an input topic between two times or offsets into the replay format.
     Record(record::RecordArgs),
+    /// Where the noise comes from, over a recording (`squadron record`,
+    /// `squadron generate`): pages per squad and goalkeeper shift, the
+    /// noisiest alerts and label sets, and suggested rules (digest, drop,
+    /// inhibit), each measured by replaying the recording with it.
+    Report(report::ReportArgs),
     /// Who is on first-line duty for each squad now (or at --at), and the
     /// coming shifts (--days): from the rule files, or from a running
     /// squadron with --url (which adds overrides made through its API).
@@ -121,6 +127,7 @@ pub enum Command {
     /// Write synthetic alert traffic in the replay format (deterministic).
     Generate {
         /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input),
+        /// `week` (~550,000 alerts over seven days, for `squadron report`),
         /// `storm` (15 minutes, the bundled sample) or `live` (evaluations every 2 s,
         /// for sending in real time, as `demo` does).
         #[arg(default_value = "hour")]
@@ -173,6 +180,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Demo(args) => demo::demo(&args),
         Command::Bench(args) => bench::bench(&args),
         Command::Record(args) => record::record(&args),
+        Command::Report(args) => report::run(&args),
         Command::HashPassword { cost } => hash_password(cost),
         Command::Goalkeeper(args) => controls::goalkeeper(&args),
         Command::Ack(args) => controls::ack(&args),

@@ -268,6 +268,9 @@ pub struct PagedGroup {
     pub labels: LabelSet,
     /// Pages in this shift.
     pub pages: u32,
+    /// Pages in this shift that told something new (not repeats).
+    #[serde(default)]
+    pub news: u32,
     pub last_page: Ts,
     pub status: Status,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -340,12 +343,14 @@ impl Book {
                 .or_insert_with(|| PagedGroup {
                     labels: p.group_labels.clone(),
                     pages: 0,
+                    news: 0,
                     last_page: p.at,
                     status: p.status,
                     firing_since: None,
                 });
             if p.interrupts() {
                 g.pages += 1;
+                g.news += (p.reason != NotifyReason::Repeat) as u32;
             }
             g.last_page = g.last_page.max(p.at);
             g.status = p.status;
@@ -403,9 +408,10 @@ impl Book {
         self.silences.extend(note.silences.iter().cloned());
     }
 
-    /// Groups paged this shift (incidents, for the page budget).
+    /// Groups paged this shift with something new, not only repeats
+    /// (incidents, for the page budget).
     pub fn incidents(&self) -> u32 {
-        self.groups.values().filter(|g| g.pages > 0).count() as u32
+        self.groups.values().filter(|g| g.news > 0).count() as u32
     }
 
     /// The report at the handover `now`, and the book of the shift that begins
@@ -439,6 +445,7 @@ impl Book {
                     key.clone(),
                     PagedGroup {
                         pages: 0,
+                        news: 0,
                         ..g.clone()
                     },
                 );
@@ -552,7 +559,8 @@ pub struct HandoverReport {
     pub shift_end: Ts,
     pub outgoing: Option<Arc<str>>,
     pub incoming: Option<Arc<str>>,
-    /// Groups paged during the shift.
+    /// Groups paged during the shift with something new (first pages and
+    /// changes; a group only repeated is not a new incident).
     pub incidents: u32,
     pub page_budget: u32,
     pub over_budget: bool,

@@ -319,6 +319,12 @@ impl std::error::Error for RuleErrors {}
 /// Loads every `*.yaml` and `*.yml` file directly inside `dir` (not subfolders:
 /// `rules/tests/` holds rule tests), in name order, and compiles them together.
 pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
+    load_dir_with(dir, &[])
+}
+
+/// [`load_dir`] with more rule files, as if they were in the directory
+/// (file names only; `squadron report` measures suggested rules this way).
+pub fn load_dir_with(dir: &Path, extra: &[(String, String)]) -> Result<RuleSet, RuleErrors> {
     let fail = |message: String| {
         RuleErrors(vec![RuleError {
             file: dir.into(),
@@ -391,6 +397,11 @@ pub fn load_dir(dir: &Path) -> Result<RuleSet, RuleErrors> {
     if !errors.is_empty() {
         return Err(RuleErrors(errors));
     }
+    for (name, text) in extra {
+        sources.retain(|(p, _)| p.file_name() != Some(std::ffi::OsStr::new(name)));
+        sources.push((dir.join(name), text.clone()));
+    }
+    sources.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rules = compile(&sources)?;
     if let Some(cat) = rules.catalog.clone() {
         let path = dir.join(&cat.path);
