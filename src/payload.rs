@@ -211,6 +211,39 @@ mod tests {
     use crate::engine::{NotifiedAlert, NotifyReason};
     use crate::model::Fingerprint;
 
+    /// A handover report has no alerts to cut: its lists are cut instead, and counted.
+    #[test]
+    fn a_large_handover_report_is_cut_to_fit_and_counts_what_it_left_out() {
+        let report = crate::engine::sample_report(5_000);
+        let n = Notification {
+            id: "payments:handover:1".into(),
+            at: Ts(0),
+            squad: "payments".into(),
+            goalkeeper: Some("chen".into()),
+            acknowledged: None,
+            group_key: "payments:handover".into(),
+            group_labels: LabelSet::default(),
+            status: Status::Firing,
+            reason: NotifyReason::Handover,
+            core: false,
+            alerts: Vec::new(),
+            folded: None,
+            report: Some(Box::new(report)),
+        };
+        let limits = PayloadLimits::default();
+        let full = WebhookPayload::new(&n, "http://s").to_json();
+        assert!(full.len() > limits.max_bytes, "{}", full.len());
+        let cut = WebhookPayload::new(&n, "http://s").to_json_within(limits);
+        assert!(cut.len() <= limits.max_bytes);
+        let v: serde_json::Value = serde_json::from_slice(&cut).unwrap();
+        let r = &v["report"];
+        let listed = r["digest"].as_array().unwrap().len() as u64;
+        assert!(listed > 100, "{listed}");
+        assert_eq!(listed + r["truncated"].as_u64().unwrap(), 5_000);
+        assert_eq!(r["noise"]["digested"], 18, "the figures are never cut");
+        assert_eq!(v["reason"], "handover");
+    }
+
     /// 20 POSTs of 1,000 alerts in one group once made an 11 MB notification
     /// the broker refused for ever. Now it lists what fits and counts the rest.
     #[test]

@@ -26,6 +26,8 @@ pub use output::{
     Fate, FateKind, FateRecord, Folded, InputId, Limit, Notification, NotifiedAlert, NotifyReason,
     Outputs,
 };
+#[cfg(test)]
+pub use shift::sample_report;
 pub use shift::{
     AckedGroup, Book, DigestEntry, DigestReport, DigestUpdate, EndingSilence, FiringGroup,
     HandoverReport, Noise, Page, ShiftMode, ShiftNote,

@@ -626,3 +626,137 @@ pub struct DigestEntry {
     pub firing_seconds: u64,
     pub still_firing: bool,
 }
+
+/// A report with `digest_groups` digest groups of three alerts each, two pages
+/// and one group still firing, for tests of what carries reports.
+#[cfg(test)]
+pub fn sample_report(digest_groups: usize) -> HandoverReport {
+    use crate::model::Fingerprint;
+    let at = |m: i64| Ts(1_764_000_000_000 + m * 60_000);
+    let mut book = Book::new(at(0), at(24 * 60));
+    let page = |m: i64, reason, status| Page {
+        at: at(m),
+        group_key: "payments:{alertname=\"HighErrorRate\"}".into(),
+        group_labels: LabelSet::from_pairs([("alertname", "HighErrorRate")]),
+        reason,
+        status,
+        alerts: 1,
+        core: true,
+        firing_since: Some(at(m)),
+        out_of_hours: m > 600,
+    };
+    let mut note = ShiftNote {
+        squad: "payments".into(),
+        at: at(10),
+        noise: Noise {
+            received: 120,
+            deduplicated: 100,
+            digested: 18,
+            notified: 2,
+            notifications: 2,
+            pages: 2,
+            pages_out_of_hours: 1,
+            ..Noise::default()
+        },
+        pages: vec![
+            page(10, NotifyReason::NewGroup, Status::Firing),
+            page(700, NotifyReason::Repeat, Status::Firing),
+        ],
+        digest: Vec::new(),
+        silences: vec!["maintenance-window".into()],
+    };
+    for g in 0..digest_groups {
+        note.digest.push(DigestUpdate {
+            at: at(20),
+            group_key: format!("payments:digest:{{disk=\"{g}\"}}").into(),
+            group_labels: LabelSet::from_pairs([("alertname", "DiskWillFillIn4Hours")]),
+            rule: "slow-burn".into(),
+            alerts: (0..3)
+                .map(|i| DigestAlert {
+                    fingerprint: Fingerprint((g * 3 + i) as u64),
+                    name: "DiskWillFillIn4Hours".into(),
+                    status: Status::Firing,
+                    starts_at: at(20),
+                    ends_at: None,
+                    summary: Some(format!("/var/lib/db{i} is 85% full <b>").into()),
+                    link: Some("http://prometheus:9090/graph?g0.expr=disk".into()),
+                })
+                .collect(),
+            more: 0,
+        });
+    }
+    book.observe(&note);
+    let controls = Controls::default();
+    let ctx = Handover {
+        controls: &controls,
+        rule_silences: &[],
+        outgoing: Some("bob".into()),
+        incoming: Some("chen".into()),
+        page_budget: 2,
+    };
+    book.close(&ctx, at(24 * 60), at(48 * 60)).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_closed_book_reports_the_shift_and_carries_what_still_fires() {
+        let r = sample_report(2);
+        assert_eq!(r.noise.pages, 2);
+        assert_eq!(r.pages.len(), 2);
+        assert_eq!(r.incidents, 1, "a repeat is a page, not a new incident");
+        assert!(!r.over_budget);
+        assert_eq!(r.still_firing.len(), 1);
+        assert_eq!(r.digest.len(), 2);
+        let a = &r.digest[0].alerts[0];
+        assert_eq!((a.fired, a.still_firing), (1, true));
+        // From minute 20 to the handover at 24 h.
+        assert_eq!(a.firing_seconds, (24 * 60 - 20) * 60);
+    }
+
+    #[test]
+    fn a_large_note_splits_into_bounded_notes_that_add_up_to_it() {
+        let mut note = ShiftNote {
+            squad: "s".into(),
+            at: Ts(5),
+            ..ShiftNote::default()
+        };
+        note.noise.received = 1_000;
+        let report = sample_report(1);
+        for i in 0..1_000 {
+            note.pages.push(report.pages[i % 2].clone());
+        }
+        for _ in 0..100 {
+            note.digest.push(DigestUpdate {
+                at: Ts(5),
+                group_key: "g".into(),
+                group_labels: LabelSet::default(),
+                rule: "r".into(),
+                alerts: Vec::new(),
+                more: 0,
+            });
+        }
+        let parts = note.clone().split();
+        assert!(parts.len() >= 7, "{}", parts.len());
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.pages.len() <= 200 && p.digest.len() <= 16)
+        );
+        assert_eq!(parts.iter().map(|p| p.noise.received).sum::<u64>(), 1_000);
+        assert_eq!(parts.iter().map(|p| p.pages.len()).sum::<usize>(), 1_000);
+        assert_eq!(parts.iter().map(|p| p.digest.len()).sum::<usize>(), 100);
+        let mut a = Book::new(Ts(0), Ts(10));
+        let mut b = Book::new(Ts(0), Ts(10));
+        a.observe(&note);
+        for p in &parts {
+            b.observe(p);
+        }
+        assert_eq!(
+            a, b,
+            "a book sees the same whether the note came whole or split"
+        );
+    }
+}

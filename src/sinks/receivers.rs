@@ -741,6 +741,58 @@ mod tests {
         }
     }
 
+    fn handover() -> Notification {
+        Notification {
+            id: "payments:handover:1".into(),
+            group_key: "payments:handover".into(),
+            group_labels: LabelSet::default(),
+            reason: NotifyReason::Handover,
+            alerts: Vec::new(),
+            goalkeeper: Some("chen".into()),
+            report: Some(Box::new(crate::engine::sample_report(2))),
+            ..notification(Status::Firing)
+        }
+    }
+
+    #[test]
+    fn a_handover_report_reads_in_slack_and_never_pages() {
+        let n = handover();
+        let m = slack_message(&n, &slack(SlackFormat::Detailed), "http://squadron:9464");
+        let text = m["text"].as_str().unwrap();
+        for want in [
+            "*Handover for payments*: chen takes over from bob",
+            "Pages: 2 in 1 groups (budget 2), 1 out of hours",
+            "120 received; 100 deduplicated",
+            "18 digested",
+            "*Still firing* (1):",
+            "alertname=HighErrorRate",
+            "*Digest* (2 groups):",
+            "fired 1×",
+            "still firing",
+            "&lt;b&gt;",
+        ] {
+            assert!(text.contains(want), "{want:?} in:\n{text}");
+        }
+        assert_eq!(m["channel"], "#payments-oncall");
+        let r = ReceiverFile {
+            name: "pay-pager".into(),
+            webhook: None,
+            slack: None,
+            pagerduty: Some(pagerduty()),
+            retry: None,
+            timeout: None,
+        };
+        let d = Receivers::new(
+            IntCounterVec::new(prometheus::Opts::new("d", "d"), &["receiver", "result"]).unwrap(),
+            HistogramVec::new(prometheus::HistogramOpts::new("s", "s"), &["receiver"]).unwrap(),
+            "http://squadron".into(),
+            PayloadLimits::default(),
+        )
+        .unwrap();
+        assert!(d.prepare(&n, &r).is_none(), "a report is not an incident");
+        assert!(d.prepare(&notification(Status::Firing), &r).is_some());
+    }
+
     fn slack(format: SlackFormat) -> SlackFile {
         SlackFile {
             url: None,
