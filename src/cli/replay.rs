@@ -108,6 +108,7 @@ pub fn json_summary(l: &Ledger) -> serde_json::Value {
         "received": l.received,
         "fates": fates,
         "notifications": l.notifications,
+        "reports": l.reports,
         "noise_reduction": l.noise_reduction(),
         "squads": l.squads,
         "causes": l.causes,

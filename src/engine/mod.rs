@@ -1288,23 +1288,15 @@ impl Engine {
 
     /// Moves the tally into books (local) or out to the driver (routed).
     fn settle(&mut self) {
-        if self.tally.iter().all(Option::is_none) {
-            return;
-        }
-        let notes: Vec<ShiftNote> = self
-            .tally
-            .iter_mut()
-            .filter_map(Option::take)
-            .filter(|n| !n.is_empty())
-            .collect();
-        match self.shift_mode {
-            ShiftMode::Off => {}
-            ShiftMode::Local => {
-                for n in &notes {
-                    self.observe_shift(n);
-                }
+        for i in 0..self.tally.len() {
+            let Some(n) = self.tally[i].take().filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            match self.shift_mode {
+                ShiftMode::Off => {}
+                ShiftMode::Local => self.observe_shift(&n),
+                ShiftMode::Routed => self.routed.push(n),
             }
-            ShiftMode::Routed => self.routed.extend(notes),
         }
     }
 }

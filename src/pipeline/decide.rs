@@ -108,8 +108,9 @@ impl Core {
         self.advance_task(p, now);
     }
 
-    /// Sends every engine's shift notes to the task that keeps each squad's
-    /// book, in the same commit as the step that wrote them; counts pages.
+    /// Every engine's shift notes since the last call, as records for the task
+    /// that keeps each squad's book (made at commit: in the same commit as the
+    /// steps that wrote them); counts pages.
     pub(super) fn route_shift_notes(&mut self, records: &mut Vec<Record>) {
         let mut by_task: std::collections::BTreeMap<i32, Vec<ShiftNote>> = Default::default();
         for task in self.tasks.values_mut() {

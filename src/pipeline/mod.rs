@@ -668,6 +668,13 @@ impl Core {
         mode: CommitMode,
     ) -> anyhow::Result<bool> {
         self.broadcast.sweep(wall_clock());
+        // Shift notes gathered since the last commit, one record per squad's task: few records,
+        // in this commit (this transaction) with the decisions they count.
+        let mut notes = Vec::new();
+        self.route_shift_notes(&mut notes);
+        for r in notes {
+            self.out.send(r);
+        }
         for (p, task) in &mut self.tasks {
             store::write_changes(
                 &mut task.engine,
@@ -917,7 +924,6 @@ impl Core {
     /// records, plus `records` the step already made (dead letters).
     fn emit(&mut self, mut records: Vec<Record>, now: crate::model::Ts) {
         let rules = self.rules.clone();
-        self.route_shift_notes(&mut records);
         self.metrics.record(&mut self.cache, &self.outputs.fates);
         let notifications = std::mem::take(&mut self.outputs.notifications);
         for n in &notifications {
