@@ -527,7 +527,7 @@ impact_rules:
     let second = instance(&s, "handover", None);
 
     let reports = |min: usize| -> Vec<Value> {
-        read_committed(&s.broker, &s.squad, min, Duration::from_secs(5))
+        read_committed_with_reports(&s.broker, &s.squad, min, Duration::from_secs(5))
             .into_iter()
             .filter(|(_, _, h, _)| h.get("squadron.reason").map(String::as_str) == Some("handover"))
             .map(|(_, _, _, payload)| serde_json::from_slice(&payload).unwrap())
