@@ -486,7 +486,8 @@ impact_rules:
         ),
     )
     .unwrap();
-    let first = instance(&s, "handover", None);
+    let port = free_port();
+    let first = instance(&s, "handover", Some(port));
     let p = producer(&s.broker);
     let ends: chrono_free::Rfc3339 =
         (std::time::SystemTime::now() + Duration::from_secs(600)).into();
@@ -518,6 +519,30 @@ impact_rules:
     let mut kinds: Vec<&str> = fates.values().flatten().map(String::as_str).collect();
     kinds.sort();
     assert_eq!(kinds, ["digested", "digested", "digested", "notified"]);
+    // The shift so far, as the report would read now.
+    let mut preview = Value::Null;
+    wait_until(
+        Duration::from_secs(30),
+        "the shift's book has the digest",
+        || {
+            let (code, body) = http(port, "GET", "/api/v1/shifts?squad=payments");
+            assert_eq!(code, 200, "{body}");
+            preview = serde_json::from_str(&body).unwrap();
+            preview[0]["report"]["digest"]
+                .as_array()
+                .is_some_and(|d| d.len() == 3)
+        },
+    );
+    assert_eq!(preview.as_array().unwrap().len(), 1, "{preview}");
+    assert_eq!(preview[0]["squad"], "payments");
+    assert!(
+        preview[0]["handoverAt"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("T{hhmm}:00")),
+        "{preview}"
+    );
+    assert_eq!(preview[0]["report"]["noise"]["pages"], 1, "{preview}");
     let killed_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -1136,6 +1136,34 @@ impl Engine {
         self.state.shifts.iter()
     }
 
+    /// The handover report each book this engine keeps would make if its
+    /// shift ended at `now` (the shift so far), with when the shift ends.
+    /// `squad` filters by name.
+    pub fn shift_previews(&self, squad: Option<&str>, now: Ts) -> Vec<ShiftPreview> {
+        self.state
+            .shifts
+            .iter()
+            .filter(|(name, _)| squad.is_none_or(|s| s == &***name))
+            .filter_map(|(name, book)| {
+                let sid = self.rules.squad_by_name(name)?;
+                let ctx = shift::Handover {
+                    controls: &self.controls,
+                    rule_silences: &self.rules.silences,
+                    outgoing: self.goalkeeper(sid, book.start),
+                    incoming: self.goalkeeper(sid, book.end),
+                    page_budget: self.rules.squads[sid as usize].shift.page_budget,
+                };
+                let next_end = self.shift_bounds(sid, book.end).1;
+                let (report, _) = book.clone().close(&ctx, now.min(book.end), next_end);
+                Some(ShiftPreview {
+                    squad: name.clone(),
+                    handover_at: book.end,
+                    report,
+                })
+            })
+            .collect()
+    }
+
     /// Adds a note to its squad's book, opening the book (and the handover
     /// timer) if this is the shift's first. Notes of squads the rules do
     /// not have are ignored.
@@ -1317,6 +1345,17 @@ impl Marks {
             digests: out.digests.len(),
         }
     }
+}
+
+/// A squad's current shift as the API shows it: the report so far.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ShiftPreview {
+    pub squad: Arc<str>,
+    /// When the shift ends and the report goes out.
+    pub handover_at: Ts,
+    /// What the report would say if the shift ended now.
+    pub report: HandoverReport,
 }
 
 /// A group as the status API shows it.

@@ -174,6 +174,11 @@ pub enum Command {
         matchers: Vec<crate::rules::Matcher>,
         reply: tokio::sync::oneshot::Sender<Vec<crate::engine::GroupView>>,
     },
+    /// The current goalkeeper shifts whose books this instance keeps, as reports so far.
+    Shifts {
+        squad: Option<String>,
+        reply: tokio::sync::oneshot::Sender<Vec<crate::engine::ShiftPreview>>,
+    },
 }
 
 /// What a reload did. A failed reload never leaves the process without rules.
@@ -1038,6 +1043,16 @@ impl Core {
                     .collect();
                 groups.sort_by(|a, b| a.key.cmp(&b.key));
                 let _ = reply.send(groups);
+            }
+            Command::Shifts { squad, reply } => {
+                let now = wall_clock();
+                let mut shifts: Vec<crate::engine::ShiftPreview> = self
+                    .tasks
+                    .values()
+                    .flat_map(|t| t.engine.shift_previews(squad.as_deref(), now))
+                    .collect();
+                shifts.sort_by(|a, b| a.squad.cmp(&b.squad));
+                let _ = reply.send(shifts);
             }
         }
     }

@@ -409,6 +409,18 @@ async fn route(
                 Err(resp) => resp,
             }
         }
+        (&Method::GET, "/api/v1/shifts") => {
+            let query = Query::parse(req.uri().query().unwrap_or(""));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let cmd = crate::pipeline::Command::Shifts {
+                squad: query.first("squad").map(str::to_owned),
+                reply: tx,
+            };
+            match ask(shared, cmd, rx).await {
+                Ok(shifts) => json(StatusCode::OK, &shifts),
+                Err(resp) => resp,
+            }
+        }
         (&Method::GET, path @ ("/api/v1/groups" | "/api/v1/alerts")) => {
             let query = Query::parse(req.uri().query().unwrap_or(""));
             let matchers = match query.matchers("filter") {
@@ -451,6 +463,7 @@ async fn route(
             | "/-/reload"
             | "/api/v1/groups"
             | "/api/v1/alerts"
+            | "/api/v1/shifts"
             | "/api/v2/alerts"
             | "/api/v2/alerts/groups"
             | "/api/v2/status"
@@ -458,7 +471,7 @@ async fn route(
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /metrics, /healthz, /readyz, /api/v1/status, /api/v1/groups, /api/v1/alerts, POST /-/reload\n",
+            "not found: try /metrics, /healthz, /readyz, /api/v1/status, /api/v1/groups, /api/v1/alerts, /api/v1/shifts, POST /-/reload\n",
         ),
     }
 }

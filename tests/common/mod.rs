@@ -92,7 +92,14 @@ pub type Record = (i32, i64, HashMap<String, String>, Vec<u8>);
 pub const KEY: &str = ":key";
 /// Every record of a topic.
 pub fn read_all(broker: &str, topic: &str, want_at_least: usize, timeout: Duration) -> Vec<Record> {
-    read(broker, topic, want_at_least, timeout, "read_uncommitted", false)
+    read(
+        broker,
+        topic,
+        want_at_least,
+        timeout,
+        "read_uncommitted",
+        false,
+    )
 }
 
 /// Every committed record of a topic (what exactly-once consumers see).
@@ -102,7 +109,14 @@ pub fn read_committed(
     want_at_least: usize,
     timeout: Duration,
 ) -> Vec<Record> {
-    read(broker, topic, want_at_least, timeout, "read_committed", false)
+    read(
+        broker,
+        topic,
+        want_at_least,
+        timeout,
+        "read_committed",
+        false,
+    )
 }
 
 /// [`read_committed`] with goalkeeper handover reports, which the other
@@ -114,7 +128,14 @@ pub fn read_committed_with_reports(
     want_at_least: usize,
     timeout: Duration,
 ) -> Vec<Record> {
-    read(broker, topic, want_at_least, timeout, "read_committed", true)
+    read(
+        broker,
+        topic,
+        want_at_least,
+        timeout,
+        "read_committed",
+        true,
+    )
 }
 
 fn read(
@@ -191,7 +212,20 @@ pub fn committed(broker: &str, group: &str, topic: &str) -> BTreeMap<i32, i64> {
     for p in 0..4 {
         tpl.add_partition(topic, p);
     }
-    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    // A coordinator that is still moving (a fresh broker, a new group) answers
+    // NOT_COORDINATOR for a moment: ask again.
+    let mut tries = 0;
+    let got = loop {
+        match c.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => break got,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                eprintln!("committed offsets: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(e) => panic!("committed offsets of {group}: {e}"),
+        }
+    };
     got.elements()
         .iter()
         .map(|e| {
