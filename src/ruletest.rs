@@ -449,60 +449,60 @@ pub fn run_case(
     let (reports, notifications): (Vec<Notification>, Vec<Notification>) =
         notifications.into_iter().partition(|n| n.report.is_some());
     if let Some(expected) = &case.reports {
-        for (n, (e, got)) in expected.iter().zip(&reports).enumerate() {
-            let mismatches = compare_report(e, got, start);
-            if !mismatches.is_empty() {
-                let mut s = format!("report {}:", n + 1);
-                for m in mismatches {
-                    let _ = write!(s, "\n{m}");
-                }
-                diff.push(s);
-            }
-        }
-        for (n, _) in expected.iter().enumerate().skip(reports.len()) {
-            diff.push(format!(
-                "report {}: - expected, but it was not sent (is `until` after the handover?)",
-                n + 1
-            ));
-        }
-        for (n, got) in reports.iter().enumerate().skip(expected.len()) {
-            diff.push(format!(
-                "report {}: + unexpected: {}",
-                n + 1,
-                summarize(got, start)
-            ));
-        }
+        diff_in_order(
+            &mut diff,
+            "report",
+            expected,
+            &reports,
+            |e, got| compare_report(e, got, start),
+            |_| "a report, but it was not sent (is `until` after the handover?)".to_owned(),
+            |got| summarize(got, start),
+        );
     }
     if let Some(expected) = &case.notifications {
-        for (n, (e, got)) in expected.iter().zip(&notifications).enumerate() {
-            let mismatches = compare_notification(e, got, start);
-            if !mismatches.is_empty() {
-                let mut s = format!("notification {}:", n + 1);
-                for m in mismatches {
-                    let _ = write!(s, "\n{m}");
-                }
-                diff.push(s);
-            }
-        }
-        for (n, e) in expected.iter().enumerate().skip(notifications.len()) {
-            diff.push(format!(
-                "notification {}: - expected {}, but it was not sent",
-                n + 1,
-                summarize_expected(e)
-            ));
-        }
-        for (n, got) in notifications.iter().enumerate().skip(expected.len()) {
-            diff.push(format!(
-                "notification {}: + unexpected: {}",
-                n + 1,
-                summarize(got, start)
-            ));
-        }
+        diff_in_order(
+            &mut diff,
+            "notification",
+            expected,
+            &notifications,
+            |e, got| compare_notification(e, got, start),
+            |e| format!("{}, but it was not sent", summarize_expected(e)),
+            |got| summarize(got, start),
+        );
     }
     Ok(CaseResult {
         name: case.name.clone(),
         diff,
     })
+}
+
+/// Compares an expected list with what was sent, in order: each pair's
+/// mismatches, then what was expected and not sent, then what was not expected.
+fn diff_in_order<E>(
+    diff: &mut Vec<String>,
+    what: &str,
+    expected: &[E],
+    got: &[Notification],
+    compare: impl Fn(&E, &Notification) -> Vec<String>,
+    missing: impl Fn(&E) -> String,
+    unexpected: impl Fn(&Notification) -> String,
+) {
+    for (n, (e, g)) in expected.iter().zip(got).enumerate() {
+        let mismatches = compare(e, g);
+        if !mismatches.is_empty() {
+            let mut s = format!("{what} {}:", n + 1);
+            for m in mismatches {
+                let _ = write!(s, "\n{m}");
+            }
+            diff.push(s);
+        }
+    }
+    for (n, e) in expected.iter().enumerate().skip(got.len()) {
+        diff.push(format!("{what} {}: - expected {}", n + 1, missing(e)));
+    }
+    for (n, g) in got.iter().enumerate().skip(expected.len()) {
+        diff.push(format!("{what} {}: + unexpected: {}", n + 1, unexpected(g)));
+    }
 }
 
 fn describe(f: &Fate) -> String {

@@ -497,29 +497,26 @@ impl Book {
                 );
             }
         }
-        let ending = |id: &str, ends: Ts| ends > now && ends <= next_end && !id.is_empty();
-        let mut silences_ending: Vec<EndingSilence> = Vec::new();
-        for id in &self.silences {
-            if let Some(s) = ctx.rule_silences.iter().find(|s| s.id == *id) {
-                if ending(id, s.ends_at) {
-                    silences_ending.push(EndingSilence {
-                        id: id.clone(),
-                        ends_at: s.ends_at,
-                        created_by: s.created_by.as_str().into(),
-                        comment: s.comment.as_str().into(),
-                    });
-                }
-            } else if let Some(s) = ctx.controls.silences.get(&**id) {
-                if ending(id, s.record.ends_at) {
-                    silences_ending.push(EndingSilence {
-                        id: id.clone(),
-                        ends_at: s.record.ends_at,
-                        created_by: s.record.created_by.as_str().into(),
-                        comment: s.record.comment.as_str().into(),
-                    });
-                }
-            }
-        }
+        // Rule-file silences first, then runtime ones (their ids never collide: UUIDs).
+        let silences_ending: Vec<EndingSilence> = self
+            .silences
+            .iter()
+            .filter_map(|id| {
+                let (ends_at, by, comment) = match ctx.rule_silences.iter().find(|s| s.id == *id) {
+                    Some(s) => (s.ends_at, s.created_by.as_str(), s.comment.as_str()),
+                    None => {
+                        let r = &ctx.controls.silences.get(&**id)?.record;
+                        (r.ends_at, r.created_by.as_str(), r.comment.as_str())
+                    }
+                };
+                (ends_at > now && ends_at <= next_end).then(|| EndingSilence {
+                    id: id.clone(),
+                    ends_at,
+                    created_by: by.into(),
+                    comment: comment.into(),
+                })
+            })
+            .collect();
         let incidents = self.incidents();
         let report = HandoverReport {
             shift_start: self.start,
