@@ -9,7 +9,7 @@
 //! with the snippet added as `rules/99-suggested.yaml`.
 
 use crate::compare::{CompareReport, compare_many};
-use crate::engine::{Engine, FateKind, HandoverReport, Notification, NotifyReason, Outputs};
+use crate::engine::{Engine, FateKind, HandoverReport, Notification, Outputs};
 use crate::model::{Alert, Fingerprint, LabelSet, Labels, Status, Ts};
 use crate::rules::{RuleErrors, RuleSet, load_dir_with};
 use serde::Serialize;
@@ -230,12 +230,7 @@ pub fn report(
                 continue;
             }
             notifications += 1;
-            let interrupts = n.status == Status::Firing
-                && matches!(
-                    n.reason,
-                    NotifyReason::NewGroup | NotifyReason::GroupChanged | NotifyReason::Repeat
-                );
-            if interrupts {
+            if crate::engine::interrupts(n.reason, n.status) {
                 pages += 1;
                 for a in &n.alerts {
                     *pages_by_fp.entry(a.fingerprint).or_default() += 1;
@@ -403,16 +398,17 @@ fn load(
     fates: &[(u8, u16)],
     end: Ts,
 ) -> (Vec<SquadLoad>, Vec<GoalkeeperLoad>) {
+    // (received, digested, dropped) per squad id, in one pass.
+    let mut counts = vec![(0u64, 0u64, 0u64); rules.squads.len()];
+    for &(kind, squad) in fates {
+        if let Some(c) = counts.get_mut(squad as usize) {
+            c.0 += 1;
+            c.1 += (kind == FateKind::Digested as u8) as u64;
+            c.2 += (kind == FateKind::Dropped as u8) as u64;
+        }
+    }
     let mut squads: BTreeMap<String, SquadLoad> = BTreeMap::new();
-    for (i, s) in rules.squads.iter().enumerate() {
-        let mine = fates.iter().filter(|f| f.1 == i as u16);
-        let count = |k: FateKind| {
-            fates
-                .iter()
-                .filter(|f| f.1 == i as u16 && f.0 == k as u8)
-                .count() as u64
-        };
-        let received = mine.count() as u64;
+    for (s, &(received, digested, dropped)) in rules.squads.iter().zip(&counts) {
         if received == 0 {
             continue;
         }
@@ -423,8 +419,8 @@ fn load(
                 received,
                 pages: 0,
                 pages_out_of_hours: 0,
-                digested: count(FateKind::Digested),
-                dropped: count(FateKind::Dropped),
+                digested,
+                dropped,
                 page_budget: s.shift.page_budget,
                 shifts_over_budget: 0,
                 shifts: Vec::new(),

@@ -30,7 +30,7 @@ pub use output::{
 pub use shift::sample_report;
 pub use shift::{
     AckedGroup, Book, DigestEntry, DigestReport, DigestUpdate, EndingSilence, FiringGroup,
-    HandoverReport, Noise, Page, ShiftMode, ShiftNote,
+    HandoverReport, Noise, Page, ShiftMode, ShiftNote, interrupts,
 };
 use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
 
@@ -1146,13 +1146,7 @@ impl Engine {
             .filter(|(name, _)| squad.is_none_or(|s| s == &***name))
             .filter_map(|(name, book)| {
                 let sid = self.rules.squad_by_name(name)?;
-                let ctx = shift::Handover {
-                    controls: &self.controls,
-                    rule_silences: &self.rules.silences,
-                    outgoing: self.goalkeeper(sid, book.start),
-                    incoming: self.goalkeeper(sid, book.end),
-                    page_budget: self.rules.squads[sid as usize].shift.page_budget,
-                };
+                let ctx = self.handover_context(sid, book.start, book.end);
                 let next_end = self.shift_bounds(sid, book.end).1;
                 let (report, _) = book.clone().close(&ctx, now.min(book.end), next_end);
                 Some(ShiftPreview {
@@ -1205,6 +1199,18 @@ impl Engine {
             })
     }
 
+    /// What closing squad `sid`'s book needs besides the book: who hands over
+    /// at `start`'s shift's end (`handover`), to whom, and the budget.
+    fn handover_context(&self, sid: SquadId, start: Ts, handover: Ts) -> shift::Handover<'_> {
+        shift::Handover {
+            controls: &self.controls,
+            rule_silences: &self.rules.silences,
+            outgoing: self.goalkeeper(sid, start),
+            incoming: self.goalkeeper(sid, handover),
+            page_budget: self.rules.squads[sid as usize].shift.page_budget,
+        }
+    }
+
     /// Closes a squad's book at its handover `at`: the report goes out as a
     /// notification to the incoming goalkeeper; what still fires opens the
     /// next shift's book.
@@ -1220,14 +1226,8 @@ impl Engine {
             return;
         };
         let (_, next_end) = self.shift_bounds(sid, at);
-        let incoming = self.goalkeeper(sid, at);
-        let ctx = shift::Handover {
-            controls: &self.controls,
-            rule_silences: &self.rules.silences,
-            outgoing: self.goalkeeper(sid, book.start),
-            incoming: incoming.clone(),
-            page_budget: self.rules.squads[sid as usize].shift.page_budget,
-        };
+        let ctx = self.handover_context(sid, book.start, at);
+        let incoming = ctx.incoming.clone();
         let (report, next) = book.close(&ctx, at, next_end);
         out.notifications.push(Notification {
             id: format!("{squad}:handover:{}", at.millis()).into(),

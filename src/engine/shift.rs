@@ -153,6 +153,16 @@ impl ShiftNote {
     }
 }
 
+/// Whether a notification interrupts the goalkeeper (counts as a page): a
+/// group's firing notification, not a resolve, a storm summary or a report.
+pub fn interrupts(reason: NotifyReason, status: Status) -> bool {
+    status == Status::Firing
+        && matches!(
+            reason,
+            NotifyReason::NewGroup | NotifyReason::GroupChanged | NotifyReason::Repeat
+        )
+}
+
 /// A notification sent for a group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Page {
@@ -193,11 +203,7 @@ impl Page {
 
     /// A page interrupts: a group's firing notification.
     pub fn interrupts(&self) -> bool {
-        self.status == Status::Firing
-            && matches!(
-                self.reason,
-                NotifyReason::NewGroup | NotifyReason::GroupChanged | NotifyReason::Repeat
-            )
+        interrupts(self.reason, self.status)
     }
 }
 

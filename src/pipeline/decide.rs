@@ -2,10 +2,11 @@
 //! whose engine decides the fates of its alerts (or, for inhibition sources
 //! another task owns, only records them). Each alert carries the input id of
 //! its original message, so audit records name the input topic, partition and
-//! offset across the extra hop. It must not route or produce state itself:
-//! changes reach the changelog at commit (`store`).
+//! offset across the extra hop; shift notes are added to the books of the
+//! squads this task keeps. It must not route or produce state itself:
+//! changes reach the changelog at commit (`store`), shift notes are routed
+//! at commit (`route`).
 
-use super::produce::{Kind, Record};
 use super::topology::{
     ROLE, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC,
 };
@@ -13,9 +14,6 @@ use super::{Core, wall_clock};
 use crate::engine::{ShiftNote, SourceEntry};
 use crate::ingest::{FeedOptions, InputIds, feed_with};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
-
-/// Shift notes records are cut after this many bytes.
-const SHIFT_RECORD_BYTES: usize = 256 * 1024;
 
 impl Core {
     pub(super) fn decide(&mut self, m: &BorrowedMessage<'_>) {
@@ -106,43 +104,6 @@ impl Core {
         self.emit(Vec::new(), now);
         // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
         self.advance_task(p, now);
-    }
-
-    /// Every engine's shift notes since the last call, as records for the task
-    /// that keeps each squad's book (made at commit: in the same commit as the
-    /// steps that wrote them); counts pages.
-    pub(super) fn route_shift_notes(&mut self, records: &mut Vec<Record>) {
-        let mut by_task: std::collections::BTreeMap<i32, Vec<ShiftNote>> = Default::default();
-        for task in self.tasks.values_mut() {
-            for n in task.engine.take_shift_notes() {
-                self.metrics.pages(&n.squad, &n.noise);
-                by_task
-                    .entry(self.topo.partition_for_squad(&n.squad))
-                    .or_default()
-                    .push(n);
-            }
-        }
-        for (p, notes) in by_task {
-            // In records the broker takes: a note holds at most a few hundred
-            // kilobytes (digest alerts are capped), so a record never grows past
-            // one note beyond the limit.
-            let mut body = Vec::new();
-            for (i, n) in notes.iter().enumerate() {
-                body.push(if body.is_empty() { b'[' } else { b',' });
-                serde_json::to_writer(&mut body, n).expect("notes serialize");
-                if body.len() >= SHIFT_RECORD_BYTES || i + 1 == notes.len() {
-                    body.push(b']');
-                    records.push(Record {
-                        kind: Kind::Repartition,
-                        topic: self.topo.repartition.clone(),
-                        partition: Some(p),
-                        key: None,
-                        payload: Some(std::mem::take(&mut body)),
-                        headers: vec![(ROLE, ROLE_SHIFT.to_vec())],
-                    });
-                }
-            }
-        }
     }
 
     fn advance_task(&mut self, p: i32, now: crate::model::Ts) {

@@ -6,15 +6,17 @@
 //! global table, each task holds a copy.
 //! Undecodable messages and invalid alerts get their fate here and go to the
 //! dead-letter topic. It must not decide any other fate.
+//! At commit it also routes the engines' shift notes to the task that keeps
+//! each squad's book (the repartition partition of the squad's name).
 
 use super::produce::{Kind, Record};
 use super::topology::{
-    ROLE, ROLE_ALERTS, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP,
+    ROLE, ROLE_ALERTS, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP,
     SOURCE_TOPIC,
 };
 use super::{Core, wall_clock};
 use crate::decode::{self, Invalid};
-use crate::engine::{Fate, FateRecord, SourceEntry, source_entries};
+use crate::engine::{Fate, FateRecord, ShiftNote, SourceEntry, source_entries};
 use crate::ingest::NO_SQUAD;
 use crate::model::{Alert, AlertKey, Status, Ts};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -189,6 +191,48 @@ impl Core {
             });
         }
         self.emit(vec![record], now);
+    }
+}
+
+/// Shift notes records are cut after this many bytes.
+const SHIFT_RECORD_BYTES: usize = 256 * 1024;
+
+impl Core {
+    /// Every engine's shift notes since the last call, as records for the task
+    /// that keeps each squad's book (made at commit: in the same commit as the
+    /// steps that wrote them); counts pages.
+    pub(super) fn route_shift_notes(&mut self, records: &mut Vec<Record>) {
+        let mut by_task: std::collections::BTreeMap<i32, Vec<ShiftNote>> = Default::default();
+        for task in self.tasks.values_mut() {
+            for n in task.engine.take_shift_notes() {
+                self.metrics.pages(&n.squad, &n.noise);
+                by_task
+                    .entry(self.topo.partition_for_squad(&n.squad))
+                    .or_default()
+                    .push(n);
+            }
+        }
+        for (p, notes) in by_task {
+            // In records the broker takes: a note holds at most a few hundred
+            // kilobytes (digest alerts are capped), so a record never grows past
+            // one note beyond the limit.
+            let mut body = Vec::new();
+            for (i, n) in notes.iter().enumerate() {
+                body.push(if body.is_empty() { b'[' } else { b',' });
+                serde_json::to_writer(&mut body, n).expect("notes serialize");
+                if body.len() >= SHIFT_RECORD_BYTES || i + 1 == notes.len() {
+                    body.push(b']');
+                    records.push(Record {
+                        kind: Kind::Repartition,
+                        topic: self.topo.repartition.clone(),
+                        partition: Some(p),
+                        key: None,
+                        payload: Some(std::mem::take(&mut body)),
+                        headers: vec![(ROLE, ROLE_SHIFT.to_vec())],
+                    });
+                }
+            }
+        }
     }
 }
 
