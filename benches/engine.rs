@@ -6,6 +6,8 @@
 //! - `engine/node_down_storm`: a node dies, 300 pod alerts arrive and are inhibited;
 //! - `engine/distinct`: every alert new (admission, grouping, memory);
 //! - `replay/hour`: decode + engine over the generated hour (~120,000 alerts), in virtual time;
+//! - `replay/hour_large_rules`: the same with 1,000 more squads, 10,000 impact rules and 1,000
+//!   inhibit rules (`squadron generate rules`): within 2x of `replay/hour`;
 //! - `replay/baseline_serde_json_value`: the same bytes parsed into `serde_json::Value` (the baseline).
 //! - `compile_rules/{10000,40000}`: compiling that many impact rules, half with a shared regex,
 //!   half with their own (`alerts/s` here reads as rules per second); linear: the per-rule
@@ -143,6 +145,25 @@ fn bench_replay(c: &mut Criterion) {
     g.bench_function("hour", |b| {
         b.iter_batched_ref(
             || Engine::new(rules.clone()),
+            |engine| drive(engine, &messages, &mut Outputs::default()),
+            BatchSize::LargeInput,
+        )
+    });
+    // The same hour with a large organisation's rules added (1,000 squads,
+    // 10,000 impact rules, 1,000 inhibit rules; `squadron generate rules`):
+    // BENCHMARKS.md reports it as a ratio to `hour` (the bound: 2x).
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let large = Arc::new(
+        squadron::rules::load_dir_with(
+            &dir,
+            &[("90-large.yaml".into(), squadron::sim::large_rules(1000))],
+        )
+        .unwrap(),
+    );
+    assert_eq!(large.impact_rules.len(), rules.impact_rules.len() + 10_000);
+    g.bench_function("hour_large_rules", |b| {
+        b.iter_batched_ref(
+            || Engine::new(large.clone()),
             |engine| drive(engine, &messages, &mut Outputs::default()),
             BatchSize::LargeInput,
         )

@@ -13,13 +13,30 @@ pub fn generate(
     duration: Option<std::time::Duration>,
     output: Option<&Path>,
 ) -> anyhow::Result<i32> {
+    if scenario == "rules" {
+        anyhow::ensure!(
+            bad_ratio.is_none() && duration.is_none(),
+            "`generate rules` writes a rule file: --bad-ratio and --duration do not apply"
+        );
+        let text = crate::sim::large_rules(1000);
+        return match output {
+            Some(p) => std::fs::write(p, text)
+                .with_context(|| format!("writing {}", p.display()))
+                .map(|()| 0),
+            None => std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to standard output")
+                .map(|()| 0),
+        };
+    }
     let start = if start == "now" {
         super::wall_clock()
     } else {
         super::parse_time_arg(start)?
     };
-    let mut s = Scenario::by_name(scenario, start)
-        .with_context(|| format!("unknown scenario {scenario:?} (hour, storm)"))?;
+    let mut s = Scenario::by_name(scenario, start).with_context(|| {
+        format!("unknown scenario {scenario:?} (hour, week, storm, live, rules)")
+    })?;
     if let Some(seed) = seed {
         s.seed = seed;
     }

@@ -128,8 +128,10 @@ pub enum Command {
     Generate {
         /// `hour` (~120,000 alerts: re-sends, a node-down storm, flapping, 0.5% bad input),
         /// `week` (~550,000 alerts over seven days, for `squadron report`),
-        /// `storm` (15 minutes, the bundled sample) or `live` (evaluations every 2 s,
-        /// for sending in real time, as `demo` does).
+        /// `storm` (15 minutes, the bundled sample), `live` (evaluations every 2 s,
+        /// for sending in real time, as `demo` does), or `rules`: not traffic but a
+        /// large organisation's rule file (1,000 squads, 10,000 impact rules, 1,000
+        /// inhibit rules) to add to a copy of the example rules, for benchmarks.
         #[arg(default_value = "hour")]
         scenario: String,
         /// When the traffic starts (RFC 3339, or `now`).

@@ -37,7 +37,7 @@ use state::{FlapState, Group, GroupId, SourceIndex, State, StoredAlert, Timer};
 use crate::control::Controls;
 use crate::model::{Alert, AlertKey, LabelSet, Labels, Status, Ts};
 use crate::rules::file::Action;
-use crate::rules::{Owner, RuleSet, SquadId, all_match};
+use crate::rules::{Owner, RuleSet, SquadId};
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -623,28 +623,27 @@ impl Engine {
     /// A drop or digest rule never applies to a core service's alert unless it
     /// says `applies_to_core`: the search goes on.
     fn impact(&self, labels: &impl Labels, owner: Owner, now: Ts) -> Impact {
-        for r in &self.rules.impact_rules {
-            if (!r.squads.is_empty() && !r.squads.contains(&owner.squad))
-                || (!r.intervals.is_empty()
-                    && !r.intervals.iter().any(|&i| self.interval_active(i, now)))
-                || !all_match(&r.matchers, labels)
-            {
-                continue;
-            }
-            match r.action {
-                Action::Keep => return Impact::Page,
-                Action::Drop | Action::Digest if owner.core && !r.applies_to_core => {
-                    self.core_protected.set(self.core_protected.get() + 1)
+        self.rules
+            .impact_rule(labels, owner.squad, |r| {
+                if (!r.squads.is_empty() && !r.squads.contains(&owner.squad))
+                    || (!r.intervals.is_empty()
+                        && !r.intervals.iter().any(|&i| self.interval_active(i, now)))
+                {
+                    return None;
                 }
-                Action::Drop => {
-                    return Impact::Suppress(Fate::Dropped {
+                match r.action {
+                    Action::Keep => Some(Impact::Page),
+                    Action::Drop | Action::Digest if owner.core && !r.applies_to_core => {
+                        self.core_protected.set(self.core_protected.get() + 1);
+                        None
+                    }
+                    Action::Drop => Some(Impact::Suppress(Fate::Dropped {
                         rule: r.name.clone(),
-                    });
+                    })),
+                    Action::Digest => Some(Impact::Digest(r.name.clone())),
                 }
-                Action::Digest => return Impact::Digest(r.name.clone()),
-            }
-        }
-        Impact::Page
+            })
+            .unwrap_or(Impact::Page)
     }
 
     fn silenced_or_inhibited(
@@ -654,12 +653,7 @@ impl Engine {
         owner: Owner,
         now: Ts,
     ) -> Option<Fate> {
-        if let Some(s) = self
-            .rules
-            .silences
-            .iter()
-            .find(|s| s.active_at(now) && all_match(&s.matchers, labels))
-        {
+        if let Some(s) = self.rules.silence_of(labels, now) {
             return Some(Fate::Silenced {
                 silence: s.id.clone(),
                 runtime: false,
@@ -671,23 +665,18 @@ impl Engine {
                 runtime: true,
             });
         }
-        for (r, (_, sources)) in self.rules.inhibit_rules.iter().zip(&self.state.sources) {
-            if r.squad.is_some_and(|s| s != owner.squad) || !all_match(&r.targets, labels) {
-                continue;
-            }
+        self.rules.inhibiting_rule(labels, owner.squad, |i, r| {
+            let (_, sources) = self.state.sources.get(i)?;
             let shared = equal_key(&r.equal, labels);
             let live = |idx: &SourceIndex| {
                 idx.by_key
                     .get(shared.as_str())
                     .is_some_and(|v| v.iter().any(|&(src, until)| src != key && until > now))
             };
-            if sources.iter().all(live) {
-                return Some(Fate::Inhibited {
-                    rule: r.name.clone(),
-                });
-            }
-        }
-        None
+            sources.iter().all(live).then(|| Fate::Inhibited {
+                rule: r.name.clone(),
+            })
+        })
     }
 
     /// Records a firing alert as a potential inhibition source (or forgets a resolved one).
@@ -709,12 +698,7 @@ impl Engine {
     /// needs whole. Entries of rules these rules do not have are ignored.
     pub fn observe_sources(&mut self, entries: &[SourceEntry]) {
         for e in entries {
-            if let Some(rule) = self
-                .rules
-                .inhibit_rules
-                .iter()
-                .position(|r| r.name == e.rule)
-            {
+            if let Some(rule) = self.rules.inhibit_rule_by_name(&e.rule) {
                 self.apply_source(rule, e);
             }
         }
@@ -1462,24 +1446,20 @@ pub fn source_entries(
     now: Ts,
 ) -> Vec<(usize, SourceEntry)> {
     let mut out = Vec::new();
-    for (ri, r) in rules.inhibit_rules.iter().enumerate() {
-        for (n, matchers) in r.sources.iter().enumerate() {
-            if !all_match(matchers, labels) {
-                continue;
-            }
-            out.push((
-                ri,
-                SourceEntry {
-                    rule: r.name.clone(),
-                    source: n as u32,
-                    equal: equal_key(&r.equal, labels).into_boxed_str(),
-                    key,
-                    until: (status == Status::Firing)
-                        .then(|| firing_until(ends_at, now, rules.resolve_timeout)),
-                },
-            ));
-        }
-    }
+    rules.each_source(labels, |ri, n| {
+        let r = &rules.inhibit_rules[ri];
+        out.push((
+            ri,
+            SourceEntry {
+                rule: r.name.clone(),
+                source: n as u32,
+                equal: equal_key(&r.equal, labels).into_boxed_str(),
+                key,
+                until: (status == Status::Firing)
+                    .then(|| firing_until(ends_at, now, rules.resolve_timeout)),
+            },
+        ));
+    });
     out
 }
 

@@ -164,6 +164,19 @@ impl Matcher {
         })
     }
 
+    /// The values this matcher requires of its label, when it requires one of
+    /// a few literals (`name="v"`, `name=~"a|b"`, none empty): an alert it
+    /// matches has one of them. `None` for everything else, including
+    /// matchers an absent label satisfies. Rule indexes are built on it.
+    pub fn required_values(&self) -> Option<Vec<&str>> {
+        let values: Vec<&str> = match (self.op, &self.re) {
+            (Op::Eq, _) => vec![&*self.value],
+            (Op::Re, Some(Pattern::OneOf(set))) => set.iter().map(|s| &**s).collect(),
+            _ => return None,
+        };
+        (!values.iter().any(|v| v.is_empty())).then_some(values)
+    }
+
     pub fn matches(&self, labels: &impl Labels) -> bool {
         let v = labels.get(&self.name).unwrap_or("");
         match self.op {

@@ -10,11 +10,13 @@
 pub mod calendar;
 pub mod catalog;
 pub mod file;
+pub mod index;
 pub mod matcher;
 
 use crate::model::{LabelSet, Labels, Ts, parse_duration};
 pub use calendar::{Goalkeeper, TimeInterval, TimeSpec};
 use file::{Action, GroupingFile, RuleFile, StormFile};
+use index::{Constraint, RuleIndex};
 pub use matcher::{Matcher, all_match};
 use std::collections::HashSet;
 use std::fmt;
@@ -56,6 +58,70 @@ pub struct RuleSet {
     pub catalog: Option<catalog::CatalogFile>,
     /// What the catalog contributed, when there is one.
     pub catalog_report: Option<catalog::CatalogReport>,
+    /// The rule lists above, indexed (built with them; the lists never change after).
+    indexes: Indexes,
+}
+
+/// One [`RuleIndex`] per rule list searched per alert.
+#[derive(Debug)]
+struct Indexes {
+    squads: RuleIndex,
+    impact: RuleIndex,
+    silences: RuleIndex,
+    inhibit_targets: RuleIndex,
+    /// Over every (inhibit rule, source) pair, in that order: `sources[i]` names the pair.
+    inhibit_sources: RuleIndex,
+    sources: Vec<(u32, u32)>,
+    inhibit_by_name: crate::model::StrMap<usize>,
+}
+
+fn constraints(matchers: &[Matcher]) -> Vec<Constraint<'_>> {
+    matchers
+        .iter()
+        .filter_map(|m| m.required_values().map(|v| Constraint::Label(&m.name, v)))
+        .collect()
+}
+
+impl Indexes {
+    fn new(
+        squad_matchers: &[(SquadId, Vec<Matcher>)],
+        impact_rules: &[ImpactRule],
+        silences: &[Silence],
+        inhibit_rules: &[InhibitRule],
+    ) -> Indexes {
+        let sources: Vec<(u32, u32)> = inhibit_rules
+            .iter()
+            .enumerate()
+            .flat_map(|(r, rule)| (0..rule.sources.len()).map(move |n| (r as u32, n as u32)))
+            .collect();
+        Indexes {
+            squads: RuleIndex::new(squad_matchers.iter().map(|(_, m)| constraints(m))),
+            impact: RuleIndex::new(impact_rules.iter().map(|r| {
+                let mut c = constraints(&r.matchers);
+                if !r.squads.is_empty() {
+                    c.push(Constraint::Squads(r.squads.clone()));
+                }
+                c
+            })),
+            silences: RuleIndex::new(silences.iter().map(|s| constraints(&s.matchers))),
+            inhibit_targets: RuleIndex::new(inhibit_rules.iter().map(|r| {
+                let mut c = constraints(&r.targets);
+                c.extend(r.squad.map(|s| Constraint::Squads(vec![s])));
+                c
+            })),
+            inhibit_sources: RuleIndex::new(
+                sources
+                    .iter()
+                    .map(|&(r, n)| constraints(&inhibit_rules[r as usize].sources[n as usize])),
+            ),
+            sources,
+            inhibit_by_name: inhibit_rules
+                .iter()
+                .enumerate()
+                .map(|(i, r)| ((*r.name).into(), i))
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -249,14 +315,76 @@ impl RuleSet {
         let squad = service
             .and_then(|s| self.service_owner.get(s).copied())
             .or_else(|| {
-                self.squad_matchers
-                    .iter()
-                    .find(|(_, m)| all_match(m, labels))
-                    .map(|(id, _)| *id)
+                self.indexes.squads.first(labels, None, |i| {
+                    let (id, m) = &self.squad_matchers[i];
+                    all_match(m, labels).then_some(*id)
+                })
             })
             .unwrap_or(self.fallback);
         let core = service.is_some_and(|s| self.squads[squad as usize].core_services.contains(s));
         Owner { squad, core }
+    }
+
+    /// Calls `f` with each impact rule that may apply to an alert of `squad`
+    /// with these labels, in order, until `f` returns `Some`. The rules'
+    /// matchers are checked here; their squads and time intervals are not.
+    pub fn impact_rule<T>(
+        &self,
+        labels: &impl Labels,
+        squad: SquadId,
+        mut f: impl FnMut(&ImpactRule) -> Option<T>,
+    ) -> Option<T> {
+        self.indexes.impact.first(labels, Some(squad), |i| {
+            let r = &self.impact_rules[i];
+            if all_match(&r.matchers, labels) {
+                f(r)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The first rule-file silence active at `now` that matches.
+    pub fn silence_of(&self, labels: &impl Labels, now: Ts) -> Option<&Silence> {
+        self.indexes.silences.first(labels, None, |i| {
+            let s = &self.silences[i];
+            (s.active_at(now) && all_match(&s.matchers, labels)).then_some(s)
+        })
+    }
+
+    /// Calls `f` with each inhibit rule (and its position) whose targets match
+    /// an alert of `squad` with these labels, in order, until `f` returns `Some`.
+    pub fn inhibiting_rule<T>(
+        &self,
+        labels: &impl Labels,
+        squad: SquadId,
+        mut f: impl FnMut(usize, &InhibitRule) -> Option<T>,
+    ) -> Option<T> {
+        self.indexes
+            .inhibit_targets
+            .first(labels, Some(squad), |i| {
+                let r = &self.inhibit_rules[i];
+                if r.squad.is_some_and(|s| s != squad) || !all_match(&r.targets, labels) {
+                    return None;
+                }
+                f(i, r)
+            })
+    }
+
+    /// Calls `f(rule, source)` for every inhibit rule source these labels match,
+    /// in rule order.
+    pub fn each_source(&self, labels: &impl Labels, mut f: impl FnMut(usize, usize)) {
+        self.indexes.inhibit_sources.each(labels, None, |i| {
+            let (r, n) = self.indexes.sources[i];
+            if all_match(&self.inhibit_rules[r as usize].sources[n as usize], labels) {
+                f(r as usize, n as usize);
+            }
+        });
+    }
+
+    /// The position of the inhibit rule of this name.
+    pub fn inhibit_rule_by_name(&self, name: &str) -> Option<usize> {
+        self.indexes.inhibit_by_name.get(name).copied()
     }
 
     /// A minimal rule set: one fallback squad, Alertmanager's defaults.
@@ -1109,7 +1237,9 @@ impl Compiler<'_> {
             let name = p.file_name().unwrap_or(p.as_os_str()).to_string_lossy();
             h = crate::model::Fingerprint::of([(&*name, t.as_str())]).0 ^ h.rotate_left(7);
         }
+        let indexes = Indexes::new(&squad_matchers, &impact_rules, &silences, &inhibit_rules);
         RuleSet {
+            indexes,
             squads,
             fallback,
             service_labels: service_labels

@@ -344,3 +344,99 @@ fn anything_named_like_a_rule_file_must_be_one() {
     let _ = std::fs::remove_dir_all(&base);
     let _ = std::fs::remove_dir_all(&elsewhere);
 }
+
+/// The example rules plus a large organisation's (`sim::large_rules`), asked
+/// through the indexes, answer every alert of the generated hour as a linear
+/// search over each rule list does: owner, first impact rule, rule-file
+/// silence, inhibit rules whose targets match, and every source matched.
+#[test]
+fn indexed_rule_lists_answer_as_linear_searches_on_the_generated_hour() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+    let rules = load_dir_with(
+        &dir,
+        &[("90-large.yaml".into(), crate::sim::large_rules(60))],
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let start = Ts(1_764_147_600_000);
+    let mut scenario = crate::sim::Scenario::hour(start);
+    scenario.duration = Duration::from_secs(600);
+    let events = crate::sim::generate(&scenario);
+    let (mut alerts, mut impact_hits, mut inhibit_hits) = (0, 0, 0);
+    for e in &events {
+        let Ok(decoded) = crate::decode::decode(&e.message) else {
+            continue;
+        };
+        for a in decoded.alerts.into_iter().flatten() {
+            alerts += 1;
+            let l = &a.labels;
+            let owner = rules.owner(l);
+            let linear_squad = rules
+                .service_of(l)
+                .and_then(|s| rules.service_owner.get(s).copied())
+                .or_else(|| {
+                    rules
+                        .squad_matchers
+                        .iter()
+                        .find(|(_, m)| all_match(m, l))
+                        .map(|(id, _)| *id)
+                })
+                .unwrap_or(rules.fallback);
+            assert_eq!(owner.squad, linear_squad);
+            let applies = |r: &ImpactRule| r.squads.is_empty() || r.squads.contains(&owner.squad);
+            let linear = rules
+                .impact_rules
+                .iter()
+                .position(|r| applies(r) && all_match(&r.matchers, l));
+            let indexed = rules.impact_rule(l, owner.squad, |r| {
+                applies(r).then(|| {
+                    rules
+                        .impact_rules
+                        .iter()
+                        .position(|x| std::ptr::eq(x, r))
+                        .unwrap()
+                })
+            });
+            assert_eq!(indexed, linear, "{l:?}");
+            impact_hits += linear.is_some() as usize;
+            for at in [start, e.at] {
+                let linear = rules
+                    .silences
+                    .iter()
+                    .find(|s| s.active_at(at) && all_match(&s.matchers, l));
+                assert_eq!(
+                    rules.silence_of(l, at).map(|s| &s.id),
+                    linear.map(|s| &s.id)
+                );
+            }
+            let linear: Vec<usize> = (0..rules.inhibit_rules.len())
+                .filter(|&i| {
+                    let r = &rules.inhibit_rules[i];
+                    r.squad.is_none_or(|s| s == owner.squad) && all_match(&r.targets, l)
+                })
+                .collect();
+            let mut indexed = Vec::new();
+            rules.inhibiting_rule(l, owner.squad, |i, _| {
+                indexed.push(i);
+                None::<()>
+            });
+            assert_eq!(indexed, linear);
+            inhibit_hits += linear.len();
+            let linear: Vec<(usize, usize)> = rules
+                .inhibit_rules
+                .iter()
+                .enumerate()
+                .flat_map(|(r, rule)| rule.sources.iter().enumerate().map(move |(n, m)| (r, n, m)))
+                .filter(|(_, _, m)| all_match(m, l))
+                .map(|(r, n, _)| (r, n))
+                .collect();
+            let mut indexed = Vec::new();
+            rules.each_source(l, |r, n| indexed.push((r, n)));
+            assert_eq!(indexed, linear);
+        }
+    }
+    // The comparison means something only if the rules decide things.
+    assert!(
+        alerts > 10_000 && impact_hits > 1_000 && inhibit_hits > 100,
+        "{alerts} {impact_hits} {inhibit_hits}"
+    );
+}
