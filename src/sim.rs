@@ -438,28 +438,29 @@ fn corrupt(rng: &mut Rng, v: &mut Value) {
 /// the "mostly distinct" workload for benchmarks and memory measurements.
 pub fn distinct_alerts(count: usize, at: Ts, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed);
-    (0..count)
-        .map(|i| {
-            let (service, ns) = *rng.pick(SERVICES);
-            let v = json!({
-                "labels": {
-                    "alertname": rng.pick(ALERTNAMES),
-                    "service": service,
-                    "severity": "critical",
-                    "env": "production",
-                    "cluster": "eu-1",
-                    "namespace": ns,
-                    "instance": format!("10.{}.{}.{}:9090", i / 65536, (i / 256) % 256, i % 256),
-                    "pod": format!("{service}-{i:08x}"),
-                },
-                "annotations": {"summary": format!("{service} is unhappy")},
-                "startsAt": at.to_string(),
-                "endsAt": at.plus(Duration::from_secs(3600)).to_string(),
-                "generatorURL": "http://prometheus:9090/graph",
-            });
-            serde_json::to_vec(&v).expect("json")
-        })
-        .collect()
+    (0..count).map(|i| distinct_alert(i, at, &mut rng)).collect()
+}
+
+/// The `i`th of [`distinct_alerts`], for callers that must not hold them all.
+pub fn distinct_alert(i: usize, at: Ts, rng: &mut Rng) -> Vec<u8> {
+    let (service, ns) = *rng.pick(SERVICES);
+    let v = json!({
+        "labels": {
+            "alertname": rng.pick(ALERTNAMES),
+            "service": service,
+            "severity": "critical",
+            "env": "production",
+            "cluster": "eu-1",
+            "namespace": ns,
+            "instance": format!("10.{}.{}.{}:9090", i / 65536, (i / 256) % 256, i % 256),
+            "pod": format!("{service}-{i:08x}"),
+        },
+        "annotations": {"summary": format!("{service} is unhappy")},
+        "startsAt": at.to_string(),
+        "endsAt": at.plus(Duration::from_secs(3600)).to_string(),
+        "generatorURL": "http://prometheus:9090/graph",
+    });
+    serde_json::to_vec(&v).expect("json")
 }
 
 /// A large organisation's rule file, to add to the example rules: `squads`

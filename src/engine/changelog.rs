@@ -192,7 +192,7 @@ impl Engine {
             g.members.retain(|m| match alerts.remove(m) {
                 Some(mut a) => {
                     a.group = id;
-                    state.alerts.insert(*m, a);
+                    state.alerts.insert(*m, Box::new(a));
                     true
                 }
                 None => {

@@ -251,12 +251,12 @@ impl Engine {
         let slots = |cap: usize, slot: usize| cap * (slot + 1);
         let alerts = slots(
             self.state.alerts.capacity(),
-            size_of::<(AlertKey, StoredAlert)>(),
+            size_of::<(AlertKey, Box<StoredAlert>)>(),
         ) + self
             .state
             .alerts
             .values()
-            .map(StoredAlert::heap_bytes)
+            .map(|a| size_of::<StoredAlert>() + a.heap_bytes())
             .sum::<usize>();
         let groups = self.state.groups.capacity() * size_of::<Option<Group>>()
             + self
@@ -474,7 +474,7 @@ impl Engine {
         self.mark_alert(key);
         self.state.alerts.insert(
             key,
-            StoredAlert {
+            Box::new(StoredAlert {
                 fingerprint: alert.fingerprint(),
                 labels: LabelSet::from_labels(&alert.labels),
                 annotations: LabelSet::from_labels(&alert.annotations),
@@ -486,7 +486,7 @@ impl Engine {
                 group,
                 core: owner.core,
                 pending: if flapping { Vec::new() } else { vec![input] },
-            },
+            }),
         );
     }
 

@@ -152,7 +152,9 @@ pub struct SourceIndex {
 /// Everything a snapshot holds.
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct State {
-    pub alerts: KeyMap<StoredAlert>,
+    /// Boxed: a table slot is a key and a pointer, so spare capacity and the
+    /// tables left behind when it grows cost little (BENCHMARKS.md, memory).
+    pub alerts: KeyMap<Box<StoredAlert>>,
     pub groups: Vec<Option<Group>>,
     pub free_groups: Vec<GroupId>,
     pub timers: BTreeSet<(Ts, Timer)>,
