@@ -30,7 +30,6 @@ struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 static BLOCKS: AtomicIsize = AtomicIsize::new(0);
 
-
 // SAFETY: forwards every call to the system allocator unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
@@ -62,7 +61,10 @@ fn main() {
     let start = Ts(1_764_147_600_000);
     match std::env::var("SQUADRON_MEMORY_CASE").ok().as_deref() {
         Some("storm") => storm(start),
-        Some(n) => active(n.parse().expect("SQUADRON_MEMORY_CASE: storm or a count"), start),
+        Some(n) => active(
+            n.parse().expect("SQUADRON_MEMORY_CASE: storm or a count"),
+            start,
+        ),
         None => {
             let sizes = std::env::var("SQUADRON_MEMORY_ACTIVE")
                 .unwrap_or_else(|_| "10000,100000,1000000".into());
@@ -132,7 +134,10 @@ fn active(n: usize, start: Ts) {
         "nearly every alert is admitted"
     );
     if per(heap) > 1024.0 {
-        eprintln!("over budget: {:.0} heap bytes per active alert (limit 1024)", per(heap));
+        eprintln!(
+            "over budget: {:.0} heap bytes per active alert (limit 1024)",
+            per(heap)
+        );
         std::process::exit(1);
     }
 }

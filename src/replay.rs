@@ -197,17 +197,11 @@ pub fn replay_many(
     };
     let mut lines = 0u64;
     let mut bad_lines = Vec::new();
-    let mut input = input;
-    let mut buf = Vec::with_capacity(64 << 10);
-    loop {
-        buf.clear();
-        if input.read_until(b'\n', &mut buf)? == 0 {
-            break;
-        }
+    let mut line_of = |buf: &[u8]| -> io::Result<()> {
         lines += 1;
         let line = buf.trim_ascii();
         if line.is_empty() {
-            continue;
+            return Ok(());
         }
         // One pass over the bytes: the message is decoded once, for every engine.
         let fast = canonical_envelope(line)
@@ -232,7 +226,7 @@ pub fn replay_many(
                     }
                     next_input += 1;
                     bad_lines.push((lines, reason));
-                    continue;
+                    return Ok(());
                 }
             },
         };
@@ -255,7 +249,9 @@ pub fn replay_many(
             step(i, engine, &mut out, report)?;
         }
         next_input += alerts;
-    }
+        Ok(())
+    };
+    for_each_line(input, &mut line_of)?;
     let end = clock.now.unwrap_or_default();
     for (i, (engine, report)) in engines.iter_mut().zip(reports.iter_mut()).enumerate() {
         let mut now = end;
@@ -272,6 +268,43 @@ pub fn replay_many(
         report.bad_lines = bad_lines.clone();
     }
     Ok(reports)
+}
+
+/// Calls `f` with each line of `input` (without its newline), read in place
+/// from the reader's buffer: a line is copied only when it spans two reads.
+fn for_each_line(
+    mut input: impl BufRead,
+    f: &mut impl FnMut(&[u8]) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut partial: Vec<u8> = Vec::new();
+    loop {
+        let available = match input.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            return if partial.is_empty() {
+                Ok(())
+            } else {
+                f(&partial)
+            };
+        }
+        let Some(end) = memchr::memchr(b'\n', available) else {
+            let n = available.len();
+            partial.extend_from_slice(available);
+            input.consume(n);
+            continue;
+        };
+        if partial.is_empty() {
+            f(&available[..end])?;
+        } else {
+            partial.extend_from_slice(&available[..end]);
+            f(&partial)?;
+            partial.clear();
+        }
+        input.consume(end + 1);
+    }
 }
 
 /// Replay time: starts at the first envelope, never goes backwards.
@@ -322,6 +355,30 @@ pub fn advance(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lines_are_whole_whatever_the_reads_cut() {
+        let text = b"first line\r\n\nsecond, longer than a read\nno newline at the end";
+        for capacity in [1, 3, 7, 64, 4096] {
+            let reader = io::BufReader::with_capacity(capacity, &text[..]);
+            let mut lines: Vec<String> = Vec::new();
+            for_each_line(reader, &mut |l: &[u8]| {
+                lines.push(String::from_utf8(l.to_vec()).unwrap());
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(
+                lines,
+                [
+                    "first line\r",
+                    "",
+                    "second, longer than a read",
+                    "no newline at the end"
+                ],
+                "read {capacity} bytes at a time"
+            );
+        }
+    }
     use crate::engine::FateKind;
     use std::sync::Arc;
 

@@ -438,7 +438,9 @@ fn corrupt(rng: &mut Rng, v: &mut Value) {
 /// the "mostly distinct" workload for benchmarks and memory measurements.
 pub fn distinct_alerts(count: usize, at: Ts, seed: u64) -> Vec<Vec<u8>> {
     let mut rng = Rng::new(seed);
-    (0..count).map(|i| distinct_alert(i, at, &mut rng)).collect()
+    (0..count)
+        .map(|i| distinct_alert(i, at, &mut rng))
+        .collect()
 }
 
 /// The `i`th of [`distinct_alerts`], for callers that must not hold them all.
