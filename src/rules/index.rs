@@ -153,14 +153,30 @@ impl RuleIndex {
         if let Some(ids) = squad.and_then(|s| self.by_squad.get(s as usize)) {
             c.extend_from_slice(ids);
         }
-        let found = if c.is_empty() {
-            self.always.iter().find_map(|&i| f(i as usize))
-        } else {
-            // A rule is filed under one label (one value of it) or its squads:
-            // it appears once at most, so sorting is all the merge needs.
-            c.extend_from_slice(&self.always);
-            c.sort_unstable();
-            c.iter().find_map(|&i| f(i as usize))
+        // A rule is filed under one label (one value of it) or its squads, so
+        // it is found once at most, and never also in `always`: sorting the
+        // few found and merging them with `always` gives rule order.
+        c.sort_unstable();
+        let (mut i, mut j) = (0, 0);
+        let found = loop {
+            let next = match (c.get(i), self.always.get(j)) {
+                (Some(&a), Some(&b)) if a < b => {
+                    i += 1;
+                    a
+                }
+                (_, Some(&b)) => {
+                    j += 1;
+                    b
+                }
+                (Some(&a), None) => {
+                    i += 1;
+                    a
+                }
+                (None, None) => break None,
+            };
+            if let Some(t) = f(next as usize) {
+                break Some(t);
+            }
         };
         CANDIDATES.with(|slot| *slot.borrow_mut() = c);
         found

@@ -43,6 +43,8 @@ pub struct RuleSet {
     pub service_labels: Vec<Box<str>>,
     service_owner: crate::model::StrMap<SquadId>,
     squad_matchers: Vec<(SquadId, Vec<Matcher>)>,
+    // The three lists below and `squad_matchers` are indexed when compiled
+    // (`indexes`): they must not change afterwards.
     pub impact_rules: Vec<ImpactRule>,
     pub silences: Vec<Silence>,
     pub inhibit_rules: Vec<InhibitRule>,
