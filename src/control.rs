@@ -143,9 +143,21 @@ pub struct RuntimeSilence {
 /// The table: every control in force or kept for the API, by key.
 #[derive(Debug, Clone, Default)]
 pub struct Controls {
+    /// Change only through [`Controls::apply`]: it keeps `silence_index` true.
     pub silences: BTreeMap<String, RuntimeSilence>,
     pub acks: BTreeMap<String, Ack>,
     pub overrides: BTreeMap<String, Override>,
+    /// The silences indexed by what their matchers require (as rule lists
+    /// are), built at the first lookup after a change: each engine's snapshot
+    /// builds it once.
+    silence_index: std::sync::OnceLock<SilenceIndex>,
+}
+
+#[derive(Debug, Clone)]
+struct SilenceIndex {
+    index: crate::rules::index::RuleIndex,
+    /// Ids in `silences` order: the index's positions.
+    ids: Vec<String>,
 }
 
 impl Controls {
@@ -153,6 +165,9 @@ impl Controls {
     /// does not parse is an error and changes nothing: one bad record must
     /// not stop an instance from reading the rest.
     pub fn apply(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), String> {
+        if key.starts_with("silence/") {
+            self.silence_index = std::sync::OnceLock::new();
+        }
         let Some(value) = value else {
             if let Some(id) = key.strip_prefix("silence/") {
                 self.silences.remove(id);
@@ -193,10 +208,19 @@ impl Controls {
 
     /// The runtime silence in force at `now` that matches `labels`, if any.
     pub fn silenced_by(&self, labels: &impl Labels, now: Ts) -> Option<&Silence> {
-        self.silences
-            .values()
-            .map(|s| &s.silence)
-            .find(|s| s.active_at(now) && all_match(&s.matchers, labels))
+        use crate::rules::index::{RuleIndex, constraints};
+        let idx = self.silence_index.get_or_init(|| SilenceIndex {
+            index: RuleIndex::new(
+                self.silences
+                    .values()
+                    .map(|s| constraints(&s.silence.matchers)),
+            ),
+            ids: self.silences.keys().cloned().collect(),
+        });
+        idx.index.first(labels, None, |i| {
+            let s = &self.silences.get(&idx.ids[i])?.silence;
+            (s.active_at(now) && all_match(&s.matchers, labels)).then_some(s)
+        })
     }
 
     pub fn ack(&self, group_key: &str) -> Option<&Ack> {
@@ -657,6 +681,64 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Enough silences that lookups go through the index: it follows every
+    /// change (an expired silence stops matching at once, a new one matches).
+    #[test]
+    fn many_silences_are_looked_up_through_an_index_that_follows_changes() {
+        let mut t = Controls::default();
+        let now = at("2026-11-27T10:00:00Z");
+        let mut make = |t: &Controls, service: &str, regex: bool| {
+            let mut m = eq("service", service);
+            m.is_regex = regex;
+            let SilenceChange::Put(s) = post_silence(
+                t,
+                posted(
+                    None,
+                    vec![m],
+                    "2026-11-27T10:00:00Z",
+                    "2026-11-27T12:00:00Z",
+                ),
+                now,
+                new_id,
+            )
+            .unwrap() else {
+                panic!()
+            };
+            s
+        };
+        let mut by_service = Vec::new();
+        for i in 0..40 {
+            let s = make(&t, &format!("svc-{i}"), false);
+            put(&mut t, &s);
+            by_service.push(s);
+        }
+        // A regex-only silence is a candidate for every alert.
+        let wide = make(&t, "batch-.*", true);
+        put(&mut t, &wide);
+        let alert =
+            |service: &str| LabelSet::from_pairs([("alertname", "Down"), ("service", service)]);
+        let id = |t: &Controls, service: &str| {
+            t.silenced_by(&alert(service), now)
+                .map(|s| s.id.to_string())
+        };
+        assert_eq!(id(&t, "svc-7"), Some(by_service[7].id.clone()));
+        assert_eq!(id(&t, "batch-eu"), Some(wide.id.clone()));
+        assert_eq!(id(&t, "svc-99"), None);
+
+        let expired = expire_silence(&t, &by_service[7].id, now).unwrap();
+        put(&mut t, &expired);
+        assert_eq!(id(&t, "svc-7"), None, "expired: the index was rebuilt");
+        let again = make(&t, "svc-7", false);
+        put(&mut t, &again);
+        assert_eq!(id(&t, "svc-7"), Some(again.id.clone()));
+        t.apply(&format!("silence/{}", again.id), None).unwrap();
+        assert_eq!(
+            id(&t, "svc-7"),
+            None,
+            "a tombstone removes it from the index too"
+        );
     }
 
     #[test]

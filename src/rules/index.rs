@@ -16,7 +16,7 @@
 //! set is always a superset of the rules that match, in the same order, and
 //! results are the same as a linear search (`tests::index_agrees_with_a_linear_search`).
 
-use super::SquadId;
+use super::{Matcher, SquadId};
 use crate::model::{Labels, StrMap};
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -33,7 +33,7 @@ pub enum Constraint<'a> {
     Squads(Vec<SquadId>),
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct RuleIndex {
     len: usize,
     /// Label name → value → ascending rule positions.
@@ -42,6 +42,14 @@ pub struct RuleIndex {
     by_squad: Vec<Vec<u32>>,
     /// Rules filed under nothing, ascending.
     always: Vec<u32>,
+}
+
+/// The label constraints of a list of matchers (those that require values).
+pub fn constraints(matchers: &[Matcher]) -> Vec<Constraint<'_>> {
+    matchers
+        .iter()
+        .filter_map(|m| m.required_values().map(|v| Constraint::Label(&m.name, v)))
+        .collect()
 }
 
 thread_local! {
@@ -195,7 +203,7 @@ impl RuleIndex {
 mod tests {
     use super::*;
     use crate::model::LabelSet;
-    use crate::rules::matcher::{Matcher, Op, all_match};
+    use crate::rules::matcher::{Op, all_match};
     use crate::sim::Rng;
 
     const NAMES: &[&str] = &["alertname", "env", "service", "severity", "team"];
@@ -230,10 +238,7 @@ mod tests {
                 })
                 .collect();
             let index = RuleIndex::new(rules.iter().map(|(m, squads)| {
-                let mut c: Vec<Constraint> = m
-                    .iter()
-                    .filter_map(|m| m.required_values().map(|v| Constraint::Label(&m.name, v)))
-                    .collect();
+                let mut c = constraints(m);
                 if !squads.is_empty() {
                     c.push(Constraint::Squads(squads.clone()));
                 }

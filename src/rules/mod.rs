@@ -16,7 +16,7 @@ pub mod matcher;
 use crate::model::{LabelSet, Labels, Ts, parse_duration};
 pub use calendar::{Goalkeeper, TimeInterval, TimeSpec};
 use file::{Action, GroupingFile, RuleFile, StormFile};
-use index::{Constraint, RuleIndex};
+use index::{Constraint, RuleIndex, constraints};
 pub use matcher::{Matcher, all_match};
 use std::collections::HashSet;
 use std::fmt;
@@ -75,13 +75,6 @@ struct Indexes {
     inhibit_sources: RuleIndex,
     sources: Vec<(u32, u32)>,
     inhibit_by_name: crate::model::StrMap<usize>,
-}
-
-fn constraints(matchers: &[Matcher]) -> Vec<Constraint<'_>> {
-    matchers
-        .iter()
-        .filter_map(|m| m.required_values().map(|v| Constraint::Label(&m.name, v)))
-        .collect()
 }
 
 impl Indexes {
