@@ -689,7 +689,7 @@ mod tests {
     fn many_silences_are_looked_up_through_an_index_that_follows_changes() {
         let mut t = Controls::default();
         let now = at("2026-11-27T10:00:00Z");
-        let mut make = |t: &Controls, service: &str, regex: bool| {
+        let make = |t: &Controls, service: &str, regex: bool| {
             let mut m = eq("service", service);
             m.is_regex = regex;
             let SilenceChange::Put(s) = post_silence(
