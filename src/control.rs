@@ -522,6 +522,20 @@ mod tests {
         }
     }
 
+    /// A new silence of one matcher from 10:00 to 12:00 on 2026-11-27, posted at `now`.
+    fn ten_to_noon(t: &Controls, m: ApiMatcher, now: Ts) -> SilenceRecord {
+        let posted = posted(
+            None,
+            vec![m],
+            "2026-11-27T10:00:00Z",
+            "2026-11-27T12:00:00Z",
+        );
+        match post_silence(t, posted, now, new_id).unwrap() {
+            SilenceChange::Put(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
     fn put(table: &mut Controls, r: &SilenceRecord) {
         let rec = Record::Silence(r.clone());
         table
@@ -692,21 +706,7 @@ mod tests {
         let make = |t: &Controls, service: &str, regex: bool| {
             let mut m = eq("service", service);
             m.is_regex = regex;
-            let SilenceChange::Put(s) = post_silence(
-                t,
-                posted(
-                    None,
-                    vec![m],
-                    "2026-11-27T10:00:00Z",
-                    "2026-11-27T12:00:00Z",
-                ),
-                now,
-                new_id,
-            )
-            .unwrap() else {
-                panic!()
-            };
-            s
+            ten_to_noon(t, m, now)
         };
         let mut by_service = Vec::new();
         for i in 0..40 {
@@ -745,20 +745,7 @@ mod tests {
     fn the_table_follows_its_log_and_silences_like_a_rule_file() {
         let mut t = Controls::default();
         let now = at("2026-11-27T10:00:00Z");
-        let SilenceChange::Put(s) = post_silence(
-            &t,
-            posted(
-                None,
-                vec![eq("alertname", "Down")],
-                "2026-11-27T10:00:00Z",
-                "2026-11-27T12:00:00Z",
-            ),
-            now,
-            new_id,
-        )
-        .unwrap() else {
-            panic!()
-        };
+        let s = ten_to_noon(&t, eq("alertname", "Down"), now);
         put(&mut t, &s);
         let down = LabelSet::from_pairs([("alertname", "Down"), ("job", "x")]);
         let other = LabelSet::from_pairs([("alertname", "Other")]);
