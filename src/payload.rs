@@ -65,7 +65,7 @@ impl<'a> WebhookPayload<'a> {
         WebhookPayload {
             version: "4",
             group_key: alertmanager_group_key(n),
-            truncated_alerts: 0,
+            truncated_alerts: n.omitted,
             status: n.status,
             receiver: &n.squad,
             group_labels: &n.group_labels,
@@ -229,6 +229,7 @@ mod tests {
             alerts: Vec::new(),
             folded: None,
             report: Some(Box::new(report)),
+            omitted: 0,
         };
         let limits = PayloadLimits::default();
         let full = WebhookPayload::new(&n, "http://s").to_json();
@@ -278,6 +279,7 @@ mod tests {
             alerts,
             folded: None,
             report: None,
+            omitted: 0,
         };
         let full = WebhookPayload::new(&n, "http://s").to_json();
         assert!(full.len() > 9_000_000);
@@ -339,6 +341,7 @@ mod tests {
             alerts: vec![alert("i1", Status::Firing), alert("i2", Status::Resolved)],
             folded: None,
             report: None,
+            omitted: 0,
         };
         let v: serde_json::Value =
             serde_json::from_slice(&WebhookPayload::new(&n, "http://squadron").to_json()).unwrap();

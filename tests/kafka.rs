@@ -293,6 +293,103 @@ fn routes_to_squad_topics_dead_letters_bad_input_and_commits() {
     assert!(log.contains("stopped"), "{log}");
 }
 
+/// A squad's storm limit is per squad, although its groups are decided by
+/// whichever task their group key hashes to: every task sends the squad's
+/// notifications to the one task that keeps its storm window. Twelve groups
+/// over the tasks, a limit of three: three notifications and one summary, and
+/// every input's fate (notified or throttled) names its input offset.
+#[test]
+fn a_squads_storm_limit_holds_across_the_tasks_deciding_its_groups() {
+    let Some(broker) = broker() else {
+        return;
+    };
+    let t = Topics::new("storm");
+    create_topics(&broker, &t);
+    let rules = rules_dir(&t, "1s");
+    std::fs::write(
+        rules.join("rules.yaml"),
+        format!(
+            r#"
+ownership: {{fallback_squad: platform}}
+squads:
+  - name: payments
+    services: [checkout]
+    topic: {payments}
+    grouping: {{group_by: [alertname, zone], group_wait: 1s, group_interval: 1m}}
+    storm_limit: {{max_notifications: 3, interval: 15s}}
+  - name: platform
+    services: [kubernetes]
+    topic: {platform}
+"#,
+            payments = t.payments,
+            platform = t.platform
+        ),
+    )
+    .unwrap();
+    let groups = 12;
+    let messages: Vec<Vec<u8>> = (0..groups)
+        .map(|z| {
+            serde_json::to_vec(&json!([alert(
+                json!({"alertname": "HighLatency", "service": "checkout", "zone": format!("z{z}")})
+            )]))
+            .unwrap()
+        })
+        .collect();
+    produce(&broker, &t.input, &messages);
+    let child = squadron(&["run", "--audit", "all"], &run_env(&broker, &t, &rules));
+    // The summary comes at the window's end, after every group was decided.
+    let notes = read_all(&broker, &t.payments, 4, Duration::from_secs(90));
+    let audit = read_all(&broker, &t.audit, groups, Duration::from_secs(30));
+    let log = stop(child);
+
+    let reasons: Vec<&str> = notes
+        .iter()
+        .map(|(_, _, h, _)| h["squadron.reason"].as_str())
+        .collect();
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "new_group").count(),
+        3,
+        "{reasons:?}\n{log}"
+    );
+    assert_eq!(
+        reasons.iter().filter(|r| **r == "storm_summary").count(),
+        1,
+        "{reasons:?}"
+    );
+    let summary: Value = serde_json::from_slice(
+        &notes
+            .iter()
+            .find(|(_, _, h, _)| h["squadron.reason"] == "storm_summary")
+            .unwrap()
+            .3,
+    )
+    .unwrap();
+    assert_eq!(summary["folded"]["notifications"], groups - 3, "{summary}");
+    let fates: Vec<Value> = audit
+        .iter()
+        .map(|(_, _, _, p)| serde_json::from_slice(p).unwrap())
+        .collect();
+    let count = |f: &str| fates.iter().filter(|a| a["fate"] == f).count();
+    assert_eq!(
+        (count("notified"), count("throttled")),
+        (3, groups - 3),
+        "{fates:?}"
+    );
+    let mut offsets: Vec<(i64, i64)> = fates
+        .iter()
+        .map(|a| {
+            assert_eq!(a["topic"], t.input.as_str(), "{a}");
+            (
+                a["partition"].as_i64().unwrap(),
+                a["offset"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    offsets.sort();
+    offsets.dedup();
+    assert_eq!(offsets.len(), groups, "one fate per input: {fates:?}");
+}
+
 /// 20,000 alerts in one group once made an 11 MB notification the broker
 /// refused for ever: never delivered, input never committed, SIGTERM stuck.
 /// Now the notification lists what fits and counts the rest, and an output the

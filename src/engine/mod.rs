@@ -23,8 +23,8 @@ mod state;
 pub use changelog::{Change, RestoreReport};
 
 pub use output::{
-    Fate, FateKind, FateRecord, Folded, InputId, Limit, Notification, NotifiedAlert, NotifyReason,
-    Outputs,
+    DELIVERY_PART_INPUTS, DeliveryPart, Fate, FateKind, FateRecord, Folded, InputId, Limit,
+    Notification, NotifiedAlert, NotifyReason, Outputs,
 };
 #[cfg(test)]
 pub use shift::sample_report;
@@ -42,6 +42,10 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Folded notifications a storm window remembers at most while their later
+/// parts are due (they come right after the first, so a few suffice).
+const MAX_FOLDING: usize = 1024;
 
 /// How often expired inhibition sources are swept out.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
@@ -891,12 +895,19 @@ impl Engine {
 
         if let Some(reason) = reason.filter(|_| !included.is_empty()) {
             let core = included.iter().any(|key| self.state.alerts[key].core);
+            let mut delivery = None;
             let fate = if let Some(rule) = group.digest.clone() {
                 group.sequence += 1;
                 let n = self.notification(&group, squad, reason, core, &included, now);
                 out.digests
                     .push((squad, DigestUpdate::of(&n, rule.clone())));
                 Fate::Digested { rule }
+            } else if self.routes_storms(squad) {
+                // The engine of the squad's storm window decides, and gives the
+                // inputs their fates: `deliver`.
+                group.sequence += 1;
+                delivery = Some(self.notification(&group, squad, reason, core, &included, now));
+                Fate::Notified
             } else if self.storm_allows(squad, core, &group.key, included.len() as u32, now) {
                 group.sequence += 1;
                 out.notifications
@@ -905,6 +916,7 @@ impl Engine {
             } else {
                 Fate::Throttled
             };
+            let mut delivered = Vec::new();
             for key in &included {
                 let a = self
                     .state
@@ -917,6 +929,10 @@ impl Engine {
                     f.announced = true;
                 }
                 for input in std::mem::take(&mut a.pending) {
+                    if delivery.is_some() {
+                        delivered.push((input, a.fingerprint));
+                        continue;
+                    }
                     out.fates.push(FateRecord {
                         input,
                         squad,
@@ -924,6 +940,9 @@ impl Engine {
                         fate: fate.clone(),
                     });
                 }
+            }
+            if let Some(n) = delivery {
+                out.deliveries.extend(DeliveryPart::split(n, delivered));
             }
             group.last_notified = Some(now);
             if reason != NotifyReason::Repeat {
@@ -1022,7 +1041,73 @@ impl Engine {
             alerts,
             folded: None,
             report: None,
+            omitted: 0,
         }
+    }
+
+    /// Whether this squad's notifications go to the engine that keeps its storm
+    /// window instead of being counted here: a storm limit is per squad, and a
+    /// squad's groups are decided by many engines ([`ShiftMode::Routed`]).
+    fn routes_storms(&self, squad: SquadId) -> bool {
+        self.shift_mode == ShiftMode::Routed && self.rules.squads[squad as usize].storm.is_some()
+    }
+
+    /// Decides a routed notification against its squad's storm window, kept
+    /// by this engine: sends it or folds it into the window's summary, and
+    /// gives its inputs their fates (`notified` or `throttled`). Later parts
+    /// of a notification get the fate its first part got. A squad the rules
+    /// no longer have is the fallback squad's; a squad without a storm limit
+    /// now is sent.
+    pub fn deliver(&mut self, part: DeliveryPart, now: Ts, out: &mut Outputs) {
+        let marks = Marks::of(out);
+        let squad = self
+            .rules
+            .squad_by_name(&part.squad)
+            .unwrap_or(self.rules.fallback);
+        let throttled = match part.notification {
+            Some(n) => {
+                let allowed =
+                    self.storm_allows(squad, n.core, &n.group_key, n.alert_count() as u32, now);
+                if allowed {
+                    out.notifications.push(n);
+                } else if part.more {
+                    let w = self.state.storms.entry(part.squad.clone()).or_default();
+                    if w.folding.len() >= MAX_FOLDING {
+                        w.folding.remove(0);
+                    }
+                    w.folding.push(part.id.clone());
+                }
+                !allowed
+            }
+            None => {
+                let w = self.state.storms.get_mut(&part.squad);
+                let found = w.and_then(|w| {
+                    let i = w.folding.iter().position(|id| *id == part.id)?;
+                    if !part.more {
+                        w.folding.remove(i);
+                    }
+                    Some(())
+                });
+                if let Some(d) = self.dirty.as_mut().filter(|_| found.is_some()) {
+                    d.storms.insert(part.squad.clone());
+                }
+                found.is_some()
+            }
+        };
+        let fate = if throttled {
+            Fate::Throttled
+        } else {
+            Fate::Notified
+        };
+        for (input, fingerprint) in part.inputs {
+            out.fates.push(FateRecord {
+                input,
+                squad,
+                fingerprint: Some(fingerprint),
+                fate: fate.clone(),
+            });
+        }
+        self.tally(out, marks, now);
     }
 
     /// Counts a notification against the squad's storm limit. Groups with a core
@@ -1095,6 +1180,7 @@ impl Engine {
             alerts: Vec::new(),
             folded: Some(folded),
             report: None,
+            omitted: 0,
         });
     }
 
@@ -1227,6 +1313,7 @@ impl Engine {
             alerts: Vec::new(),
             folded: None,
             report: Some(Box::new(report)),
+            omitted: 0,
         });
         if let Some(next) = next {
             self.state

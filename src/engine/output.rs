@@ -218,6 +218,75 @@ pub struct Notification {
     /// A handover's report (reason `handover`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<Box<super::shift::HandoverReport>>,
+    /// Alerts it tells of beyond those in `alerts` (cut to fit a record on
+    /// the way to its squad's storm window: [`DeliveryPart`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub omitted: u32,
+}
+
+impl Notification {
+    /// How many alerts it tells of, listed or not.
+    pub fn alert_count(&self) -> usize {
+        self.alerts.len() + self.omitted as usize
+    }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// Inputs a [`DeliveryPart`] carries at most.
+pub const DELIVERY_PART_INPUTS: usize = 8192;
+
+/// A notification of a squad with a storm limit, on its way from the engine
+/// that flushed the group to the engine that keeps the squad's storm window
+/// ([`super::ShiftMode::Routed`]). That engine decides whether it is sent or
+/// folded and gives its inputs their fates ([`super::Engine::deliver`]).
+/// A notification with many inputs comes in several parts: the first holds
+/// the notification, the others only inputs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeliveryPart {
+    /// The notification's id.
+    pub id: Arc<str>,
+    pub squad: Arc<str>,
+    /// In the first part only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notification: Option<Notification>,
+    /// Inputs it decides, each with its alert's fingerprint (at most
+    /// [`DELIVERY_PART_INPUTS`]).
+    pub inputs: Vec<(InputId, Fingerprint)>,
+    /// Whether more parts follow.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
+}
+
+impl DeliveryPart {
+    /// One notification and its inputs, as parts.
+    pub fn split(n: Notification, inputs: Vec<(InputId, Fingerprint)>) -> Vec<DeliveryPart> {
+        let (id, squad) = (n.id.clone(), n.squad.clone());
+        let mut parts: Vec<DeliveryPart> = inputs
+            .chunks(DELIVERY_PART_INPUTS)
+            .map(|c| DeliveryPart {
+                id: id.clone(),
+                squad: squad.clone(),
+                notification: None,
+                inputs: c.to_vec(),
+                more: true,
+            })
+            .collect();
+        if parts.is_empty() {
+            parts.push(DeliveryPart {
+                id,
+                squad,
+                notification: None,
+                inputs: Vec::new(),
+                more: true,
+            });
+        }
+        parts[0].notification = Some(n);
+        parts.last_mut().expect("one at least").more = false;
+        parts
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -250,6 +319,9 @@ pub struct Outputs {
     pub notifications: Vec<Notification>,
     /// Digest groups' flushes: collected for the squad's handover, never sent.
     pub digests: Vec<(SquadId, super::shift::DigestUpdate)>,
+    /// Notifications for the engine that keeps their squad's storm window
+    /// ([`super::ShiftMode::Routed`] only).
+    pub deliveries: Vec<DeliveryPart>,
 }
 
 impl Outputs {
@@ -257,5 +329,6 @@ impl Outputs {
         self.fates.clear();
         self.notifications.clear();
         self.digests.clear();
+        self.deliveries.clear();
     }
 }

@@ -140,6 +140,11 @@ pub struct StormWindow {
     pub start: Ts,
     pub sent: u32,
     pub folded: Folded,
+    /// Folded notifications whose later parts are still to come, by id
+    /// (routed deliveries: [`super::DeliveryPart`]); a part not listed here
+    /// belongs to a notification that was sent.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub folding: Vec<Arc<str>>,
 }
 
 /// Firing alerts matching one inhibit rule's source, by the values of its

@@ -684,3 +684,106 @@ grouping: {group_wait: 0s, group_interval: 10s, repeat_interval: 1m, group_by: [
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0].reason, NotifyReason::NewGroup);
 }
+
+/// The pipeline's storm limit: a squad's groups are flushed by many engines,
+/// and each sends its notifications to the one engine that keeps the squad's
+/// storm window, which sends or folds them and gives their inputs their fates.
+/// Across engines the squad gets what one engine would send.
+#[test]
+fn a_storm_limit_holds_across_engines_through_routed_deliveries() {
+    let rules = rules(
+        r#"
+squads:
+  - name: payments
+    services: [checkout]
+    grouping: {group_by: [alertname, zone], group_wait: 10s, group_interval: 1m}
+    storm_limit: {max_notifications: 3, interval: 5m}
+"#,
+    );
+    let t0 = Ts(1_764_147_600_000);
+    let msg = |alertname: &str, zone: usize, instances: std::ops::Range<usize>| {
+        let alerts: Vec<serde_json::Value> = instances
+            .map(|i| serde_json::json!({"labels": {"alertname": alertname, "service": "checkout", "zone": format!("z{zone}"), "instance": format!("i{i}")}}))
+            .collect();
+        serde_json::to_vec(&alerts).unwrap()
+    };
+    let routed = || {
+        let mut e = Engine::new(rules.clone());
+        e.set_shift_mode(ShiftMode::Routed);
+        e
+    };
+    // Two engines decide four groups each; a third keeps the squad's window.
+    let (mut a, mut b, mut keeper) = (routed(), routed(), routed());
+    let mut out = Outputs::default();
+    let mut input = 0;
+    for (engine, name) in [(&mut a, "A"), (&mut b, "B")] {
+        for g in 0..4 {
+            input += feed(engine, &msg(name, g, 0..1), t0, input, &mut out).alerts as u64;
+        }
+        engine.tick(t0.plus(Duration::from_secs(10)), &mut out);
+    }
+    assert!(
+        out.notifications.is_empty(),
+        "deciding engines send nothing themselves"
+    );
+    assert!(out.fates.is_empty(), "{:?}", out.fates);
+    let parts = std::mem::take(&mut out.deliveries);
+    assert_eq!(parts.len(), 8, "one part per group");
+    let at = t0.plus(Duration::from_secs(11));
+    for p in parts {
+        let p: DeliveryPart = serde_json::from_slice(&serde_json::to_vec(&p).unwrap()).unwrap();
+        keeper.deliver(p, at, &mut out);
+    }
+    assert_eq!(
+        out.notifications.len(),
+        3,
+        "the squad's limit, across engines"
+    );
+    let count = |out: &Outputs, f: Fate| out.fates.iter().filter(|r| r.fate == f).count();
+    assert_eq!(count(&out, Fate::Notified), 3);
+    assert_eq!(count(&out, Fate::Throttled), 5);
+    let mut inputs: Vec<u64> = out.fates.iter().map(|f| f.input).collect();
+    inputs.sort();
+    assert_eq!(inputs, (0..8).collect::<Vec<_>>(), "every input, once");
+    out.clear();
+    keeper.tick(at.plus(Duration::from_secs(300)), &mut out);
+    let summary = &out.notifications[0];
+    assert_eq!(summary.reason, NotifyReason::StormSummary);
+    assert_eq!(summary.folded.as_ref().unwrap().notifications, 5);
+    out.clear();
+
+    // A group with more inputs than a part holds arrives in several parts; a
+    // restart of the keeper between them keeps the first part's decision.
+    let many = DELIVERY_PART_INPUTS + 100;
+    let window = at.plus(Duration::from_secs(600));
+    let mut c = routed();
+    for g in 0..4 {
+        // Three small groups fill the new window; the large one, flushed last
+        // (it was created last), is folded.
+        let instances = if g == 3 { 0..many } else { 0..1 };
+        let first = 1_000 + g as u64 * 100_000;
+        feed(&mut c, &msg("C", g, instances), window, first, &mut out);
+    }
+    c.tick(window.plus(Duration::from_secs(10)), &mut out);
+    let mut parts = std::mem::take(&mut out.deliveries).into_iter();
+    let at = window.plus(Duration::from_secs(11));
+    for p in parts.by_ref().take(4) {
+        keeper.deliver(p, at, &mut out);
+    }
+    let n = out.notifications.len();
+    assert_eq!(n, 3, "the small groups fill the window");
+    let bytes = keeper.snapshot();
+    let mut keeper = Engine::restore(rules.clone(), &bytes).unwrap();
+    keeper.set_shift_mode(ShiftMode::Routed);
+    let last = parts.next().expect("the large group's second part");
+    assert!(last.notification.is_none() && !last.more);
+    assert!(parts.next().is_none());
+    keeper.deliver(last, at, &mut out);
+    assert_eq!(out.notifications.len(), 3, "the large group is folded");
+    assert_eq!(count(&out, Fate::Throttled), many, "both parts' inputs");
+    assert_eq!(count(&out, Fate::Notified), 3);
+    assert!(
+        keeper.state.storms.values().all(|w| w.folding.is_empty()),
+        "the decision is forgotten after the last part"
+    );
+}

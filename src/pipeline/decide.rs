@@ -3,15 +3,19 @@
 //! another task owns, only records them). Each alert carries the input id of
 //! its original message, so audit records name the input topic, partition and
 //! offset across the extra hop; shift notes are added to the books of the
-//! squads this task keeps. It must not route or produce state itself:
+//! squads this task keeps, and notifications of squads with a storm limit
+//! are decided against the storm windows it keeps (their inputs get their
+//! fates here, not where the group was flushed). It must not route or produce
+//! state itself:
 //! changes reach the changelog at commit (`store`), shift notes are routed
 //! at commit (`route`).
 
 use super::topology::{
-    ROLE, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC,
+    ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION,
+    SOURCE_TIMESTAMP, SOURCE_TOPIC,
 };
 use super::{Core, wall_clock};
-use crate::engine::{ShiftNote, SourceEntry};
+use crate::engine::{DeliveryPart, ShiftNote, SourceEntry};
 use crate::ingest::{FeedOptions, InputIds, feed_with};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 
@@ -28,8 +32,7 @@ impl Core {
             return;
         }
         let (mut topic, mut partition, mut offset) = (None, None, None);
-        let mut sources_only = false;
-        let mut shift = false;
+        let mut role: &[u8] = ROLE_ALERTS;
         let mut source = None;
         if let Some(h) = m.headers() {
             for h in h.iter() {
@@ -40,10 +43,7 @@ impl Core {
                         .and_then(|s| s.parse::<i64>().ok())
                 };
                 match h.key {
-                    ROLE => {
-                        sources_only = v == ROLE_SOURCES;
-                        shift = v == ROLE_SHIFT;
-                    }
+                    ROLE => role = v,
                     SOURCE_TOPIC => topic = std::str::from_utf8(v).ok(),
                     SOURCE_PARTITION => partition = num(),
                     SOURCE_OFFSET => offset = num(),
@@ -60,27 +60,44 @@ impl Core {
         self.advance_task(p, now);
         let payload = m.payload().unwrap_or(b"");
         let task = self.tasks.get_mut(&p).expect("checked above");
-        if shift {
-            match serde_json::from_slice::<Vec<ShiftNote>>(payload) {
-                Ok(notes) => {
-                    for n in &notes {
-                        task.engine.observe_shift(n);
+        match role {
+            ROLE_SHIFT => {
+                match serde_json::from_slice::<Vec<ShiftNote>>(payload) {
+                    Ok(notes) => {
+                        for n in &notes {
+                            task.engine.observe_shift(n);
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, partition = p, "unreadable shift notes record; skipped")
                     }
                 }
-                Err(error) => {
-                    tracing::warn!(%error, partition = p, "unreadable shift notes record; skipped")
-                }
+                return;
             }
-            return;
-        }
-        if sources_only {
-            match serde_json::from_slice::<Vec<SourceEntry>>(payload) {
-                Ok(entries) => task.engine.observe_sources(&entries),
-                Err(error) => {
-                    tracing::warn!(%error, partition = p, "unreadable inhibition sources record; skipped")
+            ROLE_SOURCES => {
+                match serde_json::from_slice::<Vec<SourceEntry>>(payload) {
+                    Ok(entries) => task.engine.observe_sources(&entries),
+                    Err(error) => {
+                        tracing::warn!(%error, partition = p, "unreadable inhibition sources record; skipped")
+                    }
                 }
+                return;
             }
-            return;
+            ROLE_DELIVERY => {
+                match serde_json::from_slice::<DeliveryPart>(payload) {
+                    Ok(part) => {
+                        task.engine.deliver(part, now, &mut self.outputs);
+                        self.emit(Vec::new(), now);
+                    }
+                    // Written by this program's own serializer: unreadable means
+                    // a newer version's record (README, rolling upgrades).
+                    Err(error) => {
+                        tracing::error!(%error, partition = p, "unreadable notification delivery record; skipped")
+                    }
+                }
+                return;
+            }
+            _ => {}
         }
         let opts = FeedOptions {
             ids: InputIds::PerMessage,

@@ -959,6 +959,9 @@ impl Core {
             });
         }
         self.unacknowledged.extend(notifications);
+        for part in std::mem::take(&mut self.outputs.deliveries) {
+            records.push(self.delivery_record(part));
+        }
         if self.cfg.pipeline.audit != AuditMode::Off {
             for f in &self.outputs.fates {
                 if self.cfg.pipeline.audit == AuditMode::All

@@ -7,16 +7,18 @@
 //! Undecodable messages and invalid alerts get their fate here and go to the
 //! dead-letter topic. It must not decide any other fate.
 //! At commit it also routes the engines' shift notes to the task that keeps
-//! each squad's book (the repartition partition of the squad's name).
+//! each squad's book (the repartition partition of the squad's name); as they
+//! are decided, notifications of squads with a storm limit go to the same task,
+//! which keeps the squad's storm window.
 
 use super::produce::{Kind, Record};
 use super::topology::{
-    ROLE, ROLE_ALERTS, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP,
-    SOURCE_TOPIC,
+    ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION,
+    SOURCE_TIMESTAMP, SOURCE_TOPIC,
 };
 use super::{Core, wall_clock};
 use crate::decode::{self, Invalid};
-use crate::engine::{Fate, FateRecord, ShiftNote, SourceEntry, source_entries};
+use crate::engine::{DeliveryPart, Fate, FateRecord, ShiftNote, SourceEntry, source_entries};
 use crate::ingest::NO_SQUAD;
 use crate::model::{Alert, AlertKey, Status, Ts};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -232,6 +234,39 @@ impl Core {
                     });
                 }
             }
+        }
+    }
+}
+
+impl Core {
+    /// A notification on its way to the task that keeps its squad's storm
+    /// window. Its alerts are cut to fit what the broker takes (counted in
+    /// `omitted`); the inputs of a part always fit
+    /// ([`crate::engine::DELIVERY_PART_INPUTS`]).
+    pub(super) fn delivery_record(&self, mut part: DeliveryPart) -> Record {
+        let mut payload = serde_json::to_vec(&part).expect("deliveries serialize");
+        if let Some(n) = part
+            .notification
+            .as_mut()
+            .filter(|_| payload.len() > REPARTITION_BYTES)
+        {
+            // Room for the count's digits, too.
+            let mut excess = payload.len() - REPARTITION_BYTES + 16;
+            while excess > 0 {
+                let Some(a) = n.alerts.pop() else { break };
+                let size = serde_json::to_vec(&a).expect("alerts serialize").len() + 1;
+                excess = excess.saturating_sub(size);
+                n.omitted += 1;
+            }
+            payload = serde_json::to_vec(&part).expect("deliveries serialize");
+        }
+        Record {
+            kind: Kind::Repartition,
+            topic: self.topo.repartition.clone(),
+            partition: Some(self.topo.partition_for_squad(&part.squad)),
+            key: None,
+            payload: Some(payload),
+            headers: vec![(ROLE, ROLE_DELIVERY.to_vec())],
         }
     }
 }

@@ -30,6 +30,9 @@ pub const ROLE_ALERTS: &[u8] = b"alerts";
 pub const ROLE_SOURCES: &[u8] = b"sources";
 /// Shift notes (`engine::ShiftNote`) for the task that keeps the squads' books.
 pub const ROLE_SHIFT: &[u8] = b"shift";
+/// A notification (`engine::DeliveryPart`) for the task that keeps its squad's
+/// storm window.
+pub const ROLE_DELIVERY: &[u8] = b"delivery";
 pub const SOURCE_TOPIC: &str = "squadron.source.topic";
 pub const SOURCE_PARTITION: &str = "squadron.source.partition";
 pub const SOURCE_OFFSET: &str = "squadron.source.offset";
@@ -54,8 +57,8 @@ impl Topology {
         (group_hash % self.partitions as u64) as i32
     }
 
-    /// The task that keeps a squad's shift book. Stable across processes and
-    /// versions, like the group partitioning.
+    /// The task that keeps a squad's shift book and storm window. Stable
+    /// across processes and versions, like the group partitioning.
     pub fn partition_for_squad(&self, squad: &str) -> i32 {
         self.partition_for(xxhash_rust::xxh3::xxh3_64_with_seed(
             squad.as_bytes(),

@@ -501,8 +501,8 @@ pub fn slack_message(n: &Notification, opts: &SlackFile, external_url: &str) -> 
                 text.push_str(&format!(" ({})", links.join(" · ")));
             }
         }
-        if n.alerts.len() > 10 {
-            text.push_str(&format!("\n… and {} more", n.alerts.len() - 10));
+        if n.alert_count() > 10 {
+            text.push_str(&format!("\n… and {} more", n.alert_count() - 10));
         }
         if let Some(v) = view {
             text.push_str(&format!("\n{v}"));
@@ -693,7 +693,7 @@ pub fn pagerduty_event(
         "client_url": opts.client_url.as_deref().unwrap_or(&view),
         "links": links,
         "payload": {
-            "summary": cut(&format!("[{}] {} ({} alerts)", n.squad, group.join(" "), n.alerts.len()), PD_SUMMARY_CHARS),
+            "summary": cut(&format!("[{}] {} ({} alerts)", n.squad, group.join(" "), n.alert_count()), PD_SUMMARY_CHARS),
             "source": "squadron",
             "severity": severity,
             "group": cut(&n.squad, 255),
@@ -702,7 +702,7 @@ pub fn pagerduty_event(
                 "reason": n.reason.as_str(),
                 "group_key": cut(&alertmanager_group_key(n), PD_DETAIL_CHARS),
                 "alerts": alerts,
-                "alerts_not_listed": n.alerts.len().saturating_sub(PD_DETAIL_ALERTS),
+                "alerts_not_listed": n.alert_count().saturating_sub(PD_DETAIL_ALERTS.min(n.alerts.len())),
             },
         },
     })
@@ -738,6 +738,7 @@ mod tests {
             }],
             folded: None,
             report: None,
+            omitted: 0,
         }
     }
 
@@ -750,6 +751,7 @@ mod tests {
             alerts: Vec::new(),
             goalkeeper: Some("chen".into()),
             report: Some(Box::new(crate::engine::sample_report(2))),
+            omitted: 0,
             ..notification(Status::Firing)
         }
     }
