@@ -90,7 +90,7 @@ impl Core {
                         self.emit(Vec::new(), now);
                     }
                     // Written by this program's own serializer: unreadable means
-                    // a newer version's record (README, rolling upgrades).
+                    // a newer version's record (README, Operations: upgrading).
                     Err(error) => {
                         tracing::error!(%error, partition = p, "unreadable notification delivery record; skipped")
                     }
