@@ -60,6 +60,9 @@ squads:
   - name: payments
     services: [checkout]
     topic: {squad}
+    # Never reached: it makes every notification travel to the task keeping
+    # the squad's storm window, so the kills also land on that hop.
+    storm_limit: {{max_notifications: 1000000, interval: 1h}}
 "#,
             squad = s.squad
         ),
