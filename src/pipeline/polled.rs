@@ -1,4 +1,4 @@
-//! Producers served by a thread of our own.
+//! Producers served by a thread of our own, woken by librdkafka.
 //!
 //! rdkafka's `ThreadedProducer` (and `FutureProducer`, built on it) polls in
 //! 100 ms windows, and each window ends in a busy loop: its deadline is
@@ -6,50 +6,134 @@
 //! early, so the last sub-millisecond is spent reading the clock. Measured on
 //! an idle `squadron run` with perf: 55% of samples in `clock_gettime` under
 //! `Deadline::remaining`, 0.46 CPU-s per idle minute per producer, 1.39 of the
-//! process's 1.53. [`Polled`] polls in [`WINDOW`]s instead: the same spin,
-//! ten times less often. Delivery reports arrive as soon as librdkafka has
-//! them either way (the poll returns on the first event).
+//! process's 1.53. [`Polled`] does not poll on a clock: librdkafka writes a
+//! byte to a socket when the producer's event queue goes from empty to
+//! non-empty (`rd_kafka_queue_io_event_enable`), the thread sleeps in a read of
+//! that socket, and on waking serves every queued event without waiting
+//! (delivery reports, logs, errors). An idle producer's thread wakes once per
+//! [`IDLE_WAKEUP`], as a safety net, and never spins.
 
 use rdkafka::ClientContext;
 use rdkafka::config::{FromClientConfigAndContext, RDKafkaLogLevel};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How long one poll waits for events. Also how long dropping a producer
-/// may wait for its thread.
-pub const WINDOW: Duration = Duration::from_secs(1);
+/// How long the thread sleeps without an event before it polls anyway.
+pub const IDLE_WAKEUP: Duration = Duration::from_secs(10);
+
+/// Events served before the thread looks at its socket again.
+const MAX_EVENTS_PER_WAKEUP: usize = 10_000;
+
+/// The one place this module calls librdkafka directly (audited: `lib.rs`).
+#[allow(unsafe_code)]
+mod wakeup {
+    use rdkafka::bindings as rdsys;
+    use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    /// A producer's event queue (librdkafka's main queue), which writes a byte
+    /// to a socket when an event arrives after the last poll.
+    pub(super) struct Queue(*mut rdsys::rd_kafka_queue_t);
+
+    // SAFETY: librdkafka's queue handles may be used from any thread.
+    unsafe impl Send for Queue {}
+    unsafe impl Sync for Queue {}
+
+    impl Queue {
+        /// `wake` must outlive the returned queue.
+        pub(super) fn of<C: ProducerContext>(
+            producer: &BaseProducer<C>,
+            wake: &UnixStream,
+        ) -> Queue {
+            // SAFETY: the client is valid while `producer` is; the handle is
+            // released in `drop`, which also stops the writes to `wake`.
+            unsafe {
+                let q = rdsys::rd_kafka_queue_get_main(producer.client().native_ptr());
+                rdsys::rd_kafka_queue_io_event_enable(q, wake.as_raw_fd(), b"!".as_ptr().cast(), 1);
+                Queue(q)
+            }
+        }
+
+        pub(super) fn len(&self) -> usize {
+            // SAFETY: the handle is valid until `drop`.
+            unsafe { rdsys::rd_kafka_queue_length(self.0) }
+        }
+    }
+
+    impl Drop for Queue {
+        fn drop(&mut self) {
+            // SAFETY: the handle is valid; after this librdkafka no longer
+            // writes to the socket.
+            unsafe {
+                rdsys::rd_kafka_queue_io_event_enable(self.0, -1, std::ptr::null(), 0);
+                rdsys::rd_kafka_queue_destroy(self.0);
+            }
+        }
+    }
+}
+use wakeup::Queue;
 
 /// A `BaseProducer` whose events (delivery reports, logs, errors) are served
 /// by a thread until the producer is dropped.
 pub struct Polled<C: ProducerContext + 'static> {
     producer: Arc<BaseProducer<C>>,
     stop: Arc<AtomicBool>,
+    /// The end librdkafka writes to; dropping the producer writes to it too.
+    wake: UnixStream,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Dropped after the thread: disables the wakeups, then the sockets close.
+    queue: Option<Arc<Queue>>,
 }
 
 impl<C: ProducerContext + 'static> Polled<C> {
     pub fn new(config: &rdkafka::ClientConfig, context: C) -> Result<Polled<C>, KafkaError> {
         let producer = Arc::new(BaseProducer::from_config_and_context(config, context)?);
+        let error = |e: std::io::Error| KafkaError::ClientCreation(format!("polling thread: {e}"));
+        let (wake, mut woken) = UnixStream::pair().map_err(error)?;
+        // librdkafka must never block on a full socket: a wakeup already
+        // pending is as good as another.
+        wake.set_nonblocking(true).map_err(error)?;
+        woken.set_read_timeout(Some(IDLE_WAKEUP)).map_err(error)?;
+        // Released (`Polled::drop`) before `wake` closes.
+        let queue = Arc::new(Queue::of(&producer, &wake));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (producer, stop) = (producer.clone(), stop.clone());
+            let (producer, stop, queue) = (producer.clone(), stop.clone(), queue.clone());
             std::thread::Builder::new()
                 .name("squadron-produce".into())
                 .spawn(move || {
+                    let mut buf = [0u8; 64];
                     while !stop.load(Ordering::Relaxed) {
-                        producer.poll(WINDOW);
+                        // Serves what is queued. Each poll re-arms the wakeup, so
+                        // an event queued after the last poll writes to the
+                        // socket again (librdkafka: one write per period
+                        // between polls); the bound only stops a queue that
+                        // keeps refilling from holding the thread here.
+                        for _ in 0..MAX_EVENTS_PER_WAKEUP {
+                            producer.poll(Duration::ZERO);
+                            if queue.len() == 0 {
+                                break;
+                            }
+                        }
+                        // Woken by an event, by `drop`, or after IDLE_WAKEUP.
+                        let _ = woken.read(&mut buf);
                     }
                 })
-                .map_err(|e| KafkaError::ClientCreation(format!("polling thread: {e}")))?
+                .map_err(error)?
         };
         Ok(Polled {
             producer,
             stop,
+            wake,
             thread: Some(thread),
+            queue: Some(queue),
         })
     }
 }
@@ -64,9 +148,11 @@ impl<C: ProducerContext + 'static> std::ops::Deref for Polled<C> {
 impl<C: ProducerContext + 'static> Drop for Polled<C> {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let _ = (&self.wake).write(b"!");
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.queue.take();
     }
 }
 
