@@ -61,6 +61,19 @@ mod wakeup {
             }
         }
 
+        /// Waits until no record of `producer` awaits its delivery report
+        /// (served by the thread: the producer reports through events), at
+        /// most `timeout`. Whether it got there.
+        pub(super) fn flush<C: ProducerContext>(
+            producer: &BaseProducer<C>,
+            timeout: std::time::Duration,
+        ) -> bool {
+            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+            // SAFETY: the client is valid while `producer` is.
+            let err = unsafe { rdsys::rd_kafka_flush(producer.client().native_ptr(), ms) };
+            err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        }
+
         pub(super) fn len(&self) -> usize {
             // SAFETY: the handle is valid until `drop`.
             unsafe { rdsys::rd_kafka_queue_length(self.0) }
@@ -135,6 +148,17 @@ impl<C: ProducerContext + 'static> Polled<C> {
             thread: Some(thread),
             queue: Some(queue),
         })
+    }
+}
+
+impl<C: ProducerContext + 'static> Polled<C> {
+    /// Waits until every record sent so far is acknowledged or failed and its
+    /// delivery report handled, at most `timeout`; whether it got there.
+    /// `BaseProducer::flush` instead polls in 100 ms windows and returns no
+    /// sooner than the end of the first (spinning on the clock through its
+    /// last millisecond), which held every at-least-once commit for 100 ms.
+    pub fn flush(&self, timeout: Duration) -> bool {
+        Queue::flush(&self.producer, timeout)
     }
 }
 
@@ -263,6 +287,7 @@ impl AsyncProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rdkafka::producer::Producer;
 
     /// Without a broker, a record times out in librdkafka and the error comes
     /// back through the awaited send; dropping the producer stops its thread
@@ -285,5 +310,33 @@ mod tests {
             "{r:?}"
         );
         drop(p);
+    }
+
+    /// A flush waits for the delivery report to be handled by the thread:
+    /// not before the record failed, and then without any other poll.
+    #[tokio::test]
+    async fn a_flush_ends_when_the_thread_has_handled_every_report() {
+        let mut c = rdkafka::ClientConfig::new();
+        c.set("bootstrap.servers", "127.0.0.1:1")
+            .set("message.timeout.ms", "300")
+            .set("log_level", "0");
+        let p = AsyncProducer::new(&c).unwrap();
+        let sending = {
+            let p = p.clone();
+            tokio::spawn(async move { p.send("t", None, b"x", None, Duration::from_secs(1)).await })
+        };
+        while p.0.in_flight_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert!(
+            !p.0.flush(Duration::from_millis(10)),
+            "the record is still waiting for the broker"
+        );
+        assert!(p.0.flush(Duration::from_secs(30)), "its report is handled");
+        assert_eq!(p.0.in_flight_count(), 0);
+        assert!(
+            sending.await.unwrap().is_err(),
+            "the sender got the failure"
+        );
     }
 }
