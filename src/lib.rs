@@ -1,8 +1,9 @@
 //! squadron: alert noise reduction between monitoring systems and the squads
 //! that own the services. See README.md for use and ARCHITECTURE.md for the map.
-// Two audited exceptions: `cli::run::raise_open_file_limit` and
+// Three audited exceptions: `cli::run::raise_open_file_limit`,
 // `pipeline::polled::wakeup` (librdkafka's queue wakeups, for an idle producer
-// that never polls on a clock).
+// that never polls on a clock) and `pipeline::memory::release_free_memory`
+// (glibc's malloc_trim).
 #![deny(unsafe_code)]
 
 pub mod cli;

@@ -41,6 +41,7 @@
 pub mod config;
 pub mod control;
 mod decide;
+mod memory;
 pub(crate) mod polled;
 mod produce;
 mod route;
@@ -435,6 +436,7 @@ async fn run_clients(
     let mut commit_every = tokio::time::interval(cfg.pipeline.commit_interval()?);
     commit_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let max_in_flight = cfg.pipeline.max_in_flight;
+    let mut trim = memory::Trim::default();
 
     let failure: Option<(anyhow::Error, &'static str)> = loop {
         let (deadline, in_flight) = {
@@ -468,18 +470,25 @@ async fn run_clients(
             _ = sleep => {
                 let t = std::time::Instant::now();
                 lock(&core).advance(wall_clock());
+                trim.worked();
                 metrics.busy.inc_by(t.elapsed().as_secs_f64());
             }
             _ = commit_every.tick() => {
-                let mut c = lock(&core);
-                // Ok(false): not all acknowledged yet; the next tick tries again.
-                if let Err(e) = c.try_commit(&consumer, CommitMode::Async) {
-                    break Some((e, "commit_failed"));
+                {
+                    let mut c = lock(&core);
+                    // Ok(false): not all acknowledged yet; the next tick tries again.
+                    if let Err(e) = c.try_commit(&consumer, CommitMode::Async) {
+                        break Some((e, "commit_failed"));
+                    }
+                    c.publish_status(&consumer);
                 }
-                c.publish_status(&consumer);
+                if let Some(took) = trim.maybe() {
+                    tracing::debug!(took_us = took.as_micros() as u64, "returned free heap memory");
+                }
             }
             msg = consumer.recv(), if in_flight < max_in_flight => match msg {
                 Ok(m) => {
+                    trim.worked();
                     let t = std::time::Instant::now();
                     lock(&core).message(&m);
                     drop(m);
