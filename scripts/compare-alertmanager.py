@@ -11,10 +11,16 @@ Kafka). Two squadron instances consume it:
     storm limits, core protection).
 Reported: notifications each sent, and CPU seconds each process used.
 
+With --rss N it measures memory instead: N distinct alerts that keep firing
+(8 labels, 2 annotations, as Prometheus sends them) are POSTed to both, and
+once every process holds them all, each one's resident memory growth over
+its idle start (VmRSS) per active alert is reported.
+
 Needs: a broker (scripts/kafka.sh start), `prometheus-alertmanager` (Debian),
 a built squadron (cargo build --release). Loopback only.
 
     scripts/compare-alertmanager.py --brokers 127.0.0.1:19092 --duration 3m
+    scripts/compare-alertmanager.py --brokers 127.0.0.1:19092 --rss 100000
 """
 import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request
 from datetime import datetime
@@ -65,16 +71,66 @@ def post(url, body):
         return e.code
 
 
-def metric_sum(port, name):
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def measure_rss(n, am, am_port, instances, ingest_port):
+    """POSTs n distinct firing alerts to both; returns each process's VmRSS
+    growth per active alert once all hold every alert."""
+    time.sleep(10)  # idle start: joined, restored, loaded
+    procs = {"alertmanager": am, **{f"squadron_{k}": p for k, (p, _) in instances.items()}}
+    before = {k: rss_bytes(p.pid) for k, p in procs.items()}
+    ends = datetime.fromtimestamp(time.time() + 3 * 3600).astimezone().isoformat()
+    batch = 500
+    for start in range(0, n, batch):
+        alerts = [{
+            "labels": {"alertname": f"RssProbe{i % 20}", "service": f"svc-{i % 50}", "instance": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}:9100",
+                       "pod": f"pod-{i}", "namespace": f"ns-{i % 30}", "cluster": f"eu-{i % 3}", "env": "production", "severity": "warning"},
+            "annotations": {"summary": f"probe {i} is slow", "description": "p99 latency above 500 ms for 10 minutes"},
+            "startsAt": datetime.now().astimezone().isoformat(), "endsAt": ends,
+            "generatorURL": "http://prometheus:9090/graph?g0.expr=probe_latency",
+        } for i in range(start, min(start + batch, n))]
+        body = json.dumps(alerts).encode()
+        if post(f"http://127.0.0.1:{am_port}/api/v2/alerts", body) != 200 or post(f"http://127.0.0.1:{ingest_port}/api/v2/alerts", body) != 200:
+            sys.exit("a POST failed")
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        held = [metric_sum(am_port, "alertmanager_alerts", 'state="active"')] + [metric_sum(port, "squadron_active_alerts") for _, port in instances.values()]
+        if all(h >= n for h in held):
+            break
+        time.sleep(2)
+    else:
+        sys.exit(f"not every process holds {n} alerts: {held}")
+    time.sleep(10)
+    result = {"active_alerts": n, "date": datetime.now().astimezone().isoformat(timespec="seconds")}
+    for k, p in procs.items():
+        after = rss_bytes(p.pid)
+        result[k] = {"rss_before_mib": round(before[k] / 2**20, 1), "rss_after_mib": round(after / 2**20, 1),
+                     "rss_bytes_per_alert": round((after - before[k]) / n)}
+    am_per = result["alertmanager"]["rss_bytes_per_alert"]
+    for k in procs:
+        if k != "alertmanager":
+            result[k]["of_alertmanager"] = round(result[k]["rss_bytes_per_alert"] / am_per, 3)
+    return result
+
+
+def metric_sum(port, name, label=""):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
         text = r.read().decode()
-    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines() if l.startswith(name + "{") or l.startswith(name + " "))
+    return sum(float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+               if (l.startswith(name + "{") or l.startswith(name + " ")) and label in l)
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--brokers", default="127.0.0.1:19092")
     ap.add_argument("--duration", default="3m")
+    ap.add_argument("--rss", type=int, default=0, metavar="N", help="measure resident memory per active alert at N alerts instead")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="squadron-vs-am-")
     run_id = str(int(time.time()))
@@ -152,6 +208,14 @@ def main():
     wait_http(f"http://127.0.0.1:{am_port}/-/ready")
     for name, (proc, port) in instances.items():
         wait_http(f"http://127.0.0.1:{port}/healthz")
+
+    if args.rss:
+        try:
+            print(json.dumps(measure_rss(args.rss, am, am_port, instances, instances["equivalent"][1])))
+        finally:
+            for p in [am] + [p for p, _ in instances.values()]:
+                p.terminate()
+        return
 
     stream = os.path.join(work, "live.jsonl")
     # Valid alerts only, as Prometheus sends: both reject a whole batch for one bad alert.
