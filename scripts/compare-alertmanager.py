@@ -199,7 +199,7 @@ def main():
     instances = {}
     for name, rules in [("equivalent", eq), ("shipped", shipped)]:
         port = free_port()
-        env = dict(os.environ, SQUADRON_LOG="warn")
+        env = dict(os.environ, SQUADRON_LOG=os.environ.get("SQUADRON_LOG", "warn"))
         proc = subprocess.Popen([SQUADRON, "run", "--rules", rules, "--bootstrap-servers", args.brokers, "--group-id", f"{topic}-{name}",
                                  "--input-topics", topic, "--dead-letter-topic", f"{topic}-dlq", "--http-listen", f"127.0.0.1:{port}",
                                  "--kafka-property", "topic.metadata.refresh.interval.ms=1000"],

@@ -41,7 +41,7 @@
 pub mod config;
 pub mod control;
 mod decide;
-mod memory;
+pub mod memory;
 pub(crate) mod polled;
 mod produce;
 mod route;
@@ -482,8 +482,12 @@ async fn run_clients(
                     }
                     c.publish_status(&consumer);
                 }
-                if let Some(took) = trim.maybe() {
-                    tracing::debug!(took_us = took.as_micros() as u64, "returned free heap memory");
+                match trim.maybe() {
+                    Some(took) if took >= Duration::from_millis(100) => {
+                        tracing::info!(took_ms = took.as_millis() as u64, "returned free heap memory (slow: the next trim waits 100 times as long)")
+                    }
+                    Some(took) => tracing::debug!(took_us = took.as_micros() as u64, "returned free heap memory"),
+                    None => {}
                 }
             }
             msg = consumer.recv(), if in_flight < max_in_flight => match msg {
