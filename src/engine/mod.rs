@@ -1064,6 +1064,9 @@ impl Engine {
             .rules
             .squad_by_name(&part.squad)
             .unwrap_or(self.rules.fallback);
+        // The window the decision is counted in: the fallback's, for a squad
+        // the rules no longer have.
+        let window = self.rules.squads[squad as usize].name.clone();
         let throttled = match part.notification {
             Some(n) => {
                 let allowed =
@@ -1071,7 +1074,7 @@ impl Engine {
                 if allowed {
                     out.notifications.push(n);
                 } else if part.more {
-                    let w = self.state.storms.entry(part.squad.clone()).or_default();
+                    let w = self.state.storms.entry(window).or_default();
                     if w.folding.len() >= MAX_FOLDING {
                         w.folding.remove(0);
                     }
@@ -1080,7 +1083,7 @@ impl Engine {
                 !allowed
             }
             None => {
-                let w = self.state.storms.get_mut(&part.squad);
+                let w = self.state.storms.get_mut(&window);
                 let found = w.and_then(|w| {
                     let i = w.folding.iter().position(|id| *id == part.id)?;
                     if !part.more {
@@ -1089,7 +1092,7 @@ impl Engine {
                     Some(())
                 });
                 if let Some(d) = self.dirty.as_mut().filter(|_| found.is_some()) {
-                    d.storms.insert(part.squad.clone());
+                    d.storms.insert(window);
                 }
                 found.is_some()
             }

@@ -256,7 +256,7 @@ impl AsyncProducer {
     ) -> Delivered {
         let deadline = tokio::time::Instant::now() + queue_timeout;
         loop {
-            let (tx, mut rx) = tokio::sync::oneshot::channel();
+            let (tx, rx) = tokio::sync::oneshot::channel();
             let mut record: BaseRecord<'_, [u8], [u8], _> =
                 BaseRecord::with_opaque_to(topic, Box::new(tx));
             if let Some(p) = payload {
