@@ -263,28 +263,24 @@ pub struct DeliveryPart {
 impl DeliveryPart {
     /// One notification and its inputs, as parts.
     pub fn split(n: Notification, inputs: Vec<(InputId, Fingerprint)>) -> Vec<DeliveryPart> {
-        let (id, squad) = (n.id.clone(), n.squad.clone());
-        let mut parts: Vec<DeliveryPart> = inputs
-            .chunks(DELIVERY_PART_INPUTS)
-            .map(|c| DeliveryPart {
-                id: id.clone(),
-                squad: squad.clone(),
+        let chunks: Vec<&[(InputId, Fingerprint)]> = if inputs.is_empty() {
+            vec![&[]]
+        } else {
+            inputs.chunks(DELIVERY_PART_INPUTS).collect()
+        };
+        let last = chunks.len() - 1;
+        let mut parts: Vec<DeliveryPart> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| DeliveryPart {
+                id: n.id.clone(),
+                squad: n.squad.clone(),
                 notification: None,
                 inputs: c.to_vec(),
-                more: true,
+                more: i < last,
             })
             .collect();
-        if parts.is_empty() {
-            parts.push(DeliveryPart {
-                id,
-                squad,
-                notification: None,
-                inputs: Vec::new(),
-                more: true,
-            });
-        }
         parts[0].notification = Some(n);
-        parts.last_mut().expect("one at least").more = false;
         parts
     }
 }

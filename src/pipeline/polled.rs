@@ -7,8 +7,8 @@
 //! an idle `squadron run` with perf: 55% of samples in `clock_gettime` under
 //! `Deadline::remaining`, 0.46 CPU-s per idle minute per producer, 1.39 of the
 //! process's 1.53. [`Polled`] does not poll on a clock: librdkafka writes a
-//! byte to a socket when the producer's event queue goes from empty to
-//! non-empty (`rd_kafka_queue_io_event_enable`), the thread sleeps in a read of
+//! byte to a socket when an event reaches the producer's queue after the last
+//! poll (`rd_kafka_queue_io_event_enable`), the thread sleeps in a read of
 //! that socket, and on waking serves every queued event without waiting
 //! (delivery reports, logs, errors). An idle producer's thread wakes once per
 //! [`IDLE_WAKEUP`], as a safety net, and never spins.
@@ -61,23 +61,23 @@ mod wakeup {
             }
         }
 
-        /// Waits until no record of `producer` awaits its delivery report
-        /// (served by the thread: the producer reports through events), at
-        /// most `timeout`. Whether it got there.
-        pub(super) fn flush<C: ProducerContext>(
-            producer: &BaseProducer<C>,
-            timeout: std::time::Duration,
-        ) -> bool {
-            let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-            // SAFETY: the client is valid while `producer` is.
-            let err = unsafe { rdsys::rd_kafka_flush(producer.client().native_ptr(), ms) };
-            err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-        }
-
         pub(super) fn len(&self) -> usize {
             // SAFETY: the handle is valid until `drop`.
             unsafe { rdsys::rd_kafka_queue_length(self.0) }
         }
+    }
+
+    /// Waits until no record of `producer` awaits its delivery report
+    /// (served by the thread: the producer reports through events), at
+    /// most `timeout`. Whether it got there.
+    pub(super) fn flush<C: ProducerContext>(
+        producer: &BaseProducer<C>,
+        timeout: std::time::Duration,
+    ) -> bool {
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: the client is valid while `producer` is.
+        let err = unsafe { rdsys::rd_kafka_flush(producer.client().native_ptr(), ms) };
+        err == rdsys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
     }
 
     impl Drop for Queue {
@@ -91,7 +91,7 @@ mod wakeup {
         }
     }
 }
-use wakeup::Queue;
+use wakeup::{Queue, flush};
 
 /// A `BaseProducer` whose events (delivery reports, logs, errors) are served
 /// by a thread until the producer is dropped.
@@ -149,16 +149,14 @@ impl<C: ProducerContext + 'static> Polled<C> {
             queue: Some(queue),
         })
     }
-}
 
-impl<C: ProducerContext + 'static> Polled<C> {
     /// Waits until every record sent so far is acknowledged or failed and its
     /// delivery report handled, at most `timeout`; whether it got there.
     /// `BaseProducer::flush` instead polls in 100 ms windows and returns no
     /// sooner than the end of the first (spinning on the clock through its
     /// last millisecond), which held every at-least-once commit for 100 ms.
     pub fn flush(&self, timeout: Duration) -> bool {
-        Queue::flush(&self.producer, timeout)
+        flush(&self.producer, timeout)
     }
 }
 

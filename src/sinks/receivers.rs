@@ -501,8 +501,9 @@ pub fn slack_message(n: &Notification, opts: &SlackFile, external_url: &str) -> 
                 text.push_str(&format!(" ({})", links.join(" · ")));
             }
         }
-        if n.alert_count() > 10 {
-            text.push_str(&format!("\n… and {} more", n.alert_count() - 10));
+        let listed = n.alerts.len().min(10);
+        if n.alert_count() > listed {
+            text.push_str(&format!("\n… and {} more", n.alert_count() - listed));
         }
         if let Some(v) = view {
             text.push_str(&format!("\n{v}"));
