@@ -285,7 +285,6 @@ impl AsyncProducer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rdkafka::producer::Producer;
 
     /// A producer of a broker that is not there, whose records fail after 300 ms.
     fn unreachable() -> AsyncProducer {
