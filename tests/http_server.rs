@@ -172,6 +172,64 @@ fn bodies_that_never_arrive_get_an_answer() {
     assert!(m.contains("squadron_http_connection_errors_total{reason=\"body_timeout\"} 2"));
 }
 
+/// curl's answer and the HTTP version it spoke (`-w %{http_version}`).
+fn curl_version(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-S", "--max-time", "15", "-w", "\n%{http_version}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, version) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (body.to_owned(), version.trim().to_owned())
+}
+
+#[test]
+fn http2_is_spoken_by_prior_knowledge_and_a_stalled_preface_is_disconnected() {
+    let srv = server(limits());
+    let url = format!("http://{}/healthz", srv.addr);
+    // h2c with prior knowledge, as load balancers and gRPC-style clients speak it.
+    assert_eq!(
+        curl_version(&["--http2-prior-knowledge", &url]),
+        ("ok\n".to_owned(), "2".to_owned())
+    );
+    // Plain HTTP/1.1 on the same port.
+    assert_eq!(
+        curl_version(&["--http1.1", &url]),
+        ("ok\n".to_owned(), "1.1".to_owned())
+    );
+    // An invalid batch is refused over HTTP/2 as over HTTP/1.1 (the body is read).
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--http2-prior-knowledge", "-w", "%{http_code}", "-o", "/dev/null"])
+        .args(["-H", "Content-Type: application/json", "--data", "[{\"labels\": {}}]"])
+        .arg(format!("http://{}/api/v2/alerts", srv.addr))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "422");
+    // Half a preface, then nothing: the server cannot tell the protocol and
+    // must not hold the connection (and its slot) for ever.
+    let mut half = connect(srv.addr);
+    half.write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    // The whole preface, then nothing: HTTP/2 has started; the server's
+    // pings go unanswered and it closes the connection.
+    let mut silent = connect(srv.addr);
+    silent
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(read_to_close(&mut half), "");
+    read_to_close(&mut silent);
+    assert!(started.elapsed() < Duration::from_secs(15));
+    common::wait_until(Duration::from_secs(10), "connections to close", || {
+        srv.shared.metrics.http_connections.get() == 0
+    });
+    let m = String::from_utf8(srv.shared.metrics.render()).unwrap();
+    assert!(
+        m.contains("squadron_http_connection_errors_total{reason=\"header_timeout\"}"),
+        "{m}"
+    );
+}
+
 #[test]
 fn connections_over_the_limit_wait_and_are_then_served() {
     let srv = server(HttpLimits {
@@ -268,6 +326,30 @@ fn https_and_basic_auth_from_a_web_config() {
         args.push(&u);
         common::curl(&args)
     };
+    // ALPN negotiates HTTP/2 with a client that offers it.
+    let u = url("/healthz");
+    assert_eq!(
+        curl_version(&["--cacert", ca.as_str(), "--http2", &u]),
+        ("ok\n".to_owned(), "2".to_owned())
+    );
+    // HTTP/2 negotiated, then silence (not even the preface, where hyper
+    // waits without a timeout): the connection is closed, not held.
+    let mut tls = {
+        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
+        b.set_verify(SslVerifyMode::NONE);
+        b.set_alpn_protos(b"\x02h2").unwrap();
+        b.build().connect("127.0.0.1", connect(srv.addr)).unwrap()
+    };
+    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    while matches!(tls.read(&mut buf), Ok(n) if n > 0) {}
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "a silent HTTP/2 client was held for {:?}",
+        started.elapsed()
+    );
     // The certificate verifies against its CA for 127.0.0.1.
     assert_eq!(
         curl(&[], "/healthz"),

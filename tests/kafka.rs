@@ -938,6 +938,41 @@ fn a_real_prometheus_delivers_its_alerts_through_squadron_to_a_squad_topic() {
     assert_always_firing_notified(&notes);
 }
 
+/// `squadron loadgen` against the ingest over HTTP/1.1 and HTTP/2: every
+/// batch acknowledged with 200 is in the input topic, and nothing else is.
+#[test]
+fn the_ingest_stores_exactly_what_it_acknowledges_over_http1_and_http2() {
+    let Some((broker, t, rules)) = setup("loadgen", "1s") else {
+        return;
+    };
+    let (child, port) = run_with_http(&broker, &t, &rules, &[]);
+    let url = format!("http://127.0.0.1:{port}/api/v2/alerts");
+    let batch = 16;
+    let mut accepted = 0;
+    for protocol in [None, Some("--http2")] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
+            .args(["loadgen", "--url", &url, "--duration", "2s", "--json"])
+            .args(["--concurrency", "4", "--batch", &batch.to_string()])
+            .args(protocol)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let requests = report["requests"].as_u64().unwrap();
+        assert!(requests > 0, "{report}");
+        assert_eq!(report["answers"], json!({"200": requests}), "{report}");
+        assert_eq!(report["accepted_alerts"].as_u64(), Some(requests * batch));
+        assert_eq!(
+            report["protocol"],
+            if protocol.is_some() { "HTTP/2" } else { "HTTP/1.1" }
+        );
+        accepted += requests * batch;
+    }
+    stop(child);
+    let stored: i64 = end_offsets(&broker, &t.input).values().sum();
+    assert_eq!(stored as u64 * batch, accepted, "one message per acknowledged batch");
+}
+
 /// Runs a real Prometheus with one always-firing alert, sending to the
 /// Alertmanager `alertmanager` describes (YAML, under `alertmanagers:`), until
 /// a notification reaches `topic`; returns what reached it.

@@ -6,6 +6,7 @@ mod check;
 mod controls;
 pub mod demo;
 mod generate;
+mod loadgen;
 pub mod record;
 mod replay;
 mod report;
@@ -101,6 +102,12 @@ pub enum Command {
     /// End-to-end load generator against a real broker: throughput (with a
     /// bare-consumer baseline in the same run) and latency with group_wait 0.
     Bench(bench::BenchArgs),
+    /// Offer alerts to an Alertmanager-compatible `POST /api/v2/alerts`
+    /// (squadron's ingest or Alertmanager itself) over keep-alive HTTP/1.1 or
+    /// HTTP/2, and report accepted alerts/s and request latency.
+    ///
+    /// Exit status 0 when any alert was accepted, 1 when none was.
+    Loadgen(loadgen::LoadgenArgs),
     /// Capture an input topic between two times or offsets into the replay format.
     Record(record::RecordArgs),
     /// Where the noise comes from, over a recording (`squadron record`,
@@ -181,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Run(args) => run::run(&args),
         Command::Demo(args) => demo::demo(&args),
         Command::Bench(args) => bench::bench(&args),
+        Command::Loadgen(args) => loadgen::loadgen(&args),
         Command::Record(args) => record::record(&args),
         Command::Report(args) => report::run(&args),
         Command::HashPassword { cost } => hash_password(cost),

@@ -6,12 +6,13 @@ use super::metrics::Metrics;
 use crate::pipeline::config::HttpLimits;
 use bytes_body::{Body, full};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use std::net::SocketAddr;
+use std::time::Duration;
 use std::sync::{Arc, Mutex};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -137,11 +138,7 @@ pub async fn serve(
     };
     tracing::info!(addr = %listener.local_addr()?, max_connections = limits.max_connections, "http server listening");
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
-    let builder = Arc::new(builder);
+    let builder = Arc::new(Builders::new(limits));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         let slot = tokio::select! {
@@ -152,6 +149,10 @@ pub async fn serve(
             r = listener.accept() => match r {
                 Ok(conn) => {
                     backoff = ACCEPT_BACKOFF_MIN;
+                    // Answers are small writes (HTTP/2 writes a frame at a
+                    // time): Nagle's algorithm would hold them for the peer's
+                    // delayed ACK, about 40 ms.
+                    let _ = conn.0.set_nodelay(true);
                     conn
                 }
                 Err(error) => {
@@ -184,7 +185,16 @@ pub async fn serve(
             let metrics = shared.metrics.clone();
             metrics.http_connections.inc();
             match &shared.web.tls {
-                None => connection(&builder, TokioIo::new(stream), &shared, peer, limits).await,
+                None => match plain_protocol(&stream, limits.header_timeout).await {
+                    Some(protocol) => {
+                        connection(&builder, protocol, stream, &shared, peer, limits)
+                            .await
+                    }
+                    None => metrics
+                        .http_connection_errors
+                        .with_label_values(&["header_timeout"])
+                        .inc(),
+                },
                 Some(acceptor) => {
                     // The handshake shares the header timeout: a client that
                     // stalls in it holds a slot no longer than one that stalls
@@ -197,7 +207,12 @@ pub async fn serve(
                     };
                     match tokio::time::timeout(limits.header_timeout, handshake).await {
                         Ok(Some(tls)) => {
-                            connection(&builder, TokioIo::new(tls), &shared, peer, limits).await
+                            let protocol = match tls.ssl().selected_alpn_protocol() {
+                                Some(b"h2") => Protocol::Http2,
+                                _ => Protocol::Http1,
+                            };
+                            connection(&builder, protocol, tls, &shared, peer, limits)
+                                .await
                         }
                         _ => metrics
                             .http_connection_errors
@@ -211,10 +226,77 @@ pub async fn serve(
     }
 }
 
+/// The protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Requests an HTTP/2 connection may have open at once. A connection is one of
+/// `max_connections`; this bounds what one client can hold in flight (and in
+/// memory: each request body is at most the ingest's `max_body_bytes`).
+const HTTP2_MAX_STREAMS: u32 = 32;
+/// Largest header block an HTTP/2 request may send.
+const HTTP2_MAX_HEADER_LIST: u32 = 64 << 10;
+
+/// How connections are served, one builder per protocol.
+struct Builders {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(limits: HttpLimits) -> Builders {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_timeout);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        // A peer that stops answering pings (gone without closing) is
+        // disconnected after twice the header timeout, freeing its slot.
+        http2
+            .timer(TokioTimer::new())
+            .keep_alive_interval(limits.header_timeout)
+            .keep_alive_timeout(limits.header_timeout)
+            .max_concurrent_streams(HTTP2_MAX_STREAMS)
+            .max_header_list_size(HTTP2_MAX_HEADER_LIST);
+        Builders { http1, http2 }
+    }
+}
+
+/// What a plain (not TLS) connection speaks: HTTP/2 when it opens with the
+/// HTTP/2 connection preface (prior knowledge, as `curl --http2-prior-knowledge`
+/// and gRPC-style clients do), HTTP/1.1 otherwise. `None`: the client sent
+/// too little to tell within `timeout` (it holds no slot longer than a client
+/// that stalls in its headers).
+async fn plain_protocol(stream: &tokio::net::TcpStream, timeout: Duration) -> Option<Protocol> {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let look = async {
+        let mut buf = [0u8; PREFACE.len()];
+        loop {
+            // peek leaves the bytes for the connection to read.
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 || buf[..n] != PREFACE[..n] {
+                // Closed (hyper sees it too), or not the preface.
+                return Some(Protocol::Http1);
+            }
+            if n == PREFACE.len() {
+                return Some(Protocol::Http2);
+            }
+            // A prefix of the preface: peek returns at once while those bytes
+            // wait, so give the rest time to arrive.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    };
+    tokio::time::timeout(timeout, look).await.ok().flatten()
+}
+
 /// Serves one connection (plain or TLS) until it closes.
 async fn connection<I>(
-    builder: &http1::Builder,
-    io: TokioIo<I>,
+    builders: &Builders,
+    protocol: Protocol,
+    io: I,
     shared: &Shared,
     peer: SocketAddr,
     limits: HttpLimits,
@@ -232,8 +314,29 @@ async fn connection<I>(
             Ok::<_, std::convert::Infallible>(resp)
         }
     });
-    if let Err(error) = builder.serve_connection(io, service).await {
-        let reason = if error.is_timeout() {
+    let served = match protocol {
+        Protocol::Http1 => {
+            builders
+                .http1
+                .serve_connection(TokioIo::new(io), service)
+                .await
+        }
+        Protocol::Http2 => {
+            // A live HTTP/2 peer sends at least a ping acknowledgement every
+            // keep-alive interval; one silent for three (e.g. stalled in its
+            // handshake, where hyper has no timeout) is disconnected.
+            let io = ReadDeadline::new(io, limits.header_timeout * 3);
+            builders
+                .http2
+                .serve_connection(TokioIo::new(io), service)
+                .await
+        }
+    };
+    if let Err(error) = served {
+        let timed_out = std::error::Error::source(&error)
+            .and_then(|e| e.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::TimedOut);
+        let reason = if error.is_timeout() || timed_out {
             "header_timeout"
         } else {
             "protocol"
@@ -244,6 +347,91 @@ async fn connection<I>(
             .with_label_values(&[reason])
             .inc();
         tracing::debug!(%error, "http connection ended with an error");
+    }
+}
+
+/// A connection whose reads fail with `TimedOut` once one has waited `limit`
+/// without a byte arriving.
+struct ReadDeadline<I> {
+    io: I,
+    limit: Duration,
+    /// Armed while a read waits.
+    waiting: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> ReadDeadline<I> {
+    fn new(io: I, limit: Duration) -> ReadDeadline<I> {
+        ReadDeadline {
+            io,
+            limit,
+            waiting: None,
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for ReadDeadline<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(r) => {
+                this.waiting = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let limit = this.limit;
+                let sleep = this
+                    .waiting
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+                match sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("nothing read for {limit:?}"),
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ReadDeadline<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -335,7 +335,8 @@ fn tls_acceptor(t: &TlsServerConfig, dir: &Path) -> anyhow::Result<openssl::ssl:
         }
     }
     b.set_alpn_select_callback(|_, client| {
-        openssl::ssl::select_next_proto(b"\x08http/1.1", client)
+        // HTTP/2 first, as Go and curl prefer it.
+        openssl::ssl::select_next_proto(b"\x02h2\x08http/1.1", client)
             .ok_or(openssl::ssl::AlpnError::NOACK)
     });
     Ok(b.build())
