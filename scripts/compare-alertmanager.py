@@ -16,13 +16,25 @@ With --rss N it measures memory instead: N distinct alerts that keep firing
 once every process holds them all, each one's resident memory growth over
 its idle start (VmRSS) per active alert is reported.
 
-Needs: a broker (scripts/kafka.sh start), `prometheus-alertmanager` (Debian),
-a built squadron (cargo build --release). Loopback only.
+With --ingest it measures the HTTP ingest instead: `squadron loadgen` offers
+Prometheus batches over keep-alive connections to each one's /api/v2/alerts in
+turn (Alertmanager, squadron, Alertmanager, ...), at maximum load and then at a
+fixed low rate. Reported per run: accepted alerts/s, request latency, and CPU
+per 1,000 alerts of the process (squadron's until its pipeline has decided
+every accepted alert) and of the broker; then the ratios of the medians.
+
+Alertmanager is the current release built from its Go module
+(scripts/alertmanager.sh, cached), or --alertmanager PATH (e.g.
+prometheus-alertmanager, Debian's 0.25).
+
+Needs: a broker (scripts/kafka.sh start), Go (or --alertmanager), a built
+squadron (cargo build --release). Loopback only.
 
     scripts/compare-alertmanager.py --brokers 127.0.0.1:19092 --duration 3m
     scripts/compare-alertmanager.py --brokers 127.0.0.1:19092 --rss 100000
+    scripts/compare-alertmanager.py --brokers 127.0.0.1:19092 --ingest --rounds 3
 """
-import argparse, json, os, re, shutil, socket, subprocess, sys, tempfile, threading, time, urllib.request
+import argparse, json, os, re, shutil, socket, statistics, subprocess, sys, tempfile, threading, time, urllib.request
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -126,12 +138,92 @@ def metric_sum(port, name, label=""):
                if (l.startswith(name + "{") or l.startswith(name + " ")) and label in l)
 
 
+def broker_pid(brokers):
+    """The pid of the broker scripts/kafka.sh started on the first bootstrap port, if any."""
+    port = brokers.split(",")[0].rsplit(":", 1)[-1]
+    path = os.environ.get("SQUADRON_KAFKA_DIR", f"/tmp/squadron-kafka-{port}") + "/kafka.pid"
+    try:
+        return int(open(path).read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def loadgen(url, seconds, extra):
+    out = subprocess.run([SQUADRON, "loadgen", "--url", url, "--duration", f"{seconds}s", "--json", *extra],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        sys.exit(f"loadgen against {url} failed: {out.stderr}")
+    return json.loads(out.stdout)
+
+
+def measure_ingest(args, am, am_port, squadron, squadron_port, broker):
+    """Alternating loadgen runs against each; CPU per 1,000 accepted alerts."""
+    time.sleep(10)  # idle start: joined, restored, loaded
+    extra = ["--concurrency", str(args.concurrency), "--batch", str(args.batch)]
+    targets = {"alertmanager": (am, am_port), "squadron": (squadron, squadron_port)}
+    runs = {k: {"max": [], "low_rate": []} for k in targets}
+    for _ in range(args.rounds):
+        for name, (proc, port) in targets.items():
+            for load, more in [("max", []), ("low_rate", ["--rate", str(args.low_rate)])]:
+                received0 = metric_sum(port, "squadron_alerts_received_total") if name == "squadron" else 0
+                cpu0 = cpu_seconds(proc.pid)
+                b0 = cpu_seconds(broker) if broker else 0.0
+                protocol = ["--http2"] if args.http2 and name == "squadron" else []
+                report = loadgen(f"http://127.0.0.1:{port}/api/v2/alerts", args.ingest_seconds, extra + more + protocol)
+                if name == "squadron":
+                    # Count the pipeline's work too: until it has decided what was accepted.
+                    deadline = time.time() + 120
+                    while metric_sum(port, "squadron_alerts_received_total") - received0 < report["accepted_alerts"]:
+                        if time.time() > deadline:
+                            sys.exit("squadron did not decide every accepted alert within 120 s")
+                        time.sleep(0.2)
+                else:
+                    time.sleep(1)
+                cpu = cpu_seconds(proc.pid) - cpu0
+                bcpu = (cpu_seconds(broker) - b0) if broker else 0.0
+                k = max(report["accepted_alerts"], 1) / 1000
+                runs[name][load].append({
+                    "accepted_per_second": report["accepted_per_second"],
+                    "latency_ms_p50": report["latency_ms_p50"], "latency_ms_p99": report["latency_ms_p99"],
+                    "answers": report["answers"],
+                    "cpu_s_per_1000": round(cpu / k, 5),
+                    "broker_cpu_s_per_1000": round(bcpu / k, 5),
+                })
+    med = lambda load, name, key: statistics.median(r[key] for r in runs[name][load])
+    result = {"mode": "ingest", "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+              "alertmanager_version": args.alertmanager_version,
+              "squadron_protocol": "HTTP/2" if args.http2 else "HTTP/1.1", "concurrency": args.concurrency, "batch": args.batch,
+              "seconds_per_run": args.ingest_seconds, "low_rate": args.low_rate, "runs": runs}
+    am_cpu = med("max", "alertmanager", "cpu_s_per_1000")
+    result["ratios"] = {
+        "accepted_per_second": round(med("max", "squadron", "accepted_per_second") / med("max", "alertmanager", "accepted_per_second"), 2),
+        "cpu_per_alert": round(med("max", "squadron", "cpu_s_per_1000") / am_cpu, 3),
+        # Alertmanager needs no broker; squadron's stores every alert in one.
+        "cpu_per_alert_with_broker": round((med("max", "squadron", "cpu_s_per_1000") + med("max", "squadron", "broker_cpu_s_per_1000")) / am_cpu, 3),
+        "low_rate_cpu_per_alert_with_broker": round((med("low_rate", "squadron", "cpu_s_per_1000") + med("low_rate", "squadron", "broker_cpu_s_per_1000")) / med("low_rate", "alertmanager", "cpu_s_per_1000"), 3),
+    }
+    return result
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--brokers", default="127.0.0.1:19092")
     ap.add_argument("--duration", default="3m")
     ap.add_argument("--rss", type=int, default=0, metavar="N", help="measure resident memory per active alert at N alerts instead")
+    ap.add_argument("--ingest", action="store_true", help="measure HTTP ingest (accepted alerts/s, CPU per alert) instead")
+    ap.add_argument("--rounds", type=int, default=2, help="--ingest: alternating rounds")
+    ap.add_argument("--ingest-seconds", type=int, default=20, help="--ingest: seconds per run")
+    ap.add_argument("--concurrency", type=int, default=16, help="--ingest: requests in flight (keep-alive connections)")
+    ap.add_argument("--batch", type=int, default=64, help="--ingest: alerts per request")
+    ap.add_argument("--low-rate", type=int, default=2000, help="--ingest: the fixed low rate, alerts/s")
+    ap.add_argument("--http2", action="store_true", help="--ingest: squadron over HTTP/2 on one connection (Alertmanager stays on HTTP/1.1: it serves HTTP/2 only over TLS)")
+    ap.add_argument("--alertmanager", default=None, help="Alertmanager binary; default: built by scripts/alertmanager.sh")
     args = ap.parse_args()
+    if args.alertmanager is None:
+        args.alertmanager = subprocess.run([os.path.join(ROOT, "scripts", "alertmanager.sh"), "path"], check=True,
+                                           capture_output=True, text=True).stdout.strip()
+    args.alertmanager_version = subprocess.run([args.alertmanager, "--version"], capture_output=True, text=True).stdout.split("\n")[0] or \
+        subprocess.run([args.alertmanager, "--version"], capture_output=True, text=True).stderr.split("\n")[0]
     work = tempfile.mkdtemp(prefix="squadron-vs-am-")
     run_id = str(int(time.time()))
     topic = f"compare-{run_id}"
@@ -193,11 +285,12 @@ def main():
     open(os.path.join(shipped, "00-defaults.yaml"), "w").write(d)
 
     am_port, am_cluster = free_port(), free_port()
-    am = subprocess.Popen(["prometheus-alertmanager", f"--config.file={work}/alertmanager.yml", f"--storage.path={work}/am",
+    am = subprocess.Popen([args.alertmanager, f"--config.file={work}/alertmanager.yml", f"--storage.path={work}/am",
                            f"--web.listen-address=127.0.0.1:{am_port}", f"--cluster.listen-address=", "--log.level=warn"],
                           stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "am.log"), "w"))
     instances = {}
-    for name, rules in [("equivalent", eq), ("shipped", shipped)]:
+    # The ingest runs measure one squadron beside Alertmanager.
+    for name, rules in [("equivalent", eq)] + ([] if args.ingest else [("shipped", shipped)]):
         port = free_port()
         env = dict(os.environ, SQUADRON_LOG=os.environ.get("SQUADRON_LOG", "warn"))
         proc = subprocess.Popen([SQUADRON, "run", "--rules", rules, "--bootstrap-servers", args.brokers, "--group-id", f"{topic}-{name}",
@@ -208,6 +301,15 @@ def main():
     wait_http(f"http://127.0.0.1:{am_port}/-/ready")
     for name, (proc, port) in instances.items():
         wait_http(f"http://127.0.0.1:{port}/healthz")
+
+    if args.ingest:
+        try:
+            proc, port = instances["equivalent"]
+            print(json.dumps(measure_ingest(args, am, am_port, proc, port, broker_pid(args.brokers))))
+        finally:
+            for p in [am] + [p for p, _ in instances.values()]:
+                p.terminate()
+        return
 
     if args.rss:
         try:
