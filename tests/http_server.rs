@@ -172,16 +172,9 @@ fn bodies_that_never_arrive_get_an_answer() {
     assert!(m.contains("squadron_http_connection_errors_total{reason=\"body_timeout\"} 2"));
 }
 
-/// curl's answer and the HTTP version it spoke (`-w %{http_version}`).
+/// curl's answer and the HTTP version it spoke.
 fn curl_version(args: &[&str]) -> (String, String) {
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-S", "--max-time", "15", "-w", "\n%{http_version}"])
-        .args(args)
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, version) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (body.to_owned(), version.trim().to_owned())
+    common::curl_writing("%{http_version}", args)
 }
 
 #[test]
@@ -200,8 +193,20 @@ fn http2_is_spoken_by_prior_knowledge_and_a_stalled_preface_is_disconnected() {
     );
     // An invalid batch is refused over HTTP/2 as over HTTP/1.1 (the body is read).
     let out = std::process::Command::new("curl")
-        .args(["-s", "--http2-prior-knowledge", "-w", "%{http_code}", "-o", "/dev/null"])
-        .args(["-H", "Content-Type: application/json", "--data", "[{\"labels\": {}}]"])
+        .args([
+            "-s",
+            "--http2-prior-knowledge",
+            "-w",
+            "%{http_code}",
+            "-o",
+            "/dev/null",
+        ])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            "[{\"labels\": {}}]",
+        ])
         .arg(format!("http://{}/api/v2/alerts", srv.addr))
         .output()
         .unwrap();

@@ -621,19 +621,7 @@ fn record_then_replay_round_trips_a_stream() {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(unique("recorded"));
     std::fs::create_dir_all(&dir).unwrap();
     let recorded = dir.join("recorded.jsonl");
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
-            .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
-    };
+    let run = squadron_output;
     run(&[
         "record",
         "--bootstrap-servers",
@@ -662,8 +650,8 @@ fn record_then_replay_round_trips_a_stream() {
         recorded.to_str().unwrap(),
     ]);
     let (a, b): (Value, Value) = (
-        serde_json::from_slice(&original).unwrap(),
-        serde_json::from_slice(&replayed).unwrap(),
+        serde_json::from_str(&original).unwrap(),
+        serde_json::from_str(&replayed).unwrap(),
     );
     assert_eq!(
         a, b,
@@ -950,27 +938,32 @@ fn the_ingest_stores_exactly_what_it_acknowledges_over_http1_and_http2() {
     let batch = 16;
     let mut accepted = 0;
     for protocol in [None, Some("--http2")] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
-            .args(["loadgen", "--url", &url, "--duration", "2s", "--json"])
-            .args(["--concurrency", "4", "--batch", &batch.to_string()])
-            .args(protocol)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let batch_arg = batch.to_string();
+        let mut args = vec!["loadgen", "--url", &url, "--duration", "2s", "--json"];
+        args.extend(["--concurrency", "4", "--batch", &batch_arg]);
+        args.extend(protocol);
+        let report: Value = serde_json::from_str(&squadron_output(&args)).unwrap();
         let requests = report["requests"].as_u64().unwrap();
         assert!(requests > 0, "{report}");
         assert_eq!(report["answers"], json!({"200": requests}), "{report}");
         assert_eq!(report["accepted_alerts"].as_u64(), Some(requests * batch));
         assert_eq!(
             report["protocol"],
-            if protocol.is_some() { "HTTP/2" } else { "HTTP/1.1" }
+            if protocol.is_some() {
+                "HTTP/2"
+            } else {
+                "HTTP/1.1"
+            }
         );
         accepted += requests * batch;
     }
     stop(child);
     let stored: i64 = end_offsets(&broker, &t.input).values().sum();
-    assert_eq!(stored as u64 * batch, accepted, "one message per acknowledged batch");
+    assert_eq!(
+        stored as u64 * batch,
+        accepted,
+        "one message per acknowledged batch"
+    );
 }
 
 /// Runs a real Prometheus with one always-firing alert, sending to the
@@ -2027,18 +2020,7 @@ fn amtool_queries_alerts_and_silences() {
     assert_eq!(acked["acknowledged"]["by"], "alice");
 
     // A duty override through the CLI: notifications and the API name that person.
-    let squadron_cli = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let squadron_cli = squadron_output;
     squadron_cli(&[
         "goalkeeper",
         "--url",

@@ -241,9 +241,9 @@ async fn connect(args: &LoadgenArgs, host: &str, port: u16) -> anyhow::Result<Ve
                 .await
                 .context("HTTP/1.1 handshake")?;
             tokio::spawn(conn);
-            senders.push(Sender::Http1(std::sync::Arc::new(
-                tokio::sync::Mutex::new(send),
-            )));
+            senders.push(Sender::Http1(std::sync::Arc::new(tokio::sync::Mutex::new(
+                send,
+            ))));
         }
     }
     Ok(senders)

@@ -12,8 +12,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::Serialize;
 use std::net::SocketAddr;
-use std::time::Duration;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -187,8 +187,7 @@ pub async fn serve(
             match &shared.web.tls {
                 None => match plain_protocol(&stream, limits.header_timeout).await {
                     Some(protocol) => {
-                        connection(&builder, protocol, stream, &shared, peer, limits)
-                            .await
+                        connection(&builder, protocol, stream, &shared, peer, limits).await
                     }
                     None => metrics
                         .http_connection_errors
@@ -211,8 +210,7 @@ pub async fn serve(
                                 Some(b"h2") => Protocol::Http2,
                                 _ => Protocol::Http1,
                             };
-                            connection(&builder, protocol, tls, &shared, peer, limits)
-                                .await
+                            connection(&builder, protocol, tls, &shared, peer, limits).await
                         }
                         _ => metrics
                             .http_connection_errors

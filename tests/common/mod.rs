@@ -282,6 +282,22 @@ pub fn squadron(args: &[&str], envs: &[(&str, String)]) -> std::process::Child {
         .unwrap()
 }
 
+/// Runs squadron to its end in the repository (where `rules/` is); panics
+/// unless it succeeds. Its standard output.
+pub fn squadron_output(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn stop(mut child: std::process::Child) -> String {
     // SAFETY-free SIGTERM: ask politely through the kill command.
     let _ = std::process::Command::new("kill")
@@ -423,12 +439,19 @@ pub fn make_certificate(
 /// curl with `args` (a URL among them): (status, body); status 0 when no
 /// HTTP answer came (e.g. a TLS failure).
 pub fn curl(args: &[&str]) -> (u16, String) {
+    let (body, code) = curl_writing("%{http_code}", args);
+    (code.parse().unwrap_or(0), body)
+}
+
+/// curl's answer and what `-w write_out` says of the transfer (e.g. `%{http_version}`).
+pub fn curl_writing(write_out: &str, args: &[&str]) -> (String, String) {
     let out = std::process::Command::new("curl")
-        .args(["-s", "-S", "--max-time", "15", "-w", "\n%{http_code}"])
+        .args(["-s", "-S", "--max-time", "15", "-w"])
+        .arg(format!("\n{write_out}"))
         .args(args)
         .output()
         .expect("curl");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    (code.trim().parse().unwrap_or(0), body.to_owned())
+    let (body, written) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (body.to_owned(), written.trim().to_owned())
 }
