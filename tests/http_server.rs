@@ -235,6 +235,61 @@ fn http2_is_spoken_by_prior_knowledge_and_a_stalled_preface_is_disconnected() {
     );
 }
 
+/// HTTP/2 carries many requests on one connection: their bodies still share
+/// the `max_connections` slots HTTP/1.1 connections would hold, so the memory
+/// bound is the same. Two bodies that never end, one slot: one is read, the
+/// other waits (whichever arrives first), and both get their 408 in turn.
+#[test]
+fn http2_request_bodies_share_the_max_connections_slots() {
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    let srv = server(HttpLimits {
+        max_connections: 1,
+        ..limits()
+    });
+    let metrics = srv.shared.metrics.clone();
+    let waiting = move || metrics.http_requests_waiting.get();
+    let client = tokio::runtime::Runtime::new().unwrap();
+    let statuses = client.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let requests: Vec<_> = (0..2)
+            .map(|_| {
+                let never = StreamBody::new(futures_util::stream::pending::<
+                    Result<Frame<Bytes>, std::convert::Infallible>,
+                >());
+                let req = hyper::Request::post(format!("http://{}/api/v2/alerts", srv.addr))
+                    .header("content-type", "application/json")
+                    .body(never.boxed())
+                    .unwrap();
+                let mut send = send.clone();
+                tokio::spawn(async move { send.send_request(req).await.map(|r| r.status()) })
+            })
+            .collect();
+        let one_waits = waiting.clone();
+        tokio::task::spawn_blocking(move || {
+            common::wait_until(Duration::from_secs(10), "one request waiting", || {
+                one_waits() == 1
+            })
+        })
+        .await
+        .unwrap();
+        let mut statuses = Vec::new();
+        for r in requests {
+            statuses.push(r.await.unwrap().unwrap().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [408, 408]);
+    assert_eq!(waiting(), 0);
+}
+
 #[test]
 fn connections_over_the_limit_wait_and_are_then_served() {
     let srv = server(HttpLimits {

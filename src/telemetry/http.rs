@@ -138,6 +138,9 @@ pub async fn serve(
     };
     tracing::info!(addr = %listener.local_addr()?, max_connections = limits.max_connections, "http server listening");
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    // Bodies being read, over all connections: as many as HTTP/1.1 connections
+    // could hold, so HTTP/2's streams do not multiply the memory bound.
+    let bodies = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let builder = Arc::new(Builders::new(limits));
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
@@ -180,6 +183,7 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let builder = builder.clone();
+        let bodies = bodies.clone();
         tokio::spawn(async move {
             let _slot = slot;
             let metrics = shared.metrics.clone();
@@ -187,7 +191,7 @@ pub async fn serve(
             match &shared.web.tls {
                 None => match plain_protocol(&stream, limits.header_timeout).await {
                     Some(protocol) => {
-                        connection(&builder, protocol, stream, &shared, peer, limits).await
+                        connection(&builder, protocol, stream, &shared, &bodies, peer, limits).await
                     }
                     None => metrics
                         .http_connection_errors
@@ -210,7 +214,8 @@ pub async fn serve(
                                 Some(b"h2") => Protocol::Http2,
                                 _ => Protocol::Http1,
                             };
-                            connection(&builder, protocol, tls, &shared, peer, limits).await
+                            connection(&builder, protocol, tls, &shared, &bodies, peer, limits)
+                                .await
                         }
                         _ => metrics
                             .http_connection_errors
@@ -296,15 +301,34 @@ async fn connection<I>(
     protocol: Protocol,
     io: I,
     shared: &Shared,
+    bodies: &Arc<tokio::sync::Semaphore>,
     peer: SocketAddr,
     limits: HttpLimits,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let service_shared = shared.clone();
-    let service = service_fn(move |req| {
+    let bodies = bodies.clone();
+    let service = service_fn(move |req: Request<Incoming>| {
         let shared = service_shared.clone();
+        let bodies = bodies.clone();
         async move {
+            // A request that may carry a body holds a body slot while served.
+            let _slot = if matches!(*req.method(), Method::GET | Method::HEAD) {
+                None
+            } else {
+                // Counted while waiting, also when the peer gives up (drop).
+                struct Waiting<'a>(&'a prometheus::IntGauge);
+                impl Drop for Waiting<'_> {
+                    fn drop(&mut self) {
+                        self.0.dec();
+                    }
+                }
+                shared.metrics.http_requests_waiting.inc();
+                let _waiting = Waiting(&shared.metrics.http_requests_waiting);
+                let slot = bodies.acquire_owned().await;
+                Some(slot.expect("the semaphore is never closed"))
+            };
             let mut resp = authorized(&shared, req, peer.ip(), limits).await;
             for (name, value) in &shared.web.headers {
                 resp.headers_mut().insert(name.clone(), value.clone());

@@ -66,6 +66,7 @@ pub struct Metrics {
     pub ingest_requests: IntCounterVec,
     /// Open HTTP connections.
     pub http_connections: IntGauge,
+    pub http_requests_waiting: IntGauge,
     /// Failed accepts by reason (e.g. too many open files); the server backs off and goes on.
     pub http_accept_errors: IntCounterVec,
     /// Connections closed for taking too long (headers, body) or ending in a protocol error.
@@ -214,6 +215,10 @@ impl Metrics {
             http_connections: gauge(
                 "squadron_http_connections",
                 "Open HTTP connections (at most http.max_connections; more wait to be accepted).",
+            )?,
+            http_requests_waiting: gauge(
+                "squadron_http_requests_waiting",
+                "Requests with a body waiting to be read: at most http.max_connections are read at once, whatever the protocol (an HTTP/2 connection carries several).",
             )?,
             http_accept_errors: counter_vec(
                 "squadron_http_accept_errors_total",
