@@ -91,6 +91,10 @@ pub fn loadgen(args: &LoadgenArgs) -> anyhow::Result<i32> {
         args.http2_connections > 0,
         "--http2-connections must be at least 1"
     );
+    anyhow::ensure!(
+        args.rate.is_none_or(|r| r.is_finite() && r > 0.0),
+        "--rate must be a positive number of alerts per second"
+    );
     let uri: hyper::Uri = args.url.parse().context("--url")?;
     anyhow::ensure!(
         uri.scheme_str() == Some("http"),
@@ -111,10 +115,13 @@ pub fn loadgen(args: &LoadgenArgs) -> anyhow::Result<i32> {
         let interval = args
             .rate
             .map(|r| Duration::from_secs_f64(args.batch as f64 * args.concurrency as f64 / r));
-        let workers: Vec<_> = (0..args.concurrency)
-            .map(|w| {
-                let sender = senders[w % senders.len()].clone();
+        let workers: Vec<_> = senders
+            .into_iter()
+            .enumerate()
+            .map(|(w, sender)| {
                 let bodies = bodies.clone();
+                // Workers start at different batches so they do not send the same alerts at once.
+                let first = w * bodies.len() / args.concurrency;
                 let request = RequestParts {
                     uri: uri.clone(),
                     host: format!("{host}:{port}"),
@@ -122,7 +129,7 @@ pub fn loadgen(args: &LoadgenArgs) -> anyhow::Result<i32> {
                 };
                 let batch = args.batch as u64;
                 tokio::spawn(async move {
-                    worker(sender, request, bodies, w, batch, deadline, interval).await
+                    worker(sender, request, bodies, first, batch, deadline, interval).await
                 })
             })
             .collect();
@@ -209,21 +216,22 @@ fn bodies(distinct: usize, batch: usize) -> std::sync::Arc<Vec<Bytes>> {
     std::sync::Arc::new(bodies)
 }
 
-/// Sends requests on one connection (HTTP/1.1) or one stream at a time of a
-/// shared connection (HTTP/2).
-#[derive(Clone)]
+/// One worker's way to send: its own HTTP/1.1 connection, or a handle on a
+/// shared HTTP/2 connection (one stream per request).
 enum Sender {
-    Http1(std::sync::Arc<tokio::sync::Mutex<hyper::client::conn::http1::SendRequest<Full<Bytes>>>>),
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
     Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
+/// One sender per worker (`--concurrency`).
 async fn connect(args: &LoadgenArgs, host: &str, port: u16) -> anyhow::Result<Vec<Sender>> {
     let count = if args.http2 {
         args.http2_connections
     } else {
         args.concurrency
     };
-    let mut senders = Vec::with_capacity(count);
+    let mut http2 = Vec::new();
+    let mut senders = Vec::with_capacity(args.concurrency);
     for _ in 0..count {
         let stream = tokio::net::TcpStream::connect((host, port))
             .await
@@ -235,16 +243,18 @@ async fn connect(args: &LoadgenArgs, host: &str, port: u16) -> anyhow::Result<Ve
                 .await
                 .context("HTTP/2 handshake")?;
             tokio::spawn(conn);
-            senders.push(Sender::Http2(send));
+            http2.push(send);
         } else {
             let (send, conn) = hyper::client::conn::http1::handshake(io)
                 .await
                 .context("HTTP/1.1 handshake")?;
             tokio::spawn(conn);
-            senders.push(Sender::Http1(std::sync::Arc::new(tokio::sync::Mutex::new(
-                send,
-            ))));
+            senders.push(Sender::Http1(send));
         }
+    }
+    if !http2.is_empty() {
+        senders
+            .extend((0..args.concurrency).map(|w| Sender::Http2(http2[w % http2.len()].clone())));
     }
     Ok(senders)
 }
@@ -256,17 +266,16 @@ struct RequestParts {
 }
 
 async fn worker(
-    sender: Sender,
+    mut sender: Sender,
     parts: RequestParts,
     bodies: std::sync::Arc<Vec<Bytes>>,
-    index: usize,
+    first: usize,
     batch: u64,
     deadline: Instant,
     interval: Option<Duration>,
 ) -> Tally {
     let mut tally = Tally::default();
-    // Workers start at different batches so they do not send the same alerts at once.
-    let mut next = index * bodies.len() / 16;
+    let mut next = first;
     let mut due = tokio::time::Instant::now();
     while Instant::now() < deadline {
         if let Some(every) = interval {
@@ -286,21 +295,15 @@ async fn worker(
             .expect("request");
         next += 1;
         let t = Instant::now();
-        let answer = match &sender {
-            Sender::Http1(s) => {
-                let mut s = s.lock().await;
-                match s.ready().await {
-                    Ok(()) => s.send_request(req).await,
-                    Err(e) => Err(e),
-                }
-            }
-            Sender::Http2(s) => {
-                let mut s = s.clone();
-                match s.ready().await {
-                    Ok(()) => s.send_request(req).await,
-                    Err(e) => Err(e),
-                }
-            }
+        let answer = match &mut sender {
+            Sender::Http1(s) => match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            },
+            Sender::Http2(s) => match s.ready().await {
+                Ok(()) => s.send_request(req).await,
+                Err(e) => Err(e),
+            },
         };
         let status = match answer {
             Ok(resp) => {
