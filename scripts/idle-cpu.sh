@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idle cost, side by side: CPU seconds per minute of an idle `squadron run`
 # (no traffic, the example rules, a real broker) and of an idle Alertmanager
-# (Debian's prometheus-alertmanager), measured over the same minutes from
+# (ALERTMANAGER_BIN, default: 0.35.0 from scripts/alertmanager.sh, which builds
+# it once; Debian's prometheus-alertmanager if Go is missing), measured over the same minutes from
 # /proc/<pid>/stat, with squadron's threads broken down by name.
 #
 #   scripts/kafka.sh start && scripts/idle-cpu.sh [SECONDS]     (default 120)
@@ -45,7 +46,8 @@ if [ -n "${SQUADRON_BASELINE_BIN:-}" ]; then
   start_squadron baseline "$SQUADRON_BASELINE_BIN" "${SQUADRON_BASELINE_RULES:-rules}"
 fi
 
-am_bin="$(command -v alertmanager || command -v prometheus-alertmanager)"
+am_bin="${ALERTMANAGER_BIN:-$(scripts/alertmanager.sh path 2>/dev/null || command -v prometheus-alertmanager)}"
+echo "alertmanager: $("$am_bin" --version 2>&1 | head -1)"
 printf 'route: {receiver: none}\nreceivers: [{name: none}]\n' >"$work/am.yml"
 "$am_bin" --config.file="$work/am.yml" --storage.path="$work/am-data" \
   --web.listen-address=127.0.0.1:0 --cluster.listen-address= >"$work/am.log" 2>&1 &
