@@ -222,8 +222,9 @@ def main():
     if args.alertmanager is None:
         args.alertmanager = subprocess.run([os.path.join(ROOT, "scripts", "alertmanager.sh"), "path"], check=True,
                                            capture_output=True, text=True).stdout.strip()
-    args.alertmanager_version = subprocess.run([args.alertmanager, "--version"], capture_output=True, text=True).stdout.split("\n")[0] or \
-        subprocess.run([args.alertmanager, "--version"], capture_output=True, text=True).stderr.split("\n")[0]
+    # Older releases print their version on stderr.
+    args.alertmanager_version = subprocess.run([args.alertmanager, "--version"], stdout=subprocess.PIPE,
+                                               stderr=subprocess.STDOUT, text=True).stdout.split("\n")[0]
     work = tempfile.mkdtemp(prefix="squadron-vs-am-")
     run_id = str(int(time.time()))
     topic = f"compare-{run_id}"

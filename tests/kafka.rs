@@ -1986,24 +1986,16 @@ fn amtool_queries_alerts_and_silences() {
     let (squad, labels) = group.split_once(':').unwrap();
     let notified_key = format!("{{}}/{{squad=\"{squad}\"}}:{labels}");
     let url = format!("http://127.0.0.1:{port}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_squadron"))
-        .args([
-            "ack",
-            &notified_key,
-            "--url",
-            &url,
-            "--by",
-            "alice",
-            "--comment",
-            "looking",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    squadron_output(&[
+        "ack",
+        &notified_key,
+        "--url",
+        &url,
+        "--by",
+        "alice",
+        "--comment",
+        "looking",
+    ]);
     let (code, body) = curl(&[&format!("{url}/api/v1/acks")]);
     let acks: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
