@@ -386,29 +386,11 @@ fn https_and_basic_auth_from_a_web_config() {
         args.push(&u);
         common::curl(&args)
     };
-    // ALPN negotiates HTTP/2 with a client that offers it.
+    // Over TLS, ALPN settles on HTTP/1.1 even for a client that offers h2.
     let u = url("/healthz");
     assert_eq!(
         curl_version(&["--cacert", ca.as_str(), "--http2", &u]),
-        ("ok\n".to_owned(), "2".to_owned())
-    );
-    // HTTP/2 negotiated, then silence (not even the preface, where hyper
-    // waits without a timeout): the connection is closed, not held.
-    let mut tls = {
-        use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-        let mut b = SslConnector::builder(SslMethod::tls()).unwrap();
-        b.set_verify(SslVerifyMode::NONE);
-        b.set_alpn_protos(b"\x02h2").unwrap();
-        b.build().connect("127.0.0.1", connect(srv.addr)).unwrap()
-    };
-    assert_eq!(tls.ssl().selected_alpn_protocol(), Some(&b"h2"[..]));
-    let started = Instant::now();
-    let mut buf = [0u8; 1024];
-    while matches!(tls.read(&mut buf), Ok(n) if n > 0) {}
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "a silent HTTP/2 client was held for {:?}",
-        started.elapsed()
+        ("ok\n".to_owned(), "1.1".to_owned())
     );
     // The certificate verifies against its CA for 127.0.0.1.
     assert_eq!(
