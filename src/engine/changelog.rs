@@ -5,18 +5,28 @@
 //! engine from the latest record of each key. Sans-IO: bytes in, bytes out.
 //!
 //! Records, one per key (keys are UTF-8, values JSON):
-//! - `alert/<alert key>`: a remembered alert ([`StoredAlert`]), pending inputs included;
+//! - `alert/<alert key>`: a remembered alert ([`StoredAlert`]) and the key of
+//!   its group: `{"group": <group key>, "alert": {..}}`, pending inputs included;
 //! - `flap/<alert key>`: flap history ([`FlapState`]);
-//! - `group/<group key>`: a group with its members, timer and notification sequence;
+//! - `group/<group key>`: a group's timer and notification sequence, not its
+//!   members: an alert joining or leaving never rewrites its group's record
+//!   with every other member, so a record's size and the work per change stay
+//!   independent of the group's size;
 //! - `storm/<squad>`: the squad's storm window;
 //! - `shift/<squad>`: the squad's current shift book (digest, pages, noise figures);
 //! - `source/<rule>/<n>/<equal values>`: firing sources of an inhibit rule.
 //!
-//! Derived data (group ids, the timer set, indexes) is never written: restoring
-//! rebuilds it, so a record can be applied in any order relative to others.
-//! A restore tolerates what a crash between records can leave (a group naming
-//! an alert whose record never arrived, an alert no group claims): such
-//! members and orphans are left out and counted.
+//! Derived data (group ids, members, the timer set, indexes) is never written:
+//! restoring rebuilds it, so a record can be applied in any order relative to
+//! others. Members are put back in the order they joined (`join`).
+//! A restore tolerates what a crash between records can leave (an alert whose
+//! group's record never arrived, a group none of whose alerts did): such
+//! alerts and groups are left out and counted.
+//!
+//! Records written before alerts named their group (the group listed its
+//! members, the alert was bare) are read too; a restore that finds any writes
+//! the whole state again in the current form ([`RestoreReport::legacy`]),
+//! alerts before groups, so a crash halfway leaves a readable mix.
 
 use super::Engine;
 use super::shift::Book;
@@ -63,8 +73,25 @@ pub struct RestoreReport {
     pub records: u64,
     /// Records that could not be parsed, skipped.
     pub malformed: u64,
-    /// Alerts no group claimed and group members without an alert record, left out.
+    /// Alerts without their group's record, and groups left without alerts: left out.
     pub orphans: u64,
+    /// Records in the earlier form (a group listing its members); when any
+    /// are found, the restored engine writes its whole state again.
+    pub legacy: u64,
+}
+
+/// An alert's record: the alert and its group's key (its `group` id is
+/// meaningless outside the engine that wrote it).
+#[derive(serde::Serialize)]
+struct AlertRecord<'a> {
+    group: &'a str,
+    alert: &'a StoredAlert,
+}
+
+#[derive(serde::Deserialize)]
+struct ReadAlert {
+    group: Box<str>,
+    alert: StoredAlert,
 }
 
 fn key(prefix: &str, rest: impl std::fmt::Display) -> Vec<u8> {
@@ -88,6 +115,20 @@ impl Engine {
         self.dirty.get_or_insert_with(Dirty::default);
     }
 
+    /// Marks the whole state changed: the next [`Engine::take_changes`] writes
+    /// every record again (after restoring records in an earlier form).
+    fn mark_all(&mut self) {
+        self.mark_all_sources();
+        let Some(d) = self.dirty.as_mut() else { return };
+        let s = &self.state;
+        d.alerts.extend(s.alerts.keys().copied());
+        d.flaps.extend(s.flaps.keys().copied());
+        d.groups
+            .extend(s.groups.iter().flatten().map(|g| g.key.clone()));
+        d.storms.extend(s.storms.keys().cloned());
+        d.shifts.extend(s.shifts.keys().cloned());
+    }
+
     /// Whether anything changed since the last [`Engine::take_changes`].
     pub fn has_changes(&self) -> bool {
         self.dirty.as_ref().is_some_and(|d| !d.is_empty())
@@ -104,7 +145,14 @@ impl Engine {
         let mut alerts: Vec<AlertKey> = dirty.alerts.into_iter().collect();
         alerts.sort();
         for k in alerts {
-            out.push((key("alert", k), s.alerts.get(&k).and_then(json)));
+            let value = s.alerts.get(&k).and_then(|alert| {
+                let group = s.groups[alert.group as usize].as_ref()?;
+                json(&AlertRecord {
+                    group: &group.key,
+                    alert,
+                })
+            });
+            out.push((key("alert", k), value));
         }
         let mut flaps: Vec<AlertKey> = dirty.flaps.into_iter().collect();
         flaps.sort();
@@ -181,26 +229,64 @@ impl Engine {
             storms,
             shifts,
             mut sources,
+            legacy,
         } = parts;
+        report.legacy = legacy;
 
         let mut state = State {
             flaps,
             ..State::default()
         };
+        // Each group's alerts: those naming it by key and (earlier records)
+        // those its record lists.
+        let mut joined: HashMap<Box<str>, Vec<(u32, AlertKey)>> = HashMap::new();
+        let mut bare: HashSet<AlertKey> = HashSet::new();
+        for (k, (group, a)) in alerts.iter_mut() {
+            match group.take() {
+                Some(g) => joined.entry(g).or_default().push((a.join, *k)),
+                None => {
+                    bare.insert(*k);
+                }
+            }
+        }
         for (id, (_, mut g)) in groups.into_iter().enumerate() {
             let id = id as GroupId;
-            g.members.retain(|m| match alerts.remove(m) {
-                Some(mut a) => {
-                    a.group = id;
-                    state.alerts.insert(*m, Box::new(a));
-                    true
-                }
-                None => {
-                    report.orphans += 1;
-                    false
-                }
-            });
+            let mut named = joined.remove(&*g.key).unwrap_or_default();
+            named.sort_unstable();
+            let listed = std::mem::take(&mut g.members);
+            let members: Vec<(u32, AlertKey)> = if listed.is_empty() {
+                named
+            } else {
+                // An earlier record's list is the order; alerts rewritten since
+                // (a crash while upgrading) keep their place in it.
+                let in_list: HashSet<AlertKey> = listed.iter().copied().collect();
+                let named_set: HashSet<AlertKey> = named.iter().map(|&(_, k)| k).collect();
+                listed
+                    .into_iter()
+                    .filter(|m| bare.remove(m) || named_set.contains(m))
+                    .chain(
+                        named
+                            .into_iter()
+                            .map(|(_, k)| k)
+                            .filter(|k| !in_list.contains(k)),
+                    )
+                    .enumerate()
+                    .map(|(n, k)| (n as u32, k))
+                    .collect()
+            };
+            g.joins = g.joins.max(members.last().map_or(0, |&(j, _)| j + 1));
+            g.members = Vec::with_capacity(members.len());
+            for (join, m) in members {
+                let Some((_, mut a)) = alerts.remove(&m) else {
+                    continue;
+                };
+                a.group = id;
+                a.join = join;
+                state.alerts.insert(m, Box::new(a));
+                g.members.push(m);
+            }
             if g.members.is_empty() {
+                report.orphans += 1;
                 state.groups.push(None);
                 state.free_groups.push(id);
                 continue;
@@ -248,6 +334,9 @@ impl Engine {
         e.state = state;
         e.rebuild_derived();
         e.track_changes();
+        if report.legacy > 0 {
+            e.mark_all();
+        }
         (e, report)
     }
 }
@@ -257,12 +346,15 @@ type Sources = HashMap<(Box<str>, u32), HashMap<Box<str>, Vec<(AlertKey, crate::
 /// The state's parts as records are read, before groups get their ids.
 #[derive(Default)]
 struct Parts {
-    alerts: super::state::KeyMap<StoredAlert>,
+    /// Each alert with its group's key (`None`: an earlier record, bare).
+    alerts: super::state::KeyMap<(Option<Box<str>>, StoredAlert)>,
     flaps: super::state::KeyMap<FlapState>,
     groups: BTreeMap<Arc<str>, Group>,
     storms: HashMap<Arc<str>, StormWindow>,
     shifts: BTreeMap<Arc<str>, Book>,
     sources: Sources,
+    /// Records in the earlier form read.
+    legacy: u64,
 }
 
 impl Parts {
@@ -275,6 +367,7 @@ impl Parts {
             storms,
             shifts,
             sources,
+            legacy,
         } = self;
         let k = std::str::from_utf8(k).ok()?;
         let (kind, rest) = k.split_once('/')?;
@@ -283,7 +376,15 @@ impl Parts {
                 let ak = AlertKey(u128::from_str_radix(rest, 16).ok()?);
                 match (kind, v) {
                     ("alert", Some(v)) => {
-                        alerts.insert(ak, serde_json::from_slice(v).ok()?);
+                        let read = match serde_json::from_slice::<ReadAlert>(v) {
+                            Ok(r) => (Some(r.group), r.alert),
+                            Err(_) => {
+                                let bare = serde_json::from_slice(v).ok()?;
+                                *legacy += 1;
+                                (None, bare)
+                            }
+                        };
+                        alerts.insert(ak, read);
                     }
                     ("alert", None) => {
                         alerts.remove(&ak);
@@ -299,6 +400,9 @@ impl Parts {
             "group" => match v {
                 Some(v) => {
                     let g: Group = serde_json::from_slice(v).ok()?;
+                    if !g.members.is_empty() {
+                        *legacy += 1;
+                    }
                     groups.insert(g.key.clone(), g);
                 }
                 None => {

@@ -229,6 +229,7 @@ impl Engine {
     pub fn restore(rules: Arc<RuleSet>, bytes: &[u8]) -> Result<Engine, serde_json::Error> {
         let mut e = Engine::new(rules.clone());
         e.state = serde_json::from_slice(bytes)?;
+        e.state.rebuild_members();
         // Aligns the restored inhibition sources with these rules by name, as a reload does.
         e.set_rules(rules);
         Ok(e)
@@ -471,6 +472,20 @@ impl Engine {
         let g = self.state.groups[group as usize]
             .as_mut()
             .expect("live group");
+        if g.joins == u32::MAX {
+            // Once in four billion admissions: number the members afresh.
+            for (n, k) in g.members.iter().enumerate() {
+                if let Some(a) = self.state.alerts.get_mut(k) {
+                    a.join = n as u32;
+                    if let Some(d) = self.dirty.as_mut() {
+                        d.alerts.insert(*k);
+                    }
+                }
+            }
+            g.joins = g.members.len() as u32;
+        }
+        let join = g.joins;
+        g.joins += 1;
         g.members.push(key);
         self.squad_alerts[owner.squad as usize] += 1;
         let group_key = g.key.clone();
@@ -489,6 +504,7 @@ impl Engine {
                 notified: None,
                 group,
                 core: owner.core,
+                join,
                 pending: if flapping { Vec::new() } else { vec![input] },
             }),
         );
@@ -583,6 +599,7 @@ impl Engine {
             squad: sq.name.clone(),
             labels: group_labels,
             members: Vec::new(),
+            joins: 0,
             next_flush: due,
             last_notified: None,
             changed_at: None,
@@ -788,16 +805,11 @@ impl Engine {
         };
         if let Some(d) = self.dirty.as_mut() {
             d.groups.insert(group.key.clone());
-            d.alerts.extend(group.members.iter().copied());
-            let flaps = &self.state.flaps;
-            d.flaps.extend(
-                group
-                    .members
-                    .iter()
-                    .filter(|k| flaps.contains_key(*k))
-                    .copied(),
-            );
         }
+        // Members whose record (alert, flap history) this flush changes: a
+        // member that changed nothing is not written again.
+        let mut touched: Vec<AlertKey> = Vec::new();
+        let mut touched_flaps: Vec<AlertKey> = Vec::new();
         let squad = self.group_squad[gid as usize];
         let flap_window = self.rules.flap.map(|f| f.window);
         let mut changed = false;
@@ -820,6 +832,7 @@ impl Engine {
             };
             let a = self.state.alerts.get_mut(key).expect("checked above");
             if let Some(fate) = suppressed {
+                touched.push(*key);
                 for input in std::mem::take(&mut a.pending) {
                     out.fates.push(FateRecord {
                         input,
@@ -834,6 +847,7 @@ impl Engine {
             if let (Some(f), Some(window)) = (self.state.flaps.get_mut(key), flap_window) {
                 if f.flapping && f.changes.back().is_none_or(|&t| now.since(t) >= window) {
                     // Calm for a whole window: no longer flapping; its state is notified normally.
+                    touched_flaps.push(*key);
                     f.flapping = false;
                     f.announced = false;
                     f.changes.clear();
@@ -850,6 +864,7 @@ impl Engine {
             if a.notified != Some(status) {
                 if status == Status::Resolved && a.notified.is_none() {
                     // Resolved before anyone heard of it: nothing to tell.
+                    touched.push(*key);
                     for input in std::mem::take(&mut a.pending) {
                         out.fates.push(FateRecord {
                             input,
@@ -924,8 +939,14 @@ impl Engine {
                     .get_mut(key)
                     .expect("included alerts are stored");
                 let status = a.status(now);
+                if a.notified != Some(status) || !a.pending.is_empty() {
+                    touched.push(*key);
+                }
                 a.notified = Some(status);
                 if let Some(f) = self.state.flaps.get_mut(key).filter(|f| f.flapping) {
+                    if !f.announced {
+                        touched_flaps.push(*key);
+                    }
                     f.announced = true;
                 }
                 for input in std::mem::take(&mut a.pending) {
@@ -954,6 +975,9 @@ impl Engine {
         // Resolved alerts that have been notified are forgotten.
         group.members.retain(|key| {
             let a = self.state.alerts.get_mut(key).expect("members are stored");
+            if !a.pending.is_empty() {
+                touched.push(*key);
+            }
             for input in std::mem::take(&mut a.pending) {
                 out.fates.push(FateRecord {
                     input,
@@ -966,11 +990,16 @@ impl Engine {
                 && a.notified == Some(Status::Resolved)
                 && !is_flapping(&self.state.flaps, key)
             {
+                touched.push(*key);
                 self.state.alerts.remove(key);
                 return false;
             }
             true
         });
+        if let Some(d) = self.dirty.as_mut() {
+            d.alerts.extend(touched);
+            d.flaps.extend(touched_flaps);
+        }
 
         if let Some(n) = self.squad_alerts.get_mut(squad as usize) {
             *n = n.saturating_sub(members_before - group.members.len());

@@ -48,6 +48,10 @@ pub struct StoredAlert {
     pub notified: Option<Status>,
     pub group: GroupId,
     pub core: bool,
+    /// Its place among its group's members: the group's `joins` when it was
+    /// admitted. A restore orders members by it (members are not written).
+    #[serde(default)]
+    pub join: u32,
     /// Inputs whose fate waits for the group's next flush.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<InputId>,
@@ -87,7 +91,15 @@ pub struct Group {
     pub key: Arc<str>,
     pub squad: Arc<str>,
     pub labels: LabelSet,
+    /// Its alerts in the order they joined. Derived: never written (a group's
+    /// record would grow with it and be rewritten whenever it changes); a
+    /// restore rebuilds it from the alerts' `group` and `join`. Read from
+    /// records written before that, which listed them.
+    #[serde(default, skip_serializing)]
     pub members: Vec<AlertKey>,
+    /// Alerts admitted so far: the next member's `join`.
+    #[serde(default)]
+    pub joins: u32,
     pub next_flush: Ts,
     pub last_notified: Option<Ts>,
     /// When a change (not a repeat) was last notified: an acknowledgement
@@ -172,4 +184,26 @@ pub struct State {
     /// Per squad: the current shift's book (only squads this engine keeps books for).
     #[serde(default)]
     pub shifts: std::collections::BTreeMap<Arc<str>, super::shift::Book>,
+}
+
+impl State {
+    /// Rebuilds every group's members from the alerts' `group` and `join`
+    /// (a snapshot does not hold them). Alerts naming no live group are forgotten.
+    pub fn rebuild_members(&mut self) {
+        let mut by_group: Vec<Vec<(u32, AlertKey)>> = vec![Vec::new(); self.groups.len()];
+        let groups = &self.groups;
+        self.alerts.retain(|&k, a| {
+            let live = groups.get(a.group as usize).is_some_and(Option::is_some);
+            if live {
+                by_group[a.group as usize].push((a.join, k));
+            }
+            live
+        });
+        for (g, mut joined) in self.groups.iter_mut().zip(by_group) {
+            if let Some(g) = g {
+                joined.sort_unstable();
+                g.members = joined.into_iter().map(|(_, k)| k).collect();
+            }
+        }
+    }
 }

@@ -335,18 +335,140 @@ fn a_changelog_with_garbage_and_missing_records_restores_what_it_can() {
         .filter(|(k, _)| k.starts_with(b"group/"))
         .count();
     assert!(groups > 0);
-    // A lost alert record (a crash between records), and garbage.
+    // A lost alert record and a lost group record (a crash between records), and garbage.
     let lost = live
         .iter()
         .position(|(k, _)| k.starts_with(b"alert/"))
         .unwrap();
     live.remove(lost);
+    let group = live
+        .iter()
+        .position(|(k, _)| k.starts_with(b"group/"))
+        .unwrap();
+    let (group_key, _) = live.remove(group);
+    let group_key = std::str::from_utf8(&group_key[b"group/".len()..]).unwrap();
+    let naming_it = live
+        .iter()
+        .filter(|(k, v)| {
+            k.starts_with(b"alert/")
+                && serde_json::from_slice::<serde_json::Value>(v.as_ref().unwrap()).unwrap()
+                    ["group"]
+                    == group_key
+        })
+        .count();
+    assert!(naming_it > 0);
     live.push((b"alert/zz".to_vec(), Some(b"{}".to_vec())));
     live.push((b"nonsense".to_vec(), Some(b"[".to_vec())));
     let (restored, report) = Engine::from_changelog(rules, live);
     assert_eq!(report.malformed, 2);
-    assert_eq!(report.orphans, 1, "the group's member without a record");
-    assert_eq!(restored.active_alerts(), engine.active_alerts() - 1);
+    assert_eq!(
+        report.orphans, naming_it as u64,
+        "the alerts of the group without a record"
+    );
+    assert_eq!(report.legacy, 0);
+    assert_eq!(
+        restored.active_alerts(),
+        engine.active_alerts() - 1 - naming_it
+    );
+}
+
+/// The records as written before alerts named their group: the group's record
+/// lists its members in order, the alert's record is the bare alert.
+fn earlier_form(live: &[Change]) -> Vec<Change> {
+    use serde_json::Value;
+    let parse = |v: &Option<Vec<u8>>| serde_json::from_slice::<Value>(v.as_ref().unwrap()).unwrap();
+    let mut members: std::collections::BTreeMap<String, Vec<(u64, String)>> = Default::default();
+    for (k, v) in live.iter().filter(|(k, _)| k.starts_with(b"alert/")) {
+        let r = parse(v);
+        let key = String::from_utf8(k[b"alert/".len()..].to_vec()).unwrap();
+        members
+            .entry(r["group"].as_str().unwrap().to_owned())
+            .or_default()
+            .push((r["alert"]["join"].as_u64().unwrap(), key));
+    }
+    live.iter()
+        .map(|(k, v)| {
+            let value = if k.starts_with(b"alert/") {
+                let mut a = parse(v)["alert"].clone();
+                a.as_object_mut().unwrap().remove("join");
+                a
+            } else if k.starts_with(b"group/") {
+                let mut g = parse(v);
+                let mut m = members.remove(g["key"].as_str().unwrap()).unwrap();
+                m.sort();
+                let o = g.as_object_mut().unwrap();
+                o.remove("joins");
+                o.insert(
+                    "members".into(),
+                    m.into_iter().map(|(_, k)| Value::String(k)).collect(),
+                );
+                g
+            } else {
+                return (k.clone(), v.clone());
+            };
+            (k.clone(), Some(serde_json::to_vec(&value).unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_changelog_in_the_earlier_form_restores_the_same_and_is_written_again() {
+    let rules = example_rules();
+    let stream = random_stream(5);
+    let (first, second) = stream.split_at(stream.len() / 2);
+    let mut whole = Engine::new(rules.clone());
+    let expected = run(&mut whole, &stream, 0, true);
+
+    let mut before = Engine::new(rules.clone());
+    before.track_changes();
+    let mut log = Vec::new();
+    let (f1, n1, next) = run_logged(&mut before, first, 0, &mut log);
+    let live = compact(&log);
+    let earlier = earlier_form(&live);
+    assert_ne!(earlier, live);
+
+    let (mut after, report) = Engine::from_changelog(rules.clone(), earlier.clone());
+    assert_eq!((report.malformed, report.orphans), (0, 0));
+    let groups = live
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"group/"))
+        .count();
+    let alerts = live
+        .iter()
+        .filter(|(k, _)| k.starts_with(b"alert/"))
+        .count();
+    assert_eq!(report.legacy, (groups + alerts) as u64);
+    assert_eq!(after.active_alerts(), before.active_alerts());
+    // Every record is written again, in the current form: the log as it will
+    // be compacted restores without anything in the earlier form.
+    let rewritten = after.take_changes();
+    assert_eq!(rewritten.len(), live.len());
+    let mut upgraded = earlier.clone();
+    upgraded.extend(rewritten);
+    let (_, report) = Engine::from_changelog(rules.clone(), compact(&upgraded));
+    assert_eq!((report.legacy, report.orphans), (0, 0));
+
+    // A crash while rewriting (alerts are written before groups): the
+    // groups' lists still give the order.
+    let mut half = earlier;
+    half.extend(
+        live.iter()
+            .filter(|(k, _)| k.starts_with(b"alert/"))
+            .step_by(2)
+            .cloned(),
+    );
+    let (mut from_half, report) = Engine::from_changelog(rules, compact(&half));
+    assert_eq!((report.malformed, report.orphans), (0, 0));
+
+    for e in [&mut after, &mut from_half] {
+        let (f2, n2, _) = run(e, second, next, true);
+        let mut fates = f1.clone();
+        fates.extend(f2);
+        let mut notes = n1.clone();
+        notes.extend(n2);
+        assert_eq!(fates, expected.0, "fates");
+        assert_eq!(notes, expected.1, "notifications");
+    }
 }
 
 #[test]
