@@ -470,8 +470,8 @@ async fn authorized(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match shared.web.auth.check(access, header).await {
-        Verdict::Allowed => route(shared, req, peer, limits).await,
+    let refusal = match shared.web.auth.check(access, header).await {
+        Verdict::Allowed => return route(shared, req, peer, limits).await,
         Verdict::Unauthenticated => {
             shared
                 .metrics
@@ -497,7 +497,36 @@ async fn authorized(
                 .inc();
             text(StatusCode::FORBIDDEN, &format!("forbidden: {why}\n"))
         }
+    };
+    drain_before_early_answer(req, limits.body_timeout).await;
+    refusal
+}
+
+/// Bytes of a refused request's body read and discarded before the answer.
+const EARLY_ANSWER_DRAIN: usize = 4 << 20;
+
+/// Over HTTP/2 an answer sent before the request's body has been read ends
+/// the stream with a reset, and some clients (curl 7.88) then report a
+/// framing error instead of the status. So a refused request's body is read
+/// and discarded first: at most [`EARLY_ANSWER_DRAIN`] bytes within
+/// `timeout` (it holds a body slot meanwhile, like any body). HTTP/1.1 needs
+/// none of this: the connection closes after the answer.
+async fn drain_before_early_answer(req: Request<Incoming>, timeout: std::time::Duration) {
+    use http_body_util::BodyExt;
+    if req.version() != hyper::Version::HTTP_2 || hyper::body::Body::is_end_stream(req.body()) {
+        return;
     }
+    let mut body = req.into_body();
+    let drain = async {
+        let mut read = 0;
+        while read <= EARLY_ANSWER_DRAIN {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, drain).await;
 }
 
 const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);

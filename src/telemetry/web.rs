@@ -83,7 +83,7 @@ pub struct TlsServerConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpServerConfig {
-    /// HTTP/2 is not served yet: accepted for compatibility, ALPN offers http/1.1.
+    /// HTTP/2 over TLS (ALPN `h2`); on unless `false`, as in Prometheus' toolkit.
     #[serde(default)]
     pub http2: Option<bool>,
     /// Response headers the toolkit allows (security headers).
@@ -210,15 +210,12 @@ impl Web {
                 })?,
             ));
         }
-        if wc.http_server_config.http2 == Some(true) {
-            tracing::info!(
-                "http_server_config.http2: HTTP/2 is not served yet; clients use HTTP/1.1"
-            );
-        }
+        // As in Prometheus' toolkit: HTTP/2 over TLS unless turned off.
+        let http2 = wc.http_server_config.http2.unwrap_or(true);
         let tls = wc
             .tls_server_config
             .as_ref()
-            .map(|t| tls_acceptor(t, dir))
+            .map(|t| tls_acceptor(t, dir, http2))
             .transpose()
             .map_err(|e| anyhow::anyhow!("tls_server_config: {e:#}"))?;
         Ok(Web {
@@ -239,7 +236,11 @@ fn bcrypt_cost(hash: &str) -> Option<u32> {
     cost.parse().ok().filter(|c| (4..=31).contains(c))
 }
 
-fn tls_acceptor(t: &TlsServerConfig, dir: &Path) -> anyhow::Result<openssl::ssl::SslAcceptor> {
+fn tls_acceptor(
+    t: &TlsServerConfig,
+    dir: &Path,
+    http2: bool,
+) -> anyhow::Result<openssl::ssl::SslAcceptor> {
     use openssl::ssl::{SslAcceptor, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
     let unsupported = [
         ("cipher_suites", !t.cipher_suites.is_empty()),
@@ -334,12 +335,15 @@ fn tls_acceptor(t: &TlsServerConfig, dir: &Path) -> anyhow::Result<openssl::ssl:
             b.set_verify_callback(mode, |_, _| true);
         }
     }
-    b.set_alpn_select_callback(|_, client| {
-        // HTTP/1.1 only over TLS for now: with h2, an answer given before the
-        // request body is read (401, 403, 413) ends the stream with a reset
-        // that curl 7.88 reports as a failure instead of the status.
-        openssl::ssl::select_next_proto(b"\x08http/1.1", client)
-            .ok_or(openssl::ssl::AlpnError::NOACK)
+    // HTTP/2 first, as Go and curl prefer it (refused requests' bodies are
+    // read before the answer, so clients see the status: `http.rs`).
+    let ours: &'static [u8] = if http2 {
+        b"\x02h2\x08http/1.1"
+    } else {
+        b"\x08http/1.1"
+    };
+    b.set_alpn_select_callback(move |_, client| {
+        openssl::ssl::select_next_proto(ours, client).ok_or(openssl::ssl::AlpnError::NOACK)
     });
     Ok(b.build())
 }
