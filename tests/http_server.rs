@@ -352,20 +352,15 @@ fn running_out_of_file_descriptors_does_not_deafen_the_server() {
     let _ = child.wait();
 }
 
-/// A web config as Prometheus and Alertmanager read it: HTTPS with the
-/// configured certificate, basic-auth users with bcrypt hashes, a security
-/// header; and squadron's split: `scraper` may read, only `sender` may write.
-#[test]
-fn https_and_basic_auth_from_a_web_config() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("web"));
-    let (ca, cert, key) = common::make_certificate(&dir);
+/// A server whose web config (`dir/web.yml`) is `config` and two basic-auth
+/// users: `scraper` (password scrape-pw) may read, `sender` (send-pw) may
+/// also write.
+fn server_with_users(dir: &std::path::Path, config: &str) -> Server {
     let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
     std::fs::write(
         dir.join("web.yml"),
         format!(
-            "tls_server_config:\n  cert_file: {}\n  key_file: {}\nhttp_server_config:\n  headers: {{X-Frame-Options: deny}}\nbasic_auth_users:\n  scraper: '{}'\n  sender: '{}'\n",
-            cert.file_name().unwrap().to_str().unwrap(),
-            key.display(),
+            "{config}basic_auth_users:\n  scraper: '{}'\n  sender: '{}'\n",
             hash("scrape-pw"),
             hash("send-pw"),
         ),
@@ -375,8 +370,28 @@ fn https_and_basic_auth_from_a_web_config() {
         writers: vec!["sender".into()],
         ..Default::default()
     };
-    let web = Web::load(Some(&dir.join("web.yml")), &policy, None).unwrap();
-    let srv = server_with(limits(), web);
+    server_with(
+        limits(),
+        Web::load(Some(&dir.join("web.yml")), &policy, None).unwrap(),
+    )
+}
+
+/// A web config as Prometheus and Alertmanager read it: HTTPS with the
+/// configured certificate, basic-auth users with bcrypt hashes, a security
+/// header; and squadron's split: `scraper` may read, only `sender` may write.
+#[test]
+fn https_and_basic_auth_from_a_web_config() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("web"));
+    let (ca, cert, key) = common::make_certificate(&dir);
+    let tls_config = format!(
+        "tls_server_config:\n  cert_file: {}\n  key_file: {}\n",
+        cert.file_name().unwrap().to_str().unwrap(),
+        key.display(),
+    );
+    let srv = server_with_users(
+        &dir,
+        &format!("{tls_config}http_server_config:\n  headers: {{X-Frame-Options: deny}}\n"),
+    );
     let url = |path: &str| format!("https://127.0.0.1:{}{path}", srv.addr.port());
     let ca = ca.display().to_string();
     let curl = |extra: &[&str], path: &str| {
@@ -468,17 +483,10 @@ fn https_and_basic_auth_from_a_web_config() {
     assert_eq!(curl(&[], "/healthz").0, 200);
 
     // `http_server_config.http2: false`: HTTP/1.1 even for a client offering h2.
-    let config = std::fs::read_to_string(dir.join("web.yml")).unwrap();
-    std::fs::write(
-        dir.join("web-h1.yml"),
-        config.replace(
-            "http_server_config:\n",
-            "http_server_config:\n  http2: false\n",
-        ),
-    )
-    .unwrap();
-    let web = Web::load(Some(&dir.join("web-h1.yml")), &policy, None).unwrap();
-    let h1 = server_with(limits(), web);
+    let h1 = server_with_users(
+        &dir,
+        &format!("{tls_config}http_server_config:\n  http2: false\n"),
+    );
     let u = format!("https://127.0.0.1:{}/healthz", h1.addr.port());
     assert_eq!(
         curl_version(&["--cacert", ca.as_str(), "--http2", &u]),
@@ -535,21 +543,7 @@ fn the_shipped_compose_setup_authenticates_as_documented() {
 fn early_answers_over_http2_reach_the_client() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("web-h2"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("web.yml"),
-        format!(
-            "basic_auth_users:\n  scraper: '{}'\n  sender: '{}'\n",
-            bcrypt::hash("scrape-pw", 4).unwrap(),
-            bcrypt::hash("send-pw", 4).unwrap()
-        ),
-    )
-    .unwrap();
-    let policy = AuthorizationConfig {
-        writers: vec!["sender".into()],
-        ..Default::default()
-    };
-    let web = Web::load(Some(&dir.join("web.yml")), &policy, None).unwrap();
-    let srv = server_with(limits(), web);
+    let srv = server_with_users(&dir, "");
     let url = format!("http://{}/api/v2/alerts", srv.addr);
     let big = dir.join("big.json");
     std::fs::write(&big, vec![b' '; 1 << 20]).unwrap();
