@@ -808,8 +808,7 @@ impl Engine {
         }
         // Members whose record (alert, flap history) this flush changes: a
         // member that changed nothing is not written again.
-        let mut touched: Vec<AlertKey> = Vec::new();
-        let mut touched_flaps: Vec<AlertKey> = Vec::new();
+        let mut touched = Touched::new(self.dirty.is_some());
         let squad = self.group_squad[gid as usize];
         let flap_window = self.rules.flap.map(|f| f.window);
         let mut changed = false;
@@ -832,7 +831,7 @@ impl Engine {
             };
             let a = self.state.alerts.get_mut(key).expect("checked above");
             if let Some(fate) = suppressed {
-                touched.push(*key);
+                touched.alert(*key);
                 for input in std::mem::take(&mut a.pending) {
                     out.fates.push(FateRecord {
                         input,
@@ -847,7 +846,7 @@ impl Engine {
             if let (Some(f), Some(window)) = (self.state.flaps.get_mut(key), flap_window) {
                 if f.flapping && f.changes.back().is_none_or(|&t| now.since(t) >= window) {
                     // Calm for a whole window: no longer flapping; its state is notified normally.
-                    touched_flaps.push(*key);
+                    touched.flap(*key);
                     f.flapping = false;
                     f.announced = false;
                     f.changes.clear();
@@ -864,7 +863,7 @@ impl Engine {
             if a.notified != Some(status) {
                 if status == Status::Resolved && a.notified.is_none() {
                     // Resolved before anyone heard of it: nothing to tell.
-                    touched.push(*key);
+                    touched.alert(*key);
                     for input in std::mem::take(&mut a.pending) {
                         out.fates.push(FateRecord {
                             input,
@@ -940,12 +939,12 @@ impl Engine {
                     .expect("included alerts are stored");
                 let status = a.status(now);
                 if a.notified != Some(status) || !a.pending.is_empty() {
-                    touched.push(*key);
+                    touched.alert(*key);
                 }
                 a.notified = Some(status);
                 if let Some(f) = self.state.flaps.get_mut(key).filter(|f| f.flapping) {
                     if !f.announced {
-                        touched_flaps.push(*key);
+                        touched.flap(*key);
                     }
                     f.announced = true;
                 }
@@ -976,7 +975,7 @@ impl Engine {
         group.members.retain(|key| {
             let a = self.state.alerts.get_mut(key).expect("members are stored");
             if !a.pending.is_empty() {
-                touched.push(*key);
+                touched.alert(*key);
             }
             for input in std::mem::take(&mut a.pending) {
                 out.fates.push(FateRecord {
@@ -990,15 +989,15 @@ impl Engine {
                 && a.notified == Some(Status::Resolved)
                 && !is_flapping(&self.state.flaps, key)
             {
-                touched.push(*key);
+                touched.alert(*key);
                 self.state.alerts.remove(key);
                 return false;
             }
             true
         });
         if let Some(d) = self.dirty.as_mut() {
-            d.alerts.extend(touched);
-            d.flaps.extend(touched_flaps);
+            d.alerts.extend(touched.alerts);
+            d.flaps.extend(touched.flaps);
         }
 
         if let Some(n) = self.squad_alerts.get_mut(squad as usize) {
@@ -1470,6 +1469,36 @@ pub struct GroupView {
     pub next_flush: Ts,
     pub last_notified: Option<Ts>,
     pub alerts: Vec<AlertView>,
+}
+
+/// Keys whose records a flush changed, collected only while changes are
+/// tracked (replay and tests pay nothing).
+struct Touched {
+    on: bool,
+    alerts: Vec<AlertKey>,
+    flaps: Vec<AlertKey>,
+}
+
+impl Touched {
+    fn new(on: bool) -> Touched {
+        Touched {
+            on,
+            alerts: Vec::new(),
+            flaps: Vec::new(),
+        }
+    }
+
+    fn alert(&mut self, key: AlertKey) {
+        if self.on {
+            self.alerts.push(key);
+        }
+    }
+
+    fn flap(&mut self, key: AlertKey) {
+        if self.on {
+            self.flaps.push(key);
+        }
+    }
 }
 
 /// An alert the engine remembers, as the status API shows it.
