@@ -35,6 +35,10 @@ fn server(limits: HttpLimits) -> Server {
 }
 
 fn server_with(limits: HttpLimits, web: Web) -> Server {
+    server_with_ingest(limits, web, &IngestConfig::default())
+}
+
+fn server_with_ingest(limits: HttpLimits, web: Web, ingest: &IngestConfig) -> Server {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -45,7 +49,7 @@ fn server_with(limits: HttpLimits, web: Web) -> Server {
     let ingest = runtime.block_on(async {
         let mut client = rdkafka::ClientConfig::new();
         client.set("bootstrap.servers", "127.0.0.1:1");
-        HttpIngest::new(client, "t".into(), &IngestConfig::default()).unwrap()
+        HttpIngest::new(client, "t".into(), ingest).unwrap()
     });
     let shared = Shared {
         metrics: Arc::new(Metrics::new(prometheus::Registry::new()).unwrap()),
@@ -290,6 +294,53 @@ fn http2_request_bodies_share_the_max_connections_slots() {
     assert_eq!(waiting(), 0);
 }
 
+/// Over HTTP/2 an early answer waits for the request's body to be drained;
+/// a body that never ends must not hold the answer, or the body slot, past
+/// `body_timeout`. One slot, three refused requests (404) whose bodies never
+/// end: each is answered in turn.
+#[test]
+fn a_refused_body_that_never_ends_is_answered_after_body_timeout() {
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+    use hyper::body::{Bytes, Frame};
+    let srv = server(HttpLimits {
+        max_connections: 1,
+        ..limits()
+    });
+    let client = tokio::runtime::Runtime::new().unwrap();
+    let statuses = client.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let requests: Vec<_> = (0..3)
+            .map(|_| {
+                let first: Result<_, std::convert::Infallible> =
+                    Ok(Frame::data(Bytes::from_static(b"[")));
+                let never =
+                    futures_util::stream::iter([first]).chain(futures_util::stream::pending());
+                let req = hyper::Request::post(format!("http://{}/nowhere", srv.addr))
+                    .body(BodyExt::boxed(StreamBody::new(never)))
+                    .unwrap();
+                let mut send = send.clone();
+                tokio::spawn(async move { send.send_request(req).await.map(|r| r.status()) })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for r in requests {
+            let answered = tokio::time::timeout(Duration::from_secs(20), r).await;
+            statuses.push(answered.expect("answered").unwrap().unwrap().as_u16());
+        }
+        statuses
+    });
+    assert_eq!(statuses, [404, 404, 404]);
+    assert_eq!(srv.shared.metrics.http_requests_waiting.get(), 0);
+}
+
 #[test]
 fn connections_over_the_limit_wait_and_are_then_served() {
     let srv = server(HttpLimits {
@@ -356,6 +407,10 @@ fn running_out_of_file_descriptors_does_not_deafen_the_server() {
 /// users: `scraper` (password scrape-pw) may read, `sender` (send-pw) may
 /// also write.
 fn server_with_users(dir: &std::path::Path, config: &str) -> Server {
+    server_with_users_ingest(dir, config, &IngestConfig::default())
+}
+
+fn server_with_users_ingest(dir: &std::path::Path, config: &str, ingest: &IngestConfig) -> Server {
     let hash = |pw: &str| bcrypt::hash(pw, 4).unwrap();
     std::fs::write(
         dir.join("web.yml"),
@@ -370,9 +425,10 @@ fn server_with_users(dir: &std::path::Path, config: &str) -> Server {
         writers: vec!["sender".into()],
         ..Default::default()
     };
-    server_with(
+    server_with_ingest(
         limits(),
         Web::load(Some(&dir.join("web.yml")), &policy, None).unwrap(),
+        ingest,
     )
 }
 
@@ -543,14 +599,34 @@ fn the_shipped_compose_setup_authenticates_as_documented() {
 fn early_answers_over_http2_reach_the_client() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(common::unique("web-h2"));
     std::fs::create_dir_all(&dir).unwrap();
-    let srv = server_with_users(&dir, "");
-    let url = format!("http://{}/api/v2/alerts", srv.addr);
+    let ingest = IngestConfig {
+        max_body_bytes: 64 << 10,
+        ..IngestConfig::default()
+    };
+    let srv = server_with_users_ingest(&dir, "", &ingest);
+    let url = |path: &str| format!("http://{}{path}", srv.addr);
     let big = dir.join("big.json");
     std::fs::write(&big, vec![b' '; 1 << 20]).unwrap();
     let big = format!("@{}", big.display());
-    for body in ["[]", big.as_str()] {
-        for (user, status) in [(None, 401), (Some("scraper:scrape-pw"), 403)] {
-            for round in 0..40 {
+    // Every answer a handler gives without reading the body: credentials,
+    // unknown path and method, the declared length over the ingest's limit,
+    // and an endpoint not ready (the rules are never published here).
+    let sender = Some("sender:send-pw");
+    let cases = [
+        (None, "/api/v2/alerts", 401, "[]"),
+        (Some("scraper:scrape-pw"), "/api/v2/alerts", 403, "[]"),
+        (sender, "/nowhere", 404, "[]"),
+        (sender, "/metrics", 405, "[]"),
+        (sender, "/api/v2/silences", 503, "{}"),
+        (sender, "/api/v2/alerts", 413, ""),
+    ];
+    for (user, path, status, small) in cases {
+        for body in [small, big.as_str()] {
+            if body.is_empty() {
+                continue;
+            }
+            for round in 0..25 {
+                let url = url(path);
                 let mut args = vec!["--http2-prior-knowledge", "--data-binary", body];
                 if let Some(u) = user {
                     args.extend(["-u", u]);
@@ -560,7 +636,7 @@ fn early_answers_over_http2_reach_the_client() {
                 assert_eq!(
                     written,
                     format!("{status} 2"),
-                    "round {round}, {user:?}, body {body}"
+                    "round {round}, {user:?} {path}, body {body}"
                 );
             }
         }

@@ -12,12 +12,11 @@
 //! address) goes to the audit trail with it.
 
 use super::http::bytes_body::{self, Body};
-use super::http::{Query, Shared, json, read_body, rules, text};
+use super::http::{Query, Req, Shared, json, read_body, rules, text};
 use crate::control::{self, Ack, Override, Record, Refused, SilenceChange};
 use crate::model::Ts;
 use crate::pipeline::wall_clock;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -27,10 +26,10 @@ const MAX_BODY: usize = 64 * 1024;
 /// Answers the request when its path is one of these endpoints.
 pub(super) async fn route(
     shared: &Shared,
-    req: Request<Incoming>,
+    req: Req,
     peer: std::net::IpAddr,
     body_timeout: std::time::Duration,
-) -> Result<Response<Body>, Request<Incoming>> {
+) -> Result<Response<Body>, Req> {
     let path = req.uri().path().to_owned();
     let method = req.method().clone();
     let ours = matches!(
@@ -349,7 +348,7 @@ pub fn goalkeepers(
 }
 
 /// The authenticated user, or the client's address when there is none.
-fn principal(req: &Request<Incoming>, peer: std::net::IpAddr) -> String {
+fn principal(req: &Req, peer: std::net::IpAddr) -> String {
     let header = req
         .headers()
         .get(hyper::header::AUTHORIZATION)

@@ -329,7 +329,12 @@ async fn connection<I>(
                 let slot = bodies.acquire_owned().await;
                 Some(slot.expect("the semaphore is never closed"))
             };
+            let started = tokio::time::Instant::now();
+            let (req, unread) = RequestBody::wrap(req);
             let mut resp = authorized(&shared, req, peer.ip(), limits).await;
+            if let Some(rest) = unread.and_then(|u| u.lock().expect("unread body").take()) {
+                drain_before_early_answer(rest, started + limits.body_timeout).await;
+            }
             for (name, value) in &shared.web.headers {
                 resp.headers_mut().insert(name.clone(), value.clone());
             }
@@ -460,7 +465,7 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for ReadDeadline<I>
 /// Checks the request's credentials for what its endpoint needs, then routes it.
 async fn authorized(
     shared: &Shared,
-    req: Request<Incoming>,
+    req: Req,
     peer: std::net::IpAddr,
     limits: HttpLimits,
 ) -> Response<Body> {
@@ -470,8 +475,8 @@ async fn authorized(
         .headers()
         .get(hyper::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let refusal = match shared.web.auth.check(access, header).await {
-        Verdict::Allowed => return route(shared, req, peer, limits).await,
+    match shared.web.auth.check(access, header).await {
+        Verdict::Allowed => route(shared, req, peer, limits).await,
         Verdict::Unauthenticated => {
             shared
                 .metrics
@@ -497,36 +502,97 @@ async fn authorized(
                 .inc();
             text(StatusCode::FORBIDDEN, &format!("forbidden: {why}\n"))
         }
-    };
-    drain_before_early_answer(req, limits.body_timeout).await;
-    refusal
+    }
+}
+
+/// A request as the handlers see it.
+pub(super) type Req = Request<RequestBody>;
+
+/// The body the handlers read. Over HTTP/2, a body a handler drops before its
+/// end (an answer given early: 401, 403, 404, 405, 413, 503...) is handed
+/// back to the connection, which drains it before sending the answer
+/// ([`drain_before_early_answer`]).
+pub(super) struct RequestBody {
+    inner: Option<Incoming>,
+    /// Where an unfinished body goes when dropped; `None` over HTTP/1.1.
+    unread: Option<Arc<Mutex<Option<Incoming>>>>,
+}
+
+type Unread = Arc<Mutex<Option<Incoming>>>;
+
+impl RequestBody {
+    fn wrap(req: Request<Incoming>) -> (Req, Option<Unread>) {
+        let (parts, body) = req.into_parts();
+        let unread = (parts.version == hyper::Version::HTTP_2).then(Unread::default);
+        let body = RequestBody {
+            inner: Some(body),
+            unread: unread.clone(),
+        };
+        (Request::from_parts(parts, body), unread)
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let (Some(body), Some(unread)) = (self.inner.take(), &self.unread)
+            && !hyper::body::Body::is_end_stream(&body)
+        {
+            *unread.lock().expect("unread body") = Some(body);
+        }
+    }
+}
+
+impl hyper::body::Body for RequestBody {
+    type Data = hyper::body::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        match self.inner.as_mut() {
+            Some(body) => std::pin::Pin::new(body).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), |b| b.size_hint())
+    }
 }
 
 /// Bytes of a refused request's body read and discarded before the answer.
-const EARLY_ANSWER_DRAIN: usize = 4 << 20;
+const EARLY_ANSWER_DRAIN: u64 = 4 << 20;
 
 /// Over HTTP/2 an answer sent before the request's body has been read ends
 /// the stream with a reset, and some clients (curl 7.88) then report a
-/// framing error instead of the status. So a refused request's body is read
-/// and discarded first: at most [`EARLY_ANSWER_DRAIN`] bytes within
-/// `timeout` (it holds a body slot meanwhile, like any body). HTTP/1.1 needs
-/// none of this: the connection closes after the answer.
-async fn drain_before_early_answer(req: Request<Incoming>, timeout: std::time::Duration) {
+/// framing error instead of the status. So what a handler left of a body is
+/// read and discarded first: at most [`EARLY_ANSWER_DRAIN`] bytes, until
+/// `deadline` (the request's `body_timeout`, so a body that timed out is not
+/// waited for again). It holds the request's body slot meanwhile. A body
+/// declared longer than that is not drained at all: the reset comes either
+/// way. HTTP/1.1 needs none of this: the connection closes after the answer.
+async fn drain_before_early_answer(mut body: Incoming, deadline: tokio::time::Instant) {
     use http_body_util::BodyExt;
-    if req.version() != hyper::Version::HTTP_2 || hyper::body::Body::is_end_stream(req.body()) {
+    if hyper::body::Body::size_hint(&body).lower() > EARLY_ANSWER_DRAIN {
         return;
     }
-    let mut body = req.into_body();
     let drain = async {
         let mut read = 0;
         while read <= EARLY_ANSWER_DRAIN {
             match body.frame().await {
-                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len() as u64),
                 _ => break,
             }
         }
     };
-    let _ = tokio::time::timeout(timeout, drain).await;
+    let _ = tokio::time::timeout_at(deadline, drain).await;
 }
 
 const ACCEPT_BACKOFF_MIN: std::time::Duration = std::time::Duration::from_millis(10);
@@ -554,7 +620,7 @@ fn accept_error_kind(e: &std::io::Error) -> &'static str {
 
 async fn route(
     shared: &Shared,
-    req: Request<Incoming>,
+    req: Req,
     peer: std::net::IpAddr,
     limits: HttpLimits,
 ) -> Response<Body> {
@@ -718,7 +784,7 @@ async fn route(
 /// `POST /api/v2/alerts` (credentials already checked): size limit, then the ingest decides.
 async fn ingest(
     shared: &Shared,
-    req: Request<Incoming>,
+    req: Req,
     peer: std::net::IpAddr,
     body_timeout: std::time::Duration,
 ) -> Response<Body> {
@@ -743,7 +809,7 @@ async fn ingest(
 /// that refuses it (413, 408 closing the connection, 400).
 pub(super) async fn read_body(
     shared: &Shared,
-    req: Request<Incoming>,
+    req: Req,
     max: usize,
     timeout: std::time::Duration,
 ) -> Result<hyper::body::Bytes, Response<Body>> {
