@@ -698,6 +698,73 @@ fn run_with_http(
     (child, port)
 }
 
+/// A burst of records for several tasks is decided on two threads: every
+/// alert still gets exactly one fate, and every group is notified once as new.
+#[test]
+fn tasks_decided_on_two_threads_give_each_alert_one_fate() {
+    let Some((broker, t, rules)) = setup("parallel", "2s") else {
+        return;
+    };
+    let (groups, per_message, messages) = (100, 25, 800);
+    let (child, port) = run_with_http(&broker, &t, &rules, &[("SQUADRON_AUDIT", "all")]);
+    let batches: Vec<Vec<u8>> = (0..messages)
+        .map(|m| {
+            let alerts: Vec<Value> = (0..per_message)
+                .map(|i| {
+                    let n = m * per_message + i;
+                    alert(json!({
+                        "alertname": format!("Load{}", n % groups),
+                        "service": "checkout",
+                        "instance": format!("i{}", n / groups),
+                    }))
+                })
+                .collect();
+            serde_json::to_vec(&alerts).unwrap()
+        })
+        .collect();
+    produce(&broker, &t.input, &batches);
+    let audit = read_all(
+        &broker,
+        &t.audit,
+        messages * per_message,
+        Duration::from_secs(120),
+    );
+    let notes = read_all(&broker, &t.payments, groups, Duration::from_secs(60));
+    let parallel = metric(port, "squadron_pipeline_parallel_chunks_total");
+    stop(child);
+    let mut per_input: HashMap<(i64, i64), usize> = HashMap::new();
+    for (_, _, _, payload) in &audit {
+        let a: Value = serde_json::from_slice(payload).unwrap();
+        assert_eq!(a["topic"], t.input.as_str());
+        *per_input
+            .entry((
+                a["partition"].as_i64().unwrap(),
+                a["offset"].as_i64().unwrap(),
+            ))
+            .or_default() += 1;
+    }
+    assert_eq!(per_input.len(), messages, "every input message has fates");
+    assert!(
+        per_input.values().all(|&n| n == per_message),
+        "one fate per alert"
+    );
+    let mut new_groups: HashMap<String, usize> = HashMap::new();
+    for (_, _, headers, payload) in &notes {
+        if headers.get("squadron.reason").map(String::as_str) == Some("new_group") {
+            let p: Value = serde_json::from_slice(payload).unwrap();
+            *new_groups
+                .entry(p["groupKey"].as_str().unwrap().to_owned())
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(new_groups.len(), groups);
+    assert!(new_groups.values().all(|&n| n == 1), "{new_groups:?}");
+    assert!(
+        parallel.is_some_and(|n| n > 0.0),
+        "some chunks were decided on two threads: {parallel:?}"
+    );
+}
+
 #[test]
 fn operating_a_running_pipeline_endpoints_metrics_and_hot_reload() {
     let Some((broker, t, rules)) = setup("ops", "30s") else {

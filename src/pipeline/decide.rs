@@ -9,127 +9,236 @@
 //! state itself:
 //! changes reach the changelog at commit (`store`), shift notes are routed
 //! at commit (`route`).
+//!
+//! Tasks are independent by construction (nothing one engine decides depends
+//! on another's state), so the records of a burst that belong to different
+//! tasks are decided on two threads at once ([`Core::decide_all`]): each task
+//! writes its own [`Outputs`], which are then turned into records one task at
+//! a time, in partition order, on the loop's thread. A task's own records are
+//! always decided in the order they were consumed.
 
 use super::topology::{
     ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION,
-    SOURCE_TIMESTAMP, SOURCE_TOPIC,
+    SOURCE_TIMESTAMP, SOURCE_TOPIC, Topology,
 };
-use super::{Core, wall_clock};
-use crate::engine::{DeliveryPart, ShiftNote, SourceEntry};
+use super::{AuditMode, Core, wall_clock};
+use crate::engine::{DeliveryPart, Engine, Outputs, ShiftNote, SourceEntry};
 use crate::ingest::{FeedOptions, InputIds, feed_with};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
+use std::collections::BTreeMap;
+
+/// A burst is decided on two threads only when its records carry at least
+/// this many bytes: below it, starting a thread costs more than it saves.
+const PARALLEL_MIN_BYTES: usize = 32 << 10;
 
 impl Core {
+    /// Decides repartition records, in the order consumed for each task; on
+    /// two threads when they belong to several tasks and are worth it.
+    pub(super) fn decide_all(&mut self, records: &[&BorrowedMessage<'_>]) {
+        let mut by_task: BTreeMap<i32, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
+        let mut bytes = 0;
+        for &m in records {
+            if !self.tasks.contains_key(&m.partition()) {
+                // Only while a revocation is under way: the next owner reads it.
+                tracing::debug!(
+                    partition = m.partition(),
+                    "record of a partition without a task; skipped"
+                );
+                continue;
+            }
+            bytes += m.payload_len();
+            by_task.entry(m.partition()).or_default().push(m);
+        }
+        if by_task.len() < 2 || bytes < PARALLEL_MIN_BYTES {
+            for m in by_task.into_values().flatten() {
+                self.decide(m);
+            }
+            return;
+        }
+        let fingerprints = self.cfg.pipeline.audit != AuditMode::Off;
+        let topo = &self.topo;
+        let mut jobs: Vec<Job<'_, '_>> = self
+            .tasks
+            .iter_mut()
+            .filter_map(|(p, task)| {
+                let records = by_task.remove(p)?;
+                Some(Job {
+                    engine: &mut task.engine,
+                    bytes: records.iter().map(|m| m.payload_len()).sum(),
+                    records,
+                    outputs: Outputs::default(),
+                    alerts: 0,
+                    latencies: Vec::new(),
+                })
+            })
+            .collect();
+        // The first tasks, up to about half the bytes, on a second thread.
+        let mut first = 0;
+        let mut taken = 0;
+        while first < jobs.len() - 1 && taken < bytes / 2 {
+            taken += jobs[first].bytes;
+            first += 1;
+        }
+        let (theirs, ours) = jobs.split_at_mut(first.max(1));
+        self.metrics.parallel_chunks.inc();
+        std::thread::scope(|s| {
+            s.spawn(|| theirs.iter_mut().for_each(|j| j.run(topo, fingerprints)));
+            ours.iter_mut().for_each(|j| j.run(topo, fingerprints));
+        });
+        let done: Vec<_> = jobs
+            .into_iter()
+            .map(|j| (j.outputs, j.alerts, j.latencies))
+            .collect();
+        for (outputs, alerts, latencies) in done {
+            self.decided(alerts, &latencies);
+            self.outputs = outputs;
+            self.emit(Vec::new(), wall_clock());
+        }
+    }
+
+    /// Decides one repartition record on this thread.
     pub(super) fn decide(&mut self, m: &BorrowedMessage<'_>) {
-        let now = wall_clock();
         let p = m.partition();
-        if !self.tasks.contains_key(&p) {
-            // Only while a revocation is under way: the next owner reads it.
+        let Some(task) = self.tasks.get_mut(&p) else {
             tracing::debug!(
                 partition = p,
                 "record of a partition without a task; skipped"
             );
             return;
-        }
-        let (mut topic, mut partition, mut offset) = (None, None, None);
-        let mut role: &[u8] = ROLE_ALERTS;
-        let mut source = None;
-        if let Some(h) = m.headers() {
-            for h in h.iter() {
-                let v = h.value.unwrap_or_default();
-                let num = || {
-                    std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.parse::<i64>().ok())
-                };
-                match h.key {
-                    ROLE => role = v,
-                    SOURCE_TOPIC => topic = std::str::from_utf8(v).ok(),
-                    SOURCE_PARTITION => partition = num(),
-                    SOURCE_OFFSET => offset = num(),
-                    SOURCE_TIMESTAMP => source = num().map(crate::model::Ts),
-                    _ => {}
-                }
-            }
-        }
-        let origin = match (topic, partition, offset) {
-            (Some(t), Some(p), Some(o)) => self.topo.input_id(t, p as i32, o),
-            _ => None,
-        }
-        .unwrap_or(0);
-        self.advance_task(p, now);
-        let payload = m.payload().unwrap_or(b"");
-        let task = self.tasks.get_mut(&p).expect("checked above");
-        match role {
-            ROLE_SHIFT => {
-                match serde_json::from_slice::<Vec<ShiftNote>>(payload) {
-                    Ok(notes) => {
-                        for n in &notes {
-                            task.engine.observe_shift(n);
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, partition = p, "unreadable shift notes record; skipped")
-                    }
-                }
-                return;
-            }
-            ROLE_SOURCES => {
-                match serde_json::from_slice::<Vec<SourceEntry>>(payload) {
-                    Ok(entries) => task.engine.observe_sources(&entries),
-                    Err(error) => {
-                        tracing::warn!(%error, partition = p, "unreadable inhibition sources record; skipped")
-                    }
-                }
-                return;
-            }
-            ROLE_DELIVERY => {
-                match serde_json::from_slice::<DeliveryPart>(payload) {
-                    Ok(part) => {
-                        task.engine.deliver(part, now, &mut self.outputs);
-                        self.emit(Vec::new(), now);
-                    }
-                    // Written by this program's own serializer: unreadable means
-                    // a newer version's record (README, Operations: upgrading).
-                    Err(error) => {
-                        tracing::error!(%error, partition = p, "unreadable notification delivery record; skipped")
-                    }
-                }
-                return;
-            }
-            _ => {}
-        }
-        let opts = FeedOptions {
-            ids: InputIds::PerMessage,
-            fingerprints: self.cfg.pipeline.audit != super::AuditMode::Off,
-            observe: None,
         };
-        let fed = feed_with(
+        let fingerprints = self.cfg.pipeline.audit != AuditMode::Off;
+        let (alerts, latency) = decide_record(
             &mut task.engine,
-            payload,
-            now,
-            origin,
+            &self.topo,
+            fingerprints,
+            m,
             &mut self.outputs,
-            opts,
         );
-        self.metrics.stage_alerts[1].inc_by(fed.alerts as u64);
-        if let Some(ts) = source {
-            self.metrics
-                .processing_latency
-                .observe(now.since(ts).as_secs_f64());
-        }
-        self.emit(Vec::new(), now);
-        // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
-        self.advance_task(p, now);
+        self.decided(alerts, latency.as_slice());
+        self.emit(Vec::new(), wall_clock());
     }
 
-    fn advance_task(&mut self, p: i32, now: crate::model::Ts) {
-        let Some(task) = self.tasks.get_mut(&p) else {
-            return;
-        };
-        if task.engine.next_deadline().is_some_and(|d| d <= now) {
-            task.engine.tick(now, &mut self.outputs);
-            self.emit(Vec::new(), now);
+    fn decided(&self, alerts: usize, latencies: &[f64]) {
+        self.metrics.stage_alerts[1].inc_by(alerts as u64);
+        for &l in latencies {
+            self.metrics.processing_latency.observe(l);
         }
+    }
+}
+
+/// One task's records of a burst, decided on whichever thread runs it.
+struct Job<'t, 'm> {
+    engine: &'t mut Engine,
+    records: Vec<&'t BorrowedMessage<'m>>,
+    bytes: usize,
+    outputs: Outputs,
+    alerts: usize,
+    latencies: Vec<f64>,
+}
+
+impl Job<'_, '_> {
+    fn run(&mut self, topo: &Topology, fingerprints: bool) {
+        for m in &self.records {
+            let (alerts, latency) =
+                decide_record(self.engine, topo, fingerprints, m, &mut self.outputs);
+            self.alerts += alerts;
+            self.latencies.extend(latency);
+        }
+    }
+}
+
+/// A task's engine decides one repartition record (and fires the timers due
+/// before and at once after it) into `out`. Returns the alerts it fed and,
+/// for records of alerts, the time since their input was produced (seconds).
+fn decide_record(
+    engine: &mut Engine,
+    topo: &Topology,
+    fingerprints: bool,
+    m: &BorrowedMessage<'_>,
+    out: &mut Outputs,
+) -> (usize, Option<f64>) {
+    let now = wall_clock();
+    let p = m.partition();
+    let (mut topic, mut partition, mut offset) = (None, None, None);
+    let mut role: &[u8] = ROLE_ALERTS;
+    let mut source = None;
+    if let Some(h) = m.headers() {
+        for h in h.iter() {
+            let v = h.value.unwrap_or_default();
+            let num = || {
+                std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+            };
+            match h.key {
+                ROLE => role = v,
+                SOURCE_TOPIC => topic = std::str::from_utf8(v).ok(),
+                SOURCE_PARTITION => partition = num(),
+                SOURCE_OFFSET => offset = num(),
+                SOURCE_TIMESTAMP => source = num().map(crate::model::Ts),
+                _ => {}
+            }
+        }
+    }
+    let origin = match (topic, partition, offset) {
+        (Some(t), Some(p), Some(o)) => topo.input_id(t, p as i32, o),
+        _ => None,
+    }
+    .unwrap_or(0);
+    tick_if_due(engine, now, out);
+    let payload = m.payload().unwrap_or(b"");
+    match role {
+        ROLE_SHIFT => {
+            match serde_json::from_slice::<Vec<ShiftNote>>(payload) {
+                Ok(notes) => {
+                    for n in &notes {
+                        engine.observe_shift(n);
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, partition = p, "unreadable shift notes record; skipped")
+                }
+            }
+            return (0, None);
+        }
+        ROLE_SOURCES => {
+            match serde_json::from_slice::<Vec<SourceEntry>>(payload) {
+                Ok(entries) => engine.observe_sources(&entries),
+                Err(error) => {
+                    tracing::warn!(%error, partition = p, "unreadable inhibition sources record; skipped")
+                }
+            }
+            return (0, None);
+        }
+        ROLE_DELIVERY => {
+            match serde_json::from_slice::<DeliveryPart>(payload) {
+                Ok(part) => engine.deliver(part, now, out),
+                // Written by this program's own serializer: unreadable means
+                // a newer version's record (README, Operations: upgrading).
+                Err(error) => {
+                    tracing::error!(%error, partition = p, "unreadable notification delivery record; skipped")
+                }
+            }
+            return (0, None);
+        }
+        _ => {}
+    }
+    let opts = FeedOptions {
+        ids: InputIds::PerMessage,
+        fingerprints,
+        observe: None,
+    };
+    let fed = feed_with(engine, payload, now, origin, out, opts);
+    // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
+    tick_if_due(engine, now, out);
+    (
+        fed.alerts as usize,
+        source.map(|ts| now.since(ts).as_secs_f64()),
+    )
+}
+
+fn tick_if_due(engine: &mut Engine, now: crate::model::Ts, out: &mut Outputs) {
+    if engine.next_deadline().is_some_and(|d| d <= now) {
+        engine.tick(now, out);
     }
 }

@@ -35,8 +35,14 @@
 //! mutex shared with the consumer's rebalance callbacks, which commit before
 //! partitions are revoked and restore state when they are assigned. The loop
 //! never holds the lock while polling the consumer (callbacks run inside the
-//! poll). When more than `max_in_flight` records await acknowledgement the loop
-//! stops consuming (backpressure).
+//! poll). It polls a chunk of up to 128 messages, then handles it under the
+//! lock; a chunk's records for different tasks are decided on two threads
+//! (scoped: both end before the lock is released; see [`decide`]). A message
+//! whose partition was revoked while it waited is skipped, and one whose
+//! offset was already handled (revoked and assigned again while it waited) is
+//! not handled twice. When more than `max_in_flight` records await
+//! acknowledgement the loop stops consuming (backpressure), checked between
+//! chunks.
 
 pub mod config;
 pub mod control;
@@ -71,6 +77,9 @@ use topology::Topology;
 
 /// Messages handled per turn of the loop when the consumer already holds them.
 const BURST: usize = 256;
+/// Messages handled together within a burst (`max_in_flight` is checked
+/// between chunks, so it may be passed by one chunk's records).
+const CHUNK: usize = 128;
 /// How long a restore may take before the process gives up.
 const RESTORE_LIMIT: Duration = Duration::from_secs(300);
 
@@ -494,16 +503,24 @@ async fn run_clients(
                 Ok(m) => {
                     trim.worked();
                     let t = std::time::Instant::now();
-                    lock(&core).message(&m);
-                    drop(m);
                     // Take what the consumer already holds without another turn
-                    // of the select (bounded, so timers and commits keep their turn).
-                    // The lock is not held while polling: rebalance callbacks run there.
-                    for _ in 0..BURST {
-                        let Some(Ok(m)) = consumer.recv().now_or_never() else { break };
+                    // of the select (bounded, so timers and commits keep their
+                    // turn), in chunks handled together (decided on two threads
+                    // when they span tasks). The lock is not held while polling:
+                    // rebalance callbacks run there.
+                    let mut chunk = vec![m];
+                    let mut taken = 1;
+                    loop {
+                        while chunk.len() < CHUNK && taken < BURST {
+                            let Some(Ok(m)) = consumer.recv().now_or_never() else { break };
+                            chunk.push(m);
+                            taken += 1;
+                        }
+                        let more = chunk.len() == CHUNK && taken < BURST;
                         let mut c = lock(&core);
-                        c.message(&m);
-                        if c.out.in_flight() >= max_in_flight {
+                        c.messages(&chunk);
+                        chunk.clear();
+                        if !more || c.out.in_flight() >= max_in_flight {
                             break;
                         }
                     }
@@ -655,19 +672,35 @@ struct AuditRecord<'a> {
 }
 
 impl Core {
-    fn message(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
+    /// Handles a burst of consumed messages: input messages are routed in
+    /// order, repartition records decided ([`Core::decide_all`]).
+    fn messages(&mut self, ms: &[rdkafka::message::BorrowedMessage<'_>]) {
         use rdkafka::Message;
-        let tp: (Arc<str>, i32) = (m.topic().into(), m.partition());
-        if !self.assigned.contains(&tp) {
-            return;
-        }
         self.sync_controls();
-        self.positions.insert(tp, m.offset() + 1);
-        if self.topo.is_repartition(m.topic()) {
-            self.decide(m);
-        } else {
-            self.route(m);
+        let mut decide = Vec::new();
+        for m in ms {
+            let tp: (Arc<str>, i32) = (m.topic().into(), m.partition());
+            if !self.assigned.contains(&tp) {
+                continue;
+            }
+            // A burst is polled before it is handled, so a partition may be
+            // revoked and assigned again while some of its messages wait here;
+            // the consumer then delivers them again. Handle each offset once.
+            if self
+                .positions
+                .get(&tp)
+                .is_some_and(|&next| m.offset() < next)
+            {
+                continue;
+            }
+            self.positions.insert(tp, m.offset() + 1);
+            if self.topo.is_repartition(m.topic()) {
+                decide.push(m);
+            } else {
+                self.route(m);
+            }
         }
+        self.decide_all(&decide);
     }
 
     fn next_deadline(&self) -> Option<crate::model::Ts> {

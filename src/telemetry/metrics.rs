@@ -75,6 +75,8 @@ pub struct Metrics {
     pub http_denied: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
+    /// Chunks of consumed records whose tasks were decided on two threads.
+    pub parallel_chunks: IntCounter,
     /// Firing notifications of groups, by squad and whether outside working hours.
     pages: IntCounterVec,
     /// The last completed shift's pages and incidents (groups paged), by squad.
@@ -186,6 +188,14 @@ impl Metrics {
                 let c = prometheus::Counter::new(
                     "squadron_pipeline_busy_seconds_total",
                     "Time the pipeline task spent handling messages and timers, not waiting.",
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
+            parallel_chunks: {
+                let c = IntCounter::new(
+                    "squadron_pipeline_parallel_chunks_total",
+                    "Chunks of consumed records whose tasks were decided on two threads at once.",
                 )?;
                 registry.register(Box::new(c.clone()))?;
                 c
