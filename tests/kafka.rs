@@ -698,17 +698,22 @@ fn run_with_http(
     (child, port)
 }
 
-/// A burst of records for several tasks is decided on two threads: every
-/// alert still gets exactly one fate, and every group is notified once as new.
+/// A chunk of input messages and of records for several tasks is handled on
+/// two threads: every alert still gets exactly one fate (an undecodable
+/// message one, invalid), every group is notified once as new.
 #[test]
-fn tasks_decided_on_two_threads_give_each_alert_one_fate() {
+fn a_chunk_handled_on_two_threads_gives_each_alert_one_fate() {
     let Some((broker, t, rules)) = setup("parallel", "2s") else {
         return;
     };
     let (groups, per_message, messages) = (100, 25, 800);
     let (child, port) = run_with_http(&broker, &t, &rules, &[("SQUADRON_AUDIT", "all")]);
+    let garbage = |m: usize| m % 97 == 13;
     let batches: Vec<Vec<u8>> = (0..messages)
         .map(|m| {
+            if garbage(m) {
+                return b"{not json".to_vec();
+            }
             let alerts: Vec<Value> = (0..per_message)
                 .map(|i| {
                     let n = m * per_message + i;
@@ -723,30 +728,38 @@ fn tasks_decided_on_two_threads_give_each_alert_one_fate() {
         })
         .collect();
     produce(&broker, &t.input, &batches);
+    let bad = (0..messages).filter(|&m| garbage(m)).count();
     let audit = read_all(
         &broker,
         &t.audit,
-        messages * per_message,
+        (messages - bad) * per_message + bad,
         Duration::from_secs(120),
     );
     let notes = read_all(&broker, &t.payments, groups, Duration::from_secs(60));
     let parallel = metric(port, "squadron_pipeline_parallel_chunks_total");
     stop(child);
-    let mut per_input: HashMap<(i64, i64), usize> = HashMap::new();
+    let mut per_input: HashMap<(i64, i64), Vec<String>> = HashMap::new();
     for (_, _, _, payload) in &audit {
         let a: Value = serde_json::from_slice(payload).unwrap();
         assert_eq!(a["topic"], t.input.as_str());
-        *per_input
+        per_input
             .entry((
                 a["partition"].as_i64().unwrap(),
                 a["offset"].as_i64().unwrap(),
             ))
-            .or_default() += 1;
+            .or_default()
+            .push(a["fate"].as_str().unwrap().to_owned());
     }
     assert_eq!(per_input.len(), messages, "every input message has fates");
+    let invalid = per_input
+        .values()
+        .filter(|f| f.contains(&"invalid".to_owned()));
+    assert_eq!(invalid.count(), bad);
     assert!(
-        per_input.values().all(|&n| n == per_message),
-        "one fate per alert"
+        per_input
+            .values()
+            .all(|f| f.len() == per_message || f == &["invalid"]),
+        "one fate per alert: {per_input:?}"
     );
     let mut new_groups: HashMap<String, usize> = HashMap::new();
     for (_, _, headers, payload) in &notes {

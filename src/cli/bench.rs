@@ -99,9 +99,10 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             let (elapsed, metrics) = run_until(cfg, rules.clone(), alerts).await?;
             let rate = alerts as f64 / elapsed.as_secs_f64();
             eprintln!(
-                "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} changelog records, {} commits)",
+                "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} chunks handled on two threads; {} changelog records, {} commits)",
                 elapsed.as_secs_f64(),
                 metrics.busy.get(),
+                metrics.parallel_chunks.get(),
                 metrics.changelog_records.get(),
                 metrics.commits.get(),
             );

@@ -11,12 +11,15 @@
 //! at commit (`route`).
 //!
 //! Tasks are independent by construction (nothing one engine decides depends
-//! on another's state), so the records of a burst that belong to different
-//! tasks are decided on two threads at once ([`Core::decide_all`]): each task
-//! writes its own [`Outputs`], which are then turned into records one task at
-//! a time, in partition order, on the loop's thread. A task's own records are
-//! always decided in the order they were consumed.
+//! on another's state), and routing an input message needs only the rules, so
+//! a chunk of consumed messages is handled on two threads at once
+//! ([`Core::handle`]): input messages are decoded and cut into repartition
+//! records ([`super::route::plan`]), each task's records decided into its own
+//! [`Outputs`]; then, on the loop's thread, the routed messages are produced
+//! in the order consumed and the tasks' outputs turned into records one task
+//! at a time. A task's own records are always decided in the order consumed.
 
+use super::route::{Routed, plan};
 use super::topology::{
     ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION,
     SOURCE_TIMESTAMP, SOURCE_TOPIC, Topology,
@@ -24,19 +27,26 @@ use super::topology::{
 use super::{AuditMode, Core, wall_clock};
 use crate::engine::{DeliveryPart, Engine, Outputs, ShiftNote, SourceEntry};
 use crate::ingest::{FeedOptions, InputIds, feed_with};
+use crate::model::Ts;
+use crate::rules::RuleSet;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
 
-/// A burst is decided on two threads only when its records carry at least
+/// A chunk is handled on two threads only when its messages carry at least
 /// this many bytes: below it, starting a thread costs more than it saves.
 const PARALLEL_MIN_BYTES: usize = 32 << 10;
 
 impl Core {
-    /// Decides repartition records, in the order consumed for each task; on
-    /// two threads when they belong to several tasks and are worth it.
-    pub(super) fn decide_all(&mut self, records: &[&BorrowedMessage<'_>]) {
+    /// Handles a chunk's input messages (routed, in order) and repartition
+    /// records (decided, in the order consumed for each task); on two threads
+    /// when the chunk holds more than one unit of work (an input message, a
+    /// task's records) and is worth it.
+    pub(super) fn handle(
+        &mut self,
+        inputs: &[&BorrowedMessage<'_>],
+        records: &[&BorrowedMessage<'_>],
+    ) {
         let mut by_task: BTreeMap<i32, Vec<&BorrowedMessage<'_>>> = BTreeMap::new();
-        let mut bytes = 0;
         for &m in records {
             if !self.tasks.contains_key(&m.partition()) {
                 // Only while a revocation is under way: the next owner reads it.
@@ -46,53 +56,67 @@ impl Core {
                 );
                 continue;
             }
-            bytes += m.payload_len();
             by_task.entry(m.partition()).or_default().push(m);
         }
-        if by_task.len() < 2 || bytes < PARALLEL_MIN_BYTES {
+        let bytes: usize = inputs
+            .iter()
+            .chain(by_task.values().flatten())
+            .map(|m| m.payload_len())
+            .sum();
+        if inputs.len() + by_task.len() < 2 || bytes < PARALLEL_MIN_BYTES {
+            for &m in inputs {
+                self.route(m);
+            }
             for m in by_task.into_values().flatten() {
                 self.decide(m);
             }
             return;
         }
+        let now = wall_clock();
         let fingerprints = self.cfg.pipeline.audit != AuditMode::Off;
+        let rules = self.rules.clone();
         let topo = &self.topo;
-        let mut jobs: Vec<Job<'_, '_>> = self
-            .tasks
-            .iter_mut()
-            .filter_map(|(p, task)| {
-                let records = by_task.remove(p)?;
-                Some(Job {
-                    engine: &mut task.engine,
-                    bytes: records.iter().map(|m| m.payload_len()).sum(),
-                    records,
-                    outputs: Outputs::default(),
-                    alerts: 0,
-                    latencies: Vec::new(),
-                })
-            })
-            .collect();
-        // The first tasks, up to about half the bytes, on a second thread.
+        let mut units: Vec<Unit<'_, '_, '_>> =
+            inputs.iter().map(|&m| Unit::Route(m, None)).collect();
+        units.extend(self.tasks.iter_mut().filter_map(|(p, task)| {
+            let records = by_task.remove(p)?;
+            Some(Unit::Decide(Job {
+                engine: &mut task.engine,
+                records,
+                outputs: Outputs::default(),
+                alerts: 0,
+                latencies: Vec::new(),
+            }))
+        }));
+        // The first units, up to about half the bytes, on a second thread.
         let mut first = 0;
         let mut taken = 0;
-        while first < jobs.len() - 1 && taken < bytes / 2 {
-            taken += jobs[first].bytes;
+        while first < units.len() - 1 && taken < bytes / 2 {
+            taken += units[first].bytes();
             first += 1;
         }
-        let (theirs, ours) = jobs.split_at_mut(first.max(1));
+        let (theirs, ours) = units.split_at_mut(first.max(1));
         self.metrics.parallel_chunks.inc();
         std::thread::scope(|s| {
-            s.spawn(|| theirs.iter_mut().for_each(|j| j.run(topo, fingerprints)));
-            ours.iter_mut().for_each(|j| j.run(topo, fingerprints));
+            s.spawn(|| {
+                for u in theirs {
+                    u.run(&rules, topo, fingerprints, now);
+                }
+            });
+            for u in ours {
+                u.run(&rules, topo, fingerprints, now);
+            }
         });
-        let done: Vec<_> = jobs
-            .into_iter()
-            .map(|j| (j.outputs, j.alerts, j.latencies))
-            .collect();
-        for (outputs, alerts, latencies) in done {
-            self.decided(alerts, &latencies);
-            self.outputs = outputs;
-            self.emit(Vec::new(), wall_clock());
+        let done: Vec<Done<'_, '_>> = units.into_iter().map(Unit::done).collect();
+        for d in done {
+            match d {
+                Done::Routed(m, routed) => self.routed(m, routed, now),
+                Done::Decided(outputs, alerts, latencies) => {
+                    self.decided(alerts, &latencies);
+                    self.outputs = outputs;
+                    self.emit(Vec::new(), wall_clock());
+                }
+            }
         }
     }
 
@@ -126,17 +150,54 @@ impl Core {
     }
 }
 
-/// One task's records of a burst, decided on whichever thread runs it.
-struct Job<'t, 'm> {
-    engine: &'t mut Engine,
-    records: Vec<&'t BorrowedMessage<'m>>,
-    bytes: usize,
+/// A unit of a chunk's work, done on whichever thread runs it.
+enum Unit<'e, 'r, 'm> {
+    /// An input message, and what the route stage makes of it.
+    Route(&'r BorrowedMessage<'m>, Option<Routed>),
+    Decide(Job<'e, 'r, 'm>),
+}
+
+/// A unit's result, to be produced on the loop's thread.
+enum Done<'r, 'm> {
+    Routed(&'r BorrowedMessage<'m>, Routed),
+    Decided(Outputs, usize, Vec<f64>),
+}
+
+impl<'r, 'm> Unit<'_, 'r, 'm> {
+    fn bytes(&self) -> usize {
+        match self {
+            Unit::Route(m, _) => m.payload_len(),
+            Unit::Decide(j) => j.records.iter().map(|m| m.payload_len()).sum(),
+        }
+    }
+
+    fn run(&mut self, rules: &RuleSet, topo: &Topology, fingerprints: bool, now: Ts) {
+        match self {
+            Unit::Route(m, routed) => {
+                *routed = Some(plan(m.payload().unwrap_or(b""), rules, topo, now));
+            }
+            Unit::Decide(job) => job.run(topo, fingerprints),
+        }
+    }
+
+    fn done(self) -> Done<'r, 'm> {
+        match self {
+            Unit::Route(m, routed) => Done::Routed(m, routed.expect("every unit ran")),
+            Unit::Decide(j) => Done::Decided(j.outputs, j.alerts, j.latencies),
+        }
+    }
+}
+
+/// One task's records of a chunk, decided in the order consumed.
+struct Job<'e, 'r, 'm> {
+    engine: &'e mut Engine,
+    records: Vec<&'r BorrowedMessage<'m>>,
     outputs: Outputs,
     alerts: usize,
     latencies: Vec<f64>,
 }
 
-impl Job<'_, '_> {
+impl Job<'_, '_, '_> {
     fn run(&mut self, topo: &Topology, fingerprints: bool) {
         for m in &self.records {
             let (alerts, latency) =

@@ -36,8 +36,9 @@
 //! partitions are revoked and restore state when they are assigned. The loop
 //! never holds the lock while polling the consumer (callbacks run inside the
 //! poll). It polls a chunk of up to 128 messages, then handles it under the
-//! lock; a chunk's records for different tasks are decided on two threads
-//! (scoped: both end before the lock is released; see [`decide`]). A message
+//! lock, on two threads when it holds several units of work (input messages to
+//! route, tasks' records to decide; scoped: both end before the lock is
+//! released; see [`decide`]). A message
 //! whose partition was revoked while it waited is skipped, and one whose
 //! offset was already handled (revoked and assigned again while it waited) is
 //! not handled twice. When more than `max_in_flight` records await
@@ -384,7 +385,6 @@ async fn run_clients(
         fatal: None,
         failed: false,
         core_protected: 0,
-        scratch: Vec::with_capacity(512),
         broadcast: Default::default(),
         runtime: tokio::runtime::Handle::current(),
         controls,
@@ -648,8 +648,6 @@ struct Core {
     /// Set by a rebalance callback that cannot go on; the loop stops with it.
     fatal: Option<anyhow::Error>,
     core_protected: u64,
-    /// Reused for computing alert keys in the route stage.
-    scratch: Vec<u8>,
     /// Inhibition source entries the route stage has told every task about.
     broadcast: route::Broadcast,
     /// Receiver calls are spawned on it (commits may run on librdkafka's thread).
@@ -672,18 +670,17 @@ struct AuditRecord<'a> {
 }
 
 impl Core {
-    /// Handles a burst of consumed messages: input messages are routed in
-    /// order, repartition records decided ([`Core::decide_all`]).
+    /// Handles a chunk of consumed messages ([`Core::handle`]).
     fn messages(&mut self, ms: &[rdkafka::message::BorrowedMessage<'_>]) {
         use rdkafka::Message;
         self.sync_controls();
-        let mut decide = Vec::new();
+        let (mut inputs, mut records) = (Vec::new(), Vec::new());
         for m in ms {
             let tp: (Arc<str>, i32) = (m.topic().into(), m.partition());
             if !self.assigned.contains(&tp) {
                 continue;
             }
-            // A burst is polled before it is handled, so a partition may be
+            // A chunk is polled before it is handled, so a partition may be
             // revoked and assigned again while some of its messages wait here;
             // the consumer then delivers them again. Handle each offset once.
             if self
@@ -695,12 +692,12 @@ impl Core {
             }
             self.positions.insert(tp, m.offset() + 1);
             if self.topo.is_repartition(m.topic()) {
-                decide.push(m);
+                records.push(m);
             } else {
-                self.route(m);
+                inputs.push(m);
             }
         }
-        self.decide_all(&decide);
+        self.handle(&inputs, &records);
     }
 
     fn next_deadline(&self) -> Option<crate::model::Ts> {

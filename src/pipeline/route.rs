@@ -12,6 +12,7 @@
 //! which keeps the squad's storm window.
 
 use super::produce::{Kind, Record};
+use super::topology::Topology;
 use super::topology::{
     ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION,
     SOURCE_TIMESTAMP, SOURCE_TOPIC,
@@ -21,158 +22,194 @@ use crate::decode::{self, Invalid};
 use crate::engine::{DeliveryPart, Fate, FateRecord, ShiftNote, SourceEntry, source_entries};
 use crate::ingest::NO_SQUAD;
 use crate::model::{Alert, AlertKey, Status, Ts};
+use crate::rules::RuleSet;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+/// What the route stage makes of one input message, computed without the
+/// processing state (so on any thread): [`plan`], then [`Core::route`].
+pub(super) struct Routed {
+    /// The message's format; `None` when it does not decode at all.
+    format: Option<crate::decode::Format>,
+    /// Alerts the message holds (an undecodable message counts as one).
+    alerts: u32,
+    /// Valid alerts routed to a task (not counting oversized ones).
+    routed: u64,
+    invalid: Vec<Invalid>,
+    /// Each task's records.
+    batches: BTreeMap<i32, Vec<Vec<u8>>>,
+    /// Inhibition source entries of its alerts, before [`Broadcast`] decides
+    /// which every task must be told again.
+    sources: Vec<SourceEntry>,
+}
+
+/// Decodes an input message and cuts it into its tasks' repartition records.
+pub(super) fn plan(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> Routed {
+    let mut invalid: Vec<Invalid> = Vec::new();
+    let decoded = match decode::decode(payload) {
+        Err(reason) => {
+            invalid.push(reason);
+            return Routed {
+                format: None,
+                alerts: 1,
+                routed: 0,
+                invalid,
+                batches: BTreeMap::new(),
+                sources: Vec::new(),
+            };
+        }
+        Ok(decoded) => decoded,
+    };
+    // Each valid alert's task, and the inhibition source entries every other task needs.
+    let mut owners: Vec<(usize, i32)> = Vec::with_capacity(decoded.alerts.len());
+    let mut sources: Vec<SourceEntry> = Vec::new();
+    let mut scratch = Vec::new();
+    for (i, alert) in decoded.alerts.iter().enumerate() {
+        let a = match alert {
+            Ok(a) => a,
+            Err(reason) => {
+                invalid.push(reason.clone());
+                continue;
+            }
+        };
+        let owner = rules.owner(&a.labels);
+        let p = topo.partition_for(rules.group_hash(owner.squad, &a.labels));
+        owners.push((i, p));
+        if !rules.inhibit_rules.is_empty() {
+            let key = AlertKey::of(&a.labels, &mut scratch);
+            let entries = source_entries(rules, key, &a.labels, a.ends_at, a.status_at(now), now);
+            sources.extend(entries.into_iter().map(|(_, e)| e));
+        }
+    }
+    // Each task's alerts, in records of at most REPARTITION_BYTES (the
+    // broker takes 1 MB by default): a message of any size gets through.
+    let mut batches: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
+    let mut oversized = 0u64;
+    match owners.first() {
+        // One task owns every alert of a valid message: it gets the bytes as they came.
+        Some(&(_, p))
+            if invalid.is_empty()
+                && payload.len() <= REPARTITION_BYTES
+                && owners.iter().all(|(_, q)| *q == p) =>
+        {
+            batches.insert(p, vec![payload.to_vec()]);
+        }
+        _ => {
+            let room = (payload.len() / decoded.alerts.len().max(1) + 64) * 8;
+            for &(i, p) in &owners {
+                let a = decoded.alerts[i].as_ref().expect("valid");
+                let chunks = batches.entry(p).or_default();
+                if chunks.last().is_none_or(|c| c.len() >= REPARTITION_BYTES) {
+                    chunks.push(Vec::with_capacity(room.min(REPARTITION_BYTES)));
+                }
+                let buf = chunks.last_mut().expect("pushed");
+                let before = buf.len();
+                append(buf, a, now);
+                if buf.len() - before > REPARTITION_BYTES {
+                    // One alert larger than a record may be: invalid, with its size.
+                    let size = buf.len() - before;
+                    buf.truncate(before);
+                    if buf.is_empty() {
+                        chunks.pop();
+                    }
+                    invalid.push(crate::decode::Invalid {
+                        kind: crate::decode::InvalidKind::TooLarge,
+                        detail: format!(
+                            "alert {i}: {size} bytes, over the {REPARTITION_BYTES} an alert may have"
+                        ),
+                    });
+                    oversized += 1;
+                }
+            }
+            for body in batches.values_mut().flatten() {
+                body.push(b']');
+            }
+        }
+    }
+    Routed {
+        format: Some(decoded.format),
+        alerts: decoded.alerts.len() as u32,
+        routed: owners.len() as u64 - oversized,
+        invalid,
+        batches,
+        sources,
+    }
+}
+
 impl Core {
+    /// Routes an input message: [`plan`] on this thread, then [`Core::routed`].
     pub(super) fn route(&mut self, m: &BorrowedMessage<'_>) {
         let now = wall_clock();
-        let payload = m.payload().unwrap_or(b"");
+        let routed = plan(m.payload().unwrap_or(b""), &self.rules, &self.topo, now);
+        self.routed(m, routed, now);
+    }
+
+    /// Produces what [`plan`] made of an input message: its repartition
+    /// records, the inhibition sources every task must be told, and the dead
+    /// letter and fates of what was invalid.
+    pub(super) fn routed(&mut self, m: &BorrowedMessage<'_>, routed: Routed, now: Ts) {
+        let Routed {
+            format,
+            alerts,
+            routed,
+            invalid,
+            batches,
+            mut sources,
+        } = routed;
         let origin = self
             .topo
             .input_id(m.topic(), m.partition(), m.offset())
             .unwrap_or(0);
         self.summary.messages += 1;
-        let mut invalid: Vec<Invalid> = Vec::new();
-        let alerts = match decode::decode(payload) {
-            Err(reason) => {
-                self.metrics.received(None, 1);
-                self.summary.received += 1;
-                invalid.push(reason);
-                1
-            }
-            Ok(decoded) => {
-                let n = decoded.alerts.len() as u32;
-                self.metrics.received(Some(decoded.format), n);
-                self.summary.received += n as u64;
-                // Each valid alert's task, and the inhibition source entries every other task needs.
-                let mut owners: Vec<(usize, i32)> = Vec::with_capacity(decoded.alerts.len());
-                let mut sources: Vec<SourceEntry> = Vec::new();
-                for (i, alert) in decoded.alerts.iter().enumerate() {
-                    let a = match alert {
-                        Ok(a) => a,
-                        Err(reason) => {
-                            invalid.push(reason.clone());
-                            continue;
-                        }
-                    };
-                    let owner = self.rules.owner(&a.labels);
-                    let p = self
-                        .topo
-                        .partition_for(self.rules.group_hash(owner.squad, &a.labels));
-                    owners.push((i, p));
-                    if !self.rules.inhibit_rules.is_empty() {
-                        let key = AlertKey::of(&a.labels, &mut self.scratch);
-                        let entries = source_entries(
-                            &self.rules,
-                            key,
-                            &a.labels,
-                            a.ends_at,
-                            a.status_at(now),
-                            now,
-                        );
-                        sources.extend(
-                            entries
-                                .into_iter()
-                                .map(|(_, e)| e)
-                                .filter(|e| self.broadcast.due(e, now)),
-                        );
-                    }
-                }
-                // Each task's alerts, in records of at most REPARTITION_BYTES (the
-                // broker takes 1 MB by default): a message of any size gets through.
-                let mut batches: BTreeMap<i32, Vec<Vec<u8>>> = BTreeMap::new();
-                let mut oversized = 0u64;
-                match owners.first() {
-                    // One task owns every alert of a valid message: it gets the bytes as they came.
-                    Some(&(_, p))
-                        if invalid.is_empty()
-                            && payload.len() <= REPARTITION_BYTES
-                            && owners.iter().all(|(_, q)| *q == p) =>
-                    {
-                        batches.insert(p, vec![payload.to_vec()]);
-                    }
-                    _ => {
-                        let room = (payload.len() / decoded.alerts.len().max(1) + 64) * 8;
-                        for &(i, p) in &owners {
-                            let a = decoded.alerts[i].as_ref().expect("valid");
-                            let chunks = batches.entry(p).or_default();
-                            if chunks.last().is_none_or(|c| c.len() >= REPARTITION_BYTES) {
-                                chunks.push(Vec::with_capacity(room.min(REPARTITION_BYTES)));
-                            }
-                            let buf = chunks.last_mut().expect("pushed");
-                            let before = buf.len();
-                            append(buf, a, now);
-                            if buf.len() - before > REPARTITION_BYTES {
-                                // One alert larger than a record may be: invalid, with its size.
-                                let size = buf.len() - before;
-                                buf.truncate(before);
-                                if buf.is_empty() {
-                                    chunks.pop();
-                                }
-                                invalid.push(crate::decode::Invalid {
-                                    kind: crate::decode::InvalidKind::TooLarge,
-                                    detail: format!(
-                                        "alert {i}: {size} bytes, over the {REPARTITION_BYTES} an alert may have"
-                                    ),
-                                });
-                                oversized += 1;
-                            }
-                        }
-                        for body in batches.values_mut().flatten() {
-                            body.push(b']');
-                        }
-                    }
-                }
-                self.metrics.stage_alerts[0].inc_by(owners.len() as u64 - oversized);
-                // The input's broker timestamp, for the decide stage's latency histogram. A
-                // header, not the record's timestamp: the broker may refuse odd timestamps.
-                let source_ts = m
-                    .timestamp()
-                    .to_millis()
-                    .map(|t| t.to_string().into_bytes())
-                    .unwrap_or_default();
-                let headers = |role: &[u8]| {
-                    vec![
-                        (ROLE, role.to_vec()),
-                        (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
-                        (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
-                        (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
-                        (SOURCE_TIMESTAMP, source_ts.clone()),
-                    ]
-                };
-                for (p, body) in batches
-                    .into_iter()
-                    .flat_map(|(p, chunks)| chunks.into_iter().map(move |c| (p, c)))
-                {
-                    self.out.send(Record {
-                        kind: Kind::Repartition,
-                        topic: self.topo.repartition.clone(),
-                        partition: Some(p),
-                        key: None,
-                        payload: Some(body),
-                        headers: headers(ROLE_ALERTS),
-                    });
-                }
-                if !sources.is_empty() {
-                    // The same bytes to every task (the owner applies them twice: idempotent).
-                    let body = serde_json::to_vec(&sources).expect("entries serialize");
-                    for p in 0..self.topo.partitions {
-                        self.out.send(Record {
-                            kind: Kind::Repartition,
-                            topic: self.topo.repartition.clone(),
-                            partition: Some(p),
-                            key: None,
-                            payload: Some(body.clone()),
-                            headers: headers(ROLE_SOURCES),
-                        });
-                    }
-                }
-                n
-            }
+        self.summary.received += alerts as u64;
+        self.metrics.received(format, alerts);
+        self.metrics.stage_alerts[0].inc_by(routed);
+        sources.retain(|e| self.broadcast.due(e, now));
+        // The input's broker timestamp, for the decide stage's latency histogram. A
+        // header, not the record's timestamp: the broker may refuse odd timestamps.
+        let source_ts = m
+            .timestamp()
+            .to_millis()
+            .map(|t| t.to_string().into_bytes())
+            .unwrap_or_default();
+        let headers = |role: &[u8]| {
+            vec![
+                (ROLE, role.to_vec()),
+                (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
+                (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
+                (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
+                (SOURCE_TIMESTAMP, source_ts.clone()),
+            ]
         };
+        for (p, body) in batches
+            .into_iter()
+            .flat_map(|(p, chunks)| chunks.into_iter().map(move |c| (p, c)))
+        {
+            self.out.send(Record {
+                kind: Kind::Repartition,
+                topic: self.topo.repartition.clone(),
+                partition: Some(p),
+                key: None,
+                payload: Some(body),
+                headers: headers(ROLE_ALERTS),
+            });
+        }
+        if !sources.is_empty() {
+            // The same bytes to every task (the owner applies them twice: idempotent).
+            let body = serde_json::to_vec(&sources).expect("entries serialize");
+            for p in 0..self.topo.partitions {
+                self.out.send(Record {
+                    kind: Kind::Repartition,
+                    topic: self.topo.repartition.clone(),
+                    partition: Some(p),
+                    key: None,
+                    payload: Some(body.clone()),
+                    headers: headers(ROLE_SOURCES),
+                });
+            }
+        }
         if invalid.is_empty() {
             return;
         }

@@ -75,7 +75,7 @@ pub struct Metrics {
     pub http_denied: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
-    /// Chunks of consumed records whose tasks were decided on two threads.
+    /// Chunks of consumed messages handled on two threads.
     pub parallel_chunks: IntCounter,
     /// Firing notifications of groups, by squad and whether outside working hours.
     pages: IntCounterVec,
@@ -195,7 +195,7 @@ impl Metrics {
             parallel_chunks: {
                 let c = IntCounter::new(
                     "squadron_pipeline_parallel_chunks_total",
-                    "Chunks of consumed records whose tasks were decided on two threads at once.",
+                    "Chunks of consumed messages handled on two threads at once (routing input, deciding tasks' records).",
                 )?;
                 registry.register(Box::new(c.clone()))?;
                 c
