@@ -239,6 +239,22 @@ fn http2_is_spoken_by_prior_knowledge_and_a_stalled_preface_is_disconnected() {
     );
 }
 
+type H2Body = http_body_util::combinators::BoxBody<hyper::body::Bytes, std::convert::Infallible>;
+
+/// An HTTP/2 (prior knowledge) client connection to `addr`, driven on the
+/// current runtime.
+async fn h2c(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<H2Body> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
 /// HTTP/2 carries many requests on one connection: their bodies still share
 /// the `max_connections` slots HTTP/1.1 connections would hold, so the memory
 /// bound is the same. Two bodies that never end, one slot: one is read, the
@@ -255,14 +271,7 @@ fn http2_request_bodies_share_the_max_connections_slots() {
     let waiting = move || metrics.http_requests_waiting.get();
     let client = tokio::runtime::Runtime::new().unwrap();
     let statuses = client.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let send = h2c(srv.addr).await;
         let requests: Vec<_> = (0..2)
             .map(|_| {
                 let never = StreamBody::new(futures_util::stream::pending::<
@@ -309,14 +318,7 @@ fn a_refused_body_that_never_ends_is_answered_after_body_timeout() {
     });
     let client = tokio::runtime::Runtime::new().unwrap();
     let statuses = client.block_on(async {
-        let tcp = tokio::net::TcpStream::connect(srv.addr).await.unwrap();
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .unwrap();
-        tokio::spawn(conn);
+        let send = h2c(srv.addr).await;
         let requests: Vec<_> = (0..3)
             .map(|_| {
                 let first: Result<_, std::convert::Infallible> =

@@ -123,6 +123,11 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 Ok(g)
             };
+        let counter = |name: &str, help: &str| -> prometheus::Result<IntCounter> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
         let gauge = |name: &str, help: &str| -> prometheus::Result<IntGauge> {
             let g = IntGauge::new(name, help)?;
             registry.register(Box::new(g.clone()))?;
@@ -192,14 +197,10 @@ impl Metrics {
                 registry.register(Box::new(c.clone()))?;
                 c
             },
-            parallel_chunks: {
-                let c = IntCounter::new(
-                    "squadron_pipeline_parallel_chunks_total",
-                    "Chunks of consumed messages handled on two threads at once (routing input, deciding tasks' records).",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+            parallel_chunks: counter(
+                "squadron_pipeline_parallel_chunks_total",
+                "Chunks of consumed messages handled on two threads at once (routing input, deciding tasks' records).",
+            )?,
             receiver_deliveries: counter_vec(
                 "squadron_receiver_deliveries_total",
                 "Deliveries to receivers (webhook, Slack, PagerDuty) by receiver and result: success, retry, failed (dead-lettered).",
@@ -271,14 +272,10 @@ impl Metrics {
                 }
                 c
             },
-            audit_records: {
-                let c = IntCounter::new(
-                    "squadron_audit_records_total",
-                    "Fates written to the audit topic.",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+            audit_records: counter(
+                "squadron_audit_records_total",
+                "Fates written to the audit topic.",
+            )?,
             produce_errors: counter_vec(
                 "squadron_produce_errors_total",
                 "Failed produce attempts (retried), by output.",
@@ -312,22 +309,14 @@ impl Metrics {
                 "squadron_state_restoring_partitions",
                 "Partitions whose state is being restored from the changelog (not ready meanwhile).",
             )?,
-            restores: {
-                let c = IntCounter::new(
-                    "squadron_state_restores_total",
-                    "Partition states restored from the changelog.",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
-            restore_records: {
-                let c = IntCounter::new(
-                    "squadron_state_restore_records_total",
-                    "Changelog records read while restoring state.",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+            restores: counter(
+                "squadron_state_restores_total",
+                "Partition states restored from the changelog.",
+            )?,
+            restore_records: counter(
+                "squadron_state_restore_records_total",
+                "Changelog records read while restoring state.",
+            )?,
             restore_seconds: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
@@ -341,14 +330,10 @@ impl Metrics {
                 registry.register(Box::new(h.clone()))?;
                 h
             },
-            changelog_records: {
-                let c = IntCounter::new(
-                    "squadron_changelog_records_total",
-                    "State changes written to the changelog topic (values and tombstones).",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+            changelog_records: counter(
+                "squadron_changelog_records_total",
+                "State changes written to the changelog topic (values and tombstones).",
+            )?,
             transactions: counter_vec(
                 "squadron_transactions_total",
                 "Exactly-once transactions, by result: commit, abort.",
@@ -393,14 +378,10 @@ impl Metrics {
                 registry.register(Box::new(g.clone()))?;
                 g
             },
-            commits: {
-                let c = IntCounter::new(
-                    "squadron_offset_commits_total",
-                    "Offset commits sent to the broker.",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+            commits: counter(
+                "squadron_offset_commits_total",
+                "Offset commits sent to the broker.",
+            )?,
             processing_latency: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
@@ -440,14 +421,10 @@ impl Metrics {
                 "squadron_rules_valid",
                 "1 when the last rule load succeeded, 0 when the old rules are still serving.",
             )?,
-            core_protected: {
-                let c = IntCounter::new(
-                    "squadron_core_protected_total",
-                    "Drop rules that matched a core service's alert and were skipped.",
-                )?;
-                registry.register(Box::new(c.clone()))?;
-                c
-            },
+            core_protected: counter(
+                "squadron_core_protected_total",
+                "Drop rules that matched a core service's alert and were skipped.",
+            )?,
         };
         for r in ["success", "failure"] {
             m.rule_reloads.with_label_values(&[r]);
