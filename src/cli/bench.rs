@@ -61,6 +61,10 @@ pub struct BenchArgs {
     /// partition and restored from it (0 skips the run).
     #[arg(long, default_value_t = 100_000)]
     pub restore_alerts: usize,
+    /// Commit interval of the exactly-once run (default: the pipeline's,
+    /// `pipeline.commit_interval`); the at-least-once run keeps its default.
+    #[arg(long)]
+    pub exactly_once_commit_interval: Option<String>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -96,6 +100,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             cfg.kafka.group_id = format!("bench-{id}-{guarantee:?}");
             cfg.kafka.instance_id = Some(format!("bench-{id}"));
             cfg.pipeline.processing_guarantee = guarantee;
+            if guarantee == Guarantee::ExactlyOnce {
+                cfg.pipeline.commit_interval = args.exactly_once_commit_interval.clone();
+            }
             let (elapsed, metrics) = run_until(cfg, rules.clone(), alerts).await?;
             let rate = alerts as f64 / elapsed.as_secs_f64();
             eprintln!(
