@@ -505,8 +505,8 @@ async fn run_clients(
                     let t = std::time::Instant::now();
                     // Take what the consumer already holds without another turn
                     // of the select (bounded, so timers and commits keep their
-                    // turn), in chunks handled together (decided on two threads
-                    // when they span tasks). The lock is not held while polling:
+                    // turn), in chunks handled together (on two threads when a
+                    // chunk holds several units of work). The lock is not held while polling:
                     // rebalance callbacks run there.
                     let mut chunk = vec![m];
                     let mut taken = 1;
