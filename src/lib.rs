@@ -1,9 +1,10 @@
 //! squadron: alert noise reduction between monitoring systems and the squads
 //! that own the services. See README.md for use and ARCHITECTURE.md for the map.
-// Three audited exceptions: `cli::run::raise_open_file_limit`,
+// Four audited exceptions: `cli::run::raise_open_file_limit`,
 // `pipeline::polled::wakeup` (librdkafka's queue wakeups, for an idle producer
-// that never polls on a clock) and `pipeline::memory::release_free_memory`
-// (glibc's malloc_trim).
+// that never polls on a clock), `pipeline::memory::release_free_memory`
+// (glibc's malloc_trim) and `cli::open_recording` (a recording mapped into
+// memory, read only).
 #![deny(unsafe_code)]
 
 pub mod cli;

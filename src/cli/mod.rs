@@ -237,3 +237,77 @@ pub(crate) fn parse_time_arg(s: &str) -> anyhow::Result<crate::model::Ts> {
 pub(crate) fn wall_clock() -> crate::model::Ts {
     crate::model::Ts(jiff::Timestamp::now().as_millisecond())
 }
+
+/// A recording to read (`replay`, `replay --compare`, `report`), and its size
+/// when known. A regular file is mapped into memory: lines are read where
+/// they lie, with no copy from the kernel's page cache into a buffer (about
+/// a tenth of replay's CPU, BENCHMARKS.md). A file that cannot be mapped
+/// (empty, a pipe, a FIFO, a filesystem without mmap) is read through a buffer.
+///
+/// A mapped file that another process truncates while it is read ends the
+/// process with SIGBUS: recordings are written once and then read, and
+/// `squadron record` only appends, which a mapping does not notice.
+#[allow(unsafe_code)] // audited: lib.rs
+pub(crate) fn open_recording(
+    path: &std::path::Path,
+) -> std::io::Result<(Box<dyn std::io::BufRead>, Option<u64>)> {
+    use std::io::BufReader;
+    const BUFFER: usize = 1 << 20;
+    if path.as_os_str() == "-" {
+        return Ok((
+            Box::new(BufReader::with_capacity(BUFFER, std::io::stdin())),
+            None,
+        ));
+    }
+    let file = std::fs::File::open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_file() && meta.len() > 0 {
+        // SAFETY: the mapping is only read, and lives as long as the reader
+        // that owns it; truncation by another process is the documented risk.
+        let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+        if let Ok(m) = mapped {
+            let _ = m.advise(memmap2::Advice::Sequential);
+            return Ok((Box::new(std::io::Cursor::new(m)), Some(meta.len())));
+        }
+    }
+    let size = meta.is_file().then_some(meta.len());
+    Ok((Box::new(BufReader::with_capacity(BUFFER, file)), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+
+    /// A mapped file, an empty file and a pipe read the same as a buffered reader would.
+    #[test]
+    fn a_recording_reads_the_same_mapped_or_buffered() {
+        let dir = std::env::temp_dir().join(format!("squadron-open-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = b"{\"a\":1}\n{\"b\":2}\nno newline at the end".repeat(10_000);
+        let file = dir.join("recording.jsonl");
+        std::fs::write(&file, &text).unwrap();
+        let empty = dir.join("empty.jsonl");
+        std::fs::write(&empty, b"").unwrap();
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        let read_all = |p: &std::path::Path| {
+            let (mut r, size) = super::open_recording(p).unwrap();
+            let mut got = Vec::new();
+            r.read_to_end(&mut got).unwrap();
+            (got, size)
+        };
+        assert_eq!(read_all(&file), (text.clone(), Some(text.len() as u64)));
+        assert_eq!(read_all(&empty), (Vec::new(), Some(0)));
+        if made.is_ok_and(|s| s.success()) {
+            let writer = {
+                let (fifo, text) = (fifo.clone(), text.clone());
+                std::thread::spawn(move || std::fs::write(fifo, text).unwrap())
+            };
+            assert_eq!(read_all(&fifo), (text, None), "a pipe is read through a buffer");
+            writer.join().unwrap();
+        }
+        let missing = super::open_recording(&dir.join("missing")).err().unwrap();
+        assert_eq!(missing.kind(), std::io::ErrorKind::NotFound);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -7,7 +7,7 @@ use crate::replay::{ReplayReport, replay as run_replay};
 use crate::rules::load_dir;
 use anyhow::Context;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::io::{BufRead, BufWriter, IsTerminal, Read, Write};
 use std::sync::Arc;
 
 pub fn replay(args: &ReplayArgs) -> anyhow::Result<i32> {
@@ -16,17 +16,8 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<i32> {
         Some(s) => Some(super::parse_time_arg(s)?),
         None => None,
     };
-    let (input, size): (Box<dyn BufRead>, Option<u64>) = if args.file.as_os_str() == "-" {
-        (
-            Box::new(BufReader::with_capacity(1 << 20, std::io::stdin())),
-            None,
-        )
-    } else {
-        let f =
-            File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
-        let size = f.metadata().ok().map(|m| m.len());
-        (Box::new(BufReader::with_capacity(1 << 20, f)), size)
-    };
+    let (input, size) = super::open_recording(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
     // A progress line on a terminal; nothing when stderr is a pipe or a file.
     let input: Box<dyn BufRead> = if std::io::stderr().is_terminal() {
         Box::new(Progress::new(input, size))

@@ -3,7 +3,7 @@
 use crate::report::{Options, report};
 use anyhow::Context;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,10 +49,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<i32> {
     );
     let path = args.file.clone();
     let reopen = || -> std::io::Result<Box<dyn BufRead>> {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 20,
-            File::open(&path)?,
-        )))
+        Ok(super::open_recording(&path)?.0)
     };
     reopen().with_context(|| format!("opening {}", args.file.display()))?;
     let opts = Options {
