@@ -303,7 +303,11 @@ mod tests {
                 let (fifo, text) = (fifo.clone(), text.clone());
                 std::thread::spawn(move || std::fs::write(fifo, text).unwrap())
             };
-            assert_eq!(read_all(&fifo), (text, None), "a pipe is read through a buffer");
+            assert_eq!(
+                read_all(&fifo),
+                (text, None),
+                "a pipe is read through a buffer"
+            );
             writer.join().unwrap();
         }
         let missing = super::open_recording(&dir.join("missing")).err().unwrap();

@@ -48,9 +48,7 @@ pub fn run(args: &ReportArgs) -> anyhow::Result<i32> {
         "report reads its recording twice: give a file, not standard input"
     );
     let path = args.file.clone();
-    let reopen = || -> std::io::Result<Box<dyn BufRead>> {
-        Ok(super::open_recording(&path)?.0)
-    };
+    let reopen = || -> std::io::Result<Box<dyn BufRead>> { Ok(super::open_recording(&path)?.0) };
     reopen().with_context(|| format!("opening {}", args.file.display()))?;
     let opts = Options {
         top: args.top.max(1),

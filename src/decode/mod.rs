@@ -72,10 +72,13 @@ pub enum InvalidKind {
     TooDeep,
     /// One alert larger than squadron passes between its stages (900 KB).
     TooLarge,
+    /// squadron itself failed on the message (a bug): it is dead-lettered
+    /// instead of stopping the pipeline on it again after every restart.
+    Internal,
 }
 
 impl InvalidKind {
-    pub const ALL: [InvalidKind; 9] = [
+    pub const ALL: [InvalidKind; 10] = [
         InvalidKind::NotUtf8,
         InvalidKind::NotJson,
         InvalidKind::UnknownShape,
@@ -85,6 +88,7 @@ impl InvalidKind {
         InvalidKind::BadField,
         InvalidKind::TooDeep,
         InvalidKind::TooLarge,
+        InvalidKind::Internal,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -97,6 +101,7 @@ impl InvalidKind {
             InvalidKind::BadField => "bad_field",
             InvalidKind::TooDeep => "too_deep",
             InvalidKind::TooLarge => "too_large",
+            InvalidKind::Internal => "internal",
         }
     }
 }
@@ -108,7 +113,7 @@ impl fmt::Display for Invalid {
 }
 
 impl Invalid {
-    fn new(kind: InvalidKind, detail: impl Into<String>) -> Invalid {
+    pub(crate) fn new(kind: InvalidKind, detail: impl Into<String>) -> Invalid {
         Invalid {
             kind,
             detail: detail.into(),

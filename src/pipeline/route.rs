@@ -45,21 +45,58 @@ pub(super) struct Routed {
     sources: Vec<SourceEntry>,
 }
 
+impl Routed {
+    /// A message that cannot be routed at all: one invalid input.
+    fn unusable(reason: Invalid) -> Routed {
+        Routed {
+            format: None,
+            alerts: 1,
+            routed: 0,
+            invalid: vec![reason],
+            batches: BTreeMap::new(),
+            sources: Vec::new(),
+        }
+    }
+}
+
 /// Decodes an input message and cuts it into its tasks' repartition records.
+///
+/// A panic on the way (a bug in squadron, never the input's fault) makes the
+/// message invalid (`internal`) and dead-lettered, instead of stopping the
+/// loop on it again after every restart: the message is the one input every
+/// instance of the group would otherwise crash on. Only this stage is
+/// guarded: it reads nothing but the payload and the rules, so a panic leaves
+/// no state half-changed. A panic while deciding (engine state) still ends
+/// the process, and the restart restores the state from the changelog.
 pub(super) fn plan(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> Routed {
+    guarded(|| plan_unguarded(payload, rules, topo, now))
+}
+
+fn guarded(plan: impl FnOnce() -> Routed) -> Routed {
+    // Unwind safety: `plan` only reads what it borrows and builds its result.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(plan)).unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("a panic without a message");
+        tracing::error!(
+            panic = what,
+            "squadron failed on an input message; dead-lettered as internal"
+        );
+        Routed::unusable(Invalid::new(
+            crate::decode::InvalidKind::Internal,
+            format!(
+                "squadron failed on this message ({what}); please report it with the dead letter"
+            ),
+        ))
+    })
+}
+
+fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> Routed {
     let mut invalid: Vec<Invalid> = Vec::new();
     let decoded = match decode::decode(payload) {
-        Err(reason) => {
-            invalid.push(reason);
-            return Routed {
-                format: None,
-                alerts: 1,
-                routed: 0,
-                invalid,
-                batches: BTreeMap::new(),
-                sources: Vec::new(),
-            };
-        }
+        Err(reason) => return Routed::unusable(reason),
         Ok(decoded) => decoded,
     };
     // Each valid alert's task, and the inhibition source entries every other task needs.
@@ -441,5 +478,36 @@ impl Broadcast {
     /// Forgets entries every task has already let expire.
     pub(super) fn sweep(&mut self, now: Ts) {
         self.sent.retain(|_, until| *until > now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic while routing becomes one invalid input with its message,
+    /// whatever the panic carried.
+    #[test]
+    fn a_panic_while_routing_makes_the_message_invalid() {
+        let with_text = guarded(|| panic!("index {} out of range", 7));
+        let with_str = guarded(|| std::panic::panic_any("static text"));
+        let with_other = guarded(|| std::panic::panic_any(42u8));
+        for (routed, says) in [
+            (with_text, "index 7 out of range"),
+            (with_str, "static text"),
+            (with_other, "a panic without a message"),
+        ] {
+            assert_eq!((routed.format, routed.alerts, routed.routed), (None, 1, 0));
+            assert!(routed.batches.is_empty() && routed.sources.is_empty());
+            let [reason] = &routed.invalid[..] else {
+                panic!("{:?}", routed.invalid)
+            };
+            assert_eq!(reason.kind, crate::decode::InvalidKind::Internal);
+            assert!(reason.detail.contains(says), "{}", reason.detail);
+        }
+        // Without a panic, the plan is what the stage made.
+        let fine =
+            guarded(|| Routed::unusable(Invalid::new(crate::decode::InvalidKind::NotJson, "x")));
+        assert_eq!(fine.invalid[0].kind, crate::decode::InvalidKind::NotJson);
     }
 }
