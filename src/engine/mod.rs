@@ -547,6 +547,16 @@ impl Engine {
         }
     }
 
+    /// [`Engine::tick`] when a timer is due by `now` (wall-clock drivers: the
+    /// pipeline); says whether it ran.
+    pub fn tick_if_due(&mut self, now: Ts, out: &mut Outputs) -> bool {
+        let due = self.next_deadline().is_some_and(|d| d <= now);
+        if due {
+            self.tick(now, out);
+        }
+        due
+    }
+
     /// Advances time to `now`: flushes every group due, emits storm summaries.
     pub fn tick(&mut self, now: Ts, out: &mut Outputs) {
         let mut marks = Marks::of(out);

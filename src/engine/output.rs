@@ -321,6 +321,13 @@ pub struct Outputs {
 }
 
 impl Outputs {
+    pub fn is_empty(&self) -> bool {
+        self.fates.is_empty()
+            && self.notifications.is_empty()
+            && self.digests.is_empty()
+            && self.deliveries.is_empty()
+    }
+
     pub fn clear(&mut self) {
         self.fates.clear();
         self.notifications.clear();

@@ -113,6 +113,7 @@ impl Core {
                 Done::Routed(m, routed) => self.routed(m, routed, now),
                 Done::Decided(outputs, alerts, latencies) => {
                     self.decided(alerts, &latencies);
+                    debug_assert!(self.outputs.is_empty(), "every emit clears the outputs");
                     self.outputs = outputs;
                     self.emit(Vec::new(), wall_clock());
                 }
@@ -246,7 +247,7 @@ fn decide_record(
         _ => None,
     }
     .unwrap_or(0);
-    tick_if_due(engine, now, out);
+    engine.tick_if_due(now, out);
     let payload = m.payload().unwrap_or(b"");
     match role {
         ROLE_SHIFT => {
@@ -291,15 +292,9 @@ fn decide_record(
     };
     let fed = feed_with(engine, payload, now, origin, out, opts);
     // Timers due at `now` (group_wait 0) fire without waiting for the next turn.
-    tick_if_due(engine, now, out);
+    engine.tick_if_due(now, out);
     (
         fed.alerts as usize,
         source.map(|ts| now.since(ts).as_secs_f64()),
     )
-}
-
-fn tick_if_due(engine: &mut Engine, now: crate::model::Ts, out: &mut Outputs) {
-    if engine.next_deadline().is_some_and(|d| d <= now) {
-        engine.tick(now, out);
-    }
 }

@@ -955,16 +955,12 @@ impl Core {
     /// Runs every task's timers due by `now`.
     fn advance(&mut self, now: crate::model::Ts) {
         self.sync_controls();
-        let due: Vec<i32> = self
-            .tasks
-            .iter()
-            .filter(|(_, t)| t.engine.next_deadline().is_some_and(|d| d <= now))
-            .map(|(p, _)| *p)
-            .collect();
-        for p in due {
+        let tasks: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in tasks {
             let task = self.tasks.get_mut(&p).expect("listed");
-            task.engine.tick(now, &mut self.outputs);
-            self.emit(Vec::new(), now);
+            if task.engine.tick_if_due(now, &mut self.outputs) {
+                self.emit(Vec::new(), now);
+            }
         }
     }
 
