@@ -2,6 +2,8 @@
 //!
 //! Run: `cargo bench --bench engine`. Workloads:
 //! - `decode/*`: a single Prometheus alert, and a batch of 64 as Prometheus POSTs them;
+//! - `route/*`: the route stage cutting a batch of 64 between 12 tasks, passing each alert on
+//!   as written (a Prometheus batch) or encoding it again (the same alerts in a webhook);
 //! - `engine/resend`: 1,000 firing alerts re-sent every 30 s (the steady state: dedup);
 //! - `engine/node_down_storm`: a node dies, 300 pod alerts arrive and are inhibited;
 //! - `engine/distinct`: every alert new (admission, grouping, memory);
@@ -57,6 +59,47 @@ fn bench_decode(c: &mut Criterion) {
     g.bench_function("batch_of_64", |b| {
         b.iter(|| decode(black_box(&batch)).unwrap().alerts.len())
     });
+    g.finish();
+}
+
+/// The route stage on a batch of 64 distinct alerts, which falls to most of
+/// 12 tasks: a Prometheus batch passes each alert on as written; the same
+/// alerts in an Alertmanager webhook carry a status, so each is encoded again
+/// (the baseline, in the same run).
+fn bench_route(c: &mut Criterion) {
+    let rules = rules();
+    let topo = squadron::pipeline::topology::Topology {
+        inputs: vec!["in".into()],
+        repartition: "r".into(),
+        changelog: "c".into(),
+        partitions: 12,
+    };
+    let alerts: Vec<serde_json::Value> = distinct_alerts(64, START, 5)
+        .iter()
+        .map(|m| serde_json::from_slice(m).unwrap())
+        .collect();
+    let prometheus = serde_json::to_vec(&alerts).unwrap();
+    let with_status: Vec<serde_json::Value> = alerts
+        .iter()
+        .cloned()
+        .map(|mut a| {
+            a["status"] = "firing".into();
+            a
+        })
+        .collect();
+    let webhook =
+        serde_json::to_vec(&serde_json::json!({"version": "4", "alerts": with_status})).unwrap();
+    let mut g = c.benchmark_group("route");
+    g.throughput(Throughput::Elements(64));
+    for (name, payload) in [
+        ("batch_of_64_verbatim", &prometheus),
+        ("webhook_of_64_encoded_again", &webhook),
+    ] {
+        assert!(squadron::pipeline::route_for_bench(payload, &rules, &topo, START) > 0);
+        g.bench_function(name, |b| {
+            b.iter(|| squadron::pipeline::route_for_bench(black_box(payload), &rules, &topo, START))
+        });
+    }
     g.finish();
 }
 
@@ -216,6 +259,7 @@ fn bench_compile_rules(c: &mut Criterion) {
 criterion_group!(
     benches,
     bench_decode,
+    bench_route,
     bench_engine,
     bench_replay,
     bench_compile_rules

@@ -345,6 +345,59 @@ fn pagerduty_alert<'a>(action: &str, obj: AlertObject<'a>) -> Result<Alert<'a>, 
     })
 }
 
+/// The elements of a JSON array as they lie in `bytes`, without surrounding
+/// whitespace, for passing on alerts of a batch without encoding them again
+/// (the route stage). `bytes` must be an array that decoded (valid JSON): the
+/// scan only finds where each element ends. `None` when it is not an array.
+pub fn array_elements(bytes: &[u8]) -> Option<Vec<&[u8]>> {
+    let ws = |b: &u8| matches!(b, b' ' | b'\t' | b'\n' | b'\r');
+    let mut i = bytes.iter().position(|b| !ws(b))?;
+    if bytes[i] != b'[' {
+        return None;
+    }
+    i += 1;
+    let mut out = Vec::new();
+    let mut depth = 0usize;
+    let mut start: Option<usize> = None;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'"' => {
+                start.get_or_insert(i);
+                // To the closing quote: skip escaped characters.
+                i += 1;
+                loop {
+                    i += memchr::memchr2(b'"', b'\\', bytes.get(i..)?)?;
+                    if bytes[i] == b'"' {
+                        break;
+                    }
+                    i += 2;
+                }
+            }
+            b'{' | b'[' => {
+                start.get_or_insert(i);
+                depth += 1;
+            }
+            b'}' | b']' if depth > 0 => depth -= 1,
+            b',' | b']' if depth == 0 => {
+                if let Some(s) = start.take() {
+                    let end = i - bytes[s..i].iter().rev().take_while(|b| ws(b)).count();
+                    out.push(&bytes[s..end]);
+                }
+                if b == b']' {
+                    return Some(out);
+                }
+            }
+            _ if ws(&b) => {}
+            _ => {
+                start.get_or_insert(i);
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Nesting is bounded without a pass of its own: serde_json refuses typed
 /// values nested past 128 levels and skips ignored ones iteratively (linear
 /// time, constant stack); the decoder itself recurses once, into a CloudEvent.
@@ -664,6 +717,41 @@ impl<'de: 'a, 'a> Deserialize<'de> for StrOrOther<'a> {
 
 #[cfg(test)]
 mod tests {
+
+    /// Each element exactly as written, whatever its strings and nesting hold.
+    #[test]
+    fn array_elements_are_the_bytes_of_each_element() {
+        let text = br#" [ {"labels":{"a":"x]\"}{,"}} ,
+            {"labels":{"b":"[["},"n":[1,[2]],"s":"\\"}, 7 ,"str",[] ]  "#;
+        let got = array_elements(text).unwrap();
+        let want: [&[u8]; 5] = [
+            br#"{"labels":{"a":"x]\"}{,"}}"#,
+            br#"{"labels":{"b":"[["},"n":[1,[2]],"s":"\\"}"#,
+            b"7",
+            br#""str""#,
+            b"[]",
+        ];
+        assert_eq!(got, want);
+        assert_eq!(array_elements(b"[]").unwrap(), Vec::<&[u8]>::new());
+        assert_eq!(array_elements(b"{\"a\":1}"), None);
+        assert_eq!(array_elements(b"[1,2"), None, "an array that does not end");
+        assert_eq!(
+            array_elements(br#"["\"#),
+            None,
+            "a string that does not end"
+        );
+        // What a decoded batch yields, element by element.
+        let batch = br#"[{"labels":{"alertname":"A"}},{"labels":{"alertname":"B","x":"\u00e9"}}]"#;
+        let decoded = decode(batch).unwrap();
+        let again: Vec<_> = array_elements(batch)
+            .unwrap()
+            .into_iter()
+            .map(|e| decode(e).unwrap().alerts.remove(0).unwrap())
+            .collect();
+        let whole: Vec<_> = decoded.alerts.into_iter().map(Result::unwrap).collect();
+        assert_eq!(format!("{again:?}"), format!("{whole:?}"));
+    }
+
     use super::*;
     use crate::model::Labels;
 

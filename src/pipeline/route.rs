@@ -46,6 +46,11 @@ pub(super) struct Routed {
 }
 
 impl Routed {
+    /// The bytes of the repartition records planned.
+    pub(super) fn record_bytes(&self) -> usize {
+        self.batches.values().flatten().map(Vec::len).sum()
+    }
+
     /// A message that cannot be routed at all: one invalid input.
     fn unusable(reason: Invalid) -> Routed {
         Routed {
@@ -135,6 +140,13 @@ fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> 
         }
         _ => {
             let room = (payload.len() / decoded.alerts.len().max(1) + 64) * 8;
+            // A Prometheus batch's alerts pass on as they came (the decide
+            // stage decodes them as this stage did); other formats carry a
+            // status that is written into `endsAt`, so they are encoded again.
+            let verbatim = (decoded.format == decode::Format::PrometheusBatch)
+                .then(|| decode::array_elements(payload))
+                .flatten()
+                .filter(|e| e.len() == decoded.alerts.len());
             for &(i, p) in &owners {
                 let a = decoded.alerts[i].as_ref().expect("valid");
                 let chunks = batches.entry(p).or_default();
@@ -143,7 +155,13 @@ fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> 
                 }
                 let buf = chunks.last_mut().expect("pushed");
                 let before = buf.len();
-                append(buf, a, now);
+                match &verbatim {
+                    Some(elements) => {
+                        buf.push(if buf.is_empty() { b'[' } else { b',' });
+                        buf.extend_from_slice(elements[i]);
+                    }
+                    None => append(buf, a, now),
+                }
                 if buf.len() - before > REPARTITION_BYTES {
                     // One alert larger than a record may be: invalid, with its size.
                     let size = buf.len() - before;
@@ -505,9 +523,79 @@ mod tests {
             assert_eq!(reason.kind, crate::decode::InvalidKind::Internal);
             assert!(reason.detail.contains(says), "{}", reason.detail);
         }
-        // Without a panic, the plan is what the stage made.
+        // Without a panic, the plan is what the route stage made.
         let fine =
             guarded(|| Routed::unusable(Invalid::new(crate::decode::InvalidKind::NotJson, "x")));
         assert_eq!(fine.invalid[0].kind, crate::decode::InvalidKind::NotJson);
+    }
+
+    /// A batch cut between tasks: each task's records hold exactly its alerts,
+    /// as decoded from the message, in the message's order; a Prometheus
+    /// batch's alerts pass on as written, other formats are encoded again.
+    #[test]
+    fn a_batch_cut_between_tasks_loses_and_changes_no_alert() {
+        let rules = crate::rules::load_dir(std::path::Path::new("rules")).unwrap();
+        let topo = Topology {
+            inputs: vec!["in".into()],
+            repartition: "r".into(),
+            changelog: "c".into(),
+            partitions: 12,
+        };
+        let now = Ts::parse_rfc3339("2026-11-28T10:00:00Z").unwrap().unwrap();
+        let alert = |i: usize| {
+            format!(
+                r#"{{"labels":{{"alertname":"Cut{i}","service":"checkout","instance":"h{i}","severity":"warning"}},"annotations":{{"s":"[\"{i}\"]"}},"startsAt":"2026-11-28T09:00:00Z","extra":{{"n":[{i}]}}}}"#
+            )
+        };
+        let alerts: Vec<String> = (0..40).map(alert).collect();
+        let prometheus = format!("[ {} ]", alerts.join(" ,\n"));
+        let webhook = format!(
+            r#"{{"version":"4","status":"firing","alerts":[{}]}}"#,
+            alerts
+                .iter()
+                .map(|a| a.replacen('{', r#"{"status":"resolved","#, 1))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for (payload, verbatim) in [(prometheus, true), (webhook, false)] {
+            let routed = plan(payload.as_bytes(), &rules, &topo, now);
+            assert!(routed.invalid.is_empty(), "{:?}", routed.invalid);
+            assert!(routed.batches.len() > 1, "the alerts fall to several tasks");
+            let mut seen = Vec::new();
+            for (p, records) in &routed.batches {
+                let mut last = None;
+                for r in records {
+                    let text = std::str::from_utf8(r).unwrap();
+                    assert_eq!(text.contains(r#""extra":{"n":["#), verbatim, "{text}");
+                    for a in decode::decode(r).unwrap().alerts {
+                        let a = a.unwrap();
+                        let owner = rules.owner(&a.labels);
+                        assert_eq!(
+                            topo.partition_for(rules.group_hash(owner.squad, &a.labels)),
+                            *p
+                        );
+                        assert_eq!(a.annotations.len(), 1);
+                        if !verbatim {
+                            assert_eq!(a.ends_at, Some(now), "a resolve carries its end");
+                        }
+                        let name = a
+                            .labels
+                            .iter()
+                            .find(|l| l.0 == "alertname")
+                            .unwrap()
+                            .1
+                            .to_string();
+                        let n: usize = name["Cut".len()..].parse().unwrap();
+                        assert!(last < Some(n), "in the message's order");
+                        last = Some(n);
+                        seen.push(name);
+                    }
+                }
+            }
+            seen.sort();
+            let mut want: Vec<String> = (0..40).map(|i| format!("Cut{i}")).collect();
+            want.sort();
+            assert_eq!(seen, want, "every alert once");
+        }
     }
 }
