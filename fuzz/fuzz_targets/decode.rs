@@ -1,4 +1,5 @@
-//! Any bytes as an input message: the decoder never panics, and through the
+//! Any bytes as an input message: the decoder never panics, a batch's elements
+//! as the route stage cuts them decode to the same alerts, and through the
 //! engine every input gets exactly one fate.
 #![no_main]
 
@@ -18,7 +19,25 @@ fn rules() -> Arc<squadron::rules::RuleSet> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let _ = squadron::decode::decode(data);
+    if let Ok(d) = squadron::decode::decode(data) {
+        if d.format == squadron::decode::Format::PrometheusBatch {
+            let elements =
+                squadron::decode::array_elements(data).expect("a decoded batch is an array");
+            assert_eq!(elements.len(), d.alerts.len(), "one element per alert");
+            for (e, a) in elements.iter().zip(&d.alerts) {
+                if let Ok(a) = a {
+                    // As the decide stage reads it: in an array of its task's alerts.
+                    let alone = [&b"["[..], e, b"]"].concat();
+                    let again =
+                        squadron::decode::decode(&alone).expect("a valid alert decodes again");
+                    assert_eq!(
+                        format!("{:?}", again.alerts),
+                        format!("{:?}", [Ok::<_, ()>(a)])
+                    );
+                }
+            }
+        }
+    }
     let mut engine = Engine::new(rules());
     let mut out = Outputs::default();
     let now = Ts(1_764_147_600_000);
