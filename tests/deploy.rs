@@ -70,6 +70,7 @@ fn alerting_rules_use_registered_metrics_and_pass_promtool() {
     for alert in [
         "SquadronConsumerLagGrowing",
         "SquadronDeadLettersAppearing",
+        "SquadronFailedOnInput",
         "SquadronRuleReloadFailing",
         "SquadronNotReady",
         "SquadronShiftOverPageBudget",
