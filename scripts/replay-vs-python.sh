@@ -18,6 +18,10 @@ rec=${RECORDING:-/tmp/hour.jsonl}
 command -v perf >/dev/null || { echo "perf is needed (Debian: linux-perf)" >&2; exit 1; }
 [ -s "$rec" ] || "$bin" generate hour -o "$rec"
 
+# Each build must replay the file cleanly before it is timed (perf times a failing run too).
+for b in "$bin" ${base:+"$base"}; do
+  "$b" replay --rules "$rules" "$rec" >/dev/null
+done
 clock() { perf stat -x, -e task-clock "$@" 2>&1 >/dev/null | awk -F, '/task-clock/ {print $1}'; }
 runs=$(mktemp)
 trap 'rm -f "$runs"' EXIT

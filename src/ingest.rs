@@ -176,13 +176,21 @@ impl Ledger {
     /// Counts the outputs of one engine call. `engine` names the squads.
     pub fn record(&mut self, engine: &Engine, out: &Outputs) {
         let rules = engine.rules();
+        // One buffer for the causes' names: most fates have one, and most are counted before.
+        let mut cause_name = String::new();
         for f in &out.fates {
             *self.fates.entry(f.fate.kind()).or_default() += 1;
             if let Some(cause) = f.fate.cause() {
-                *self
-                    .causes
-                    .entry(format!("{}/{cause}", f.fate.kind().as_str()))
-                    .or_default() += 1;
+                cause_name.clear();
+                cause_name.push_str(f.fate.kind().as_str());
+                cause_name.push('/');
+                cause_name.push_str(cause);
+                match self.causes.get_mut(cause_name.as_str()) {
+                    Some(n) => *n += 1,
+                    None => {
+                        self.causes.insert(cause_name.clone(), 1);
+                    }
+                }
             }
             if let Some(sq) = rules.squads.get(f.squad as usize) {
                 self.squad(&sq.name).alerts += 1;

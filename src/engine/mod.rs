@@ -1273,26 +1273,27 @@ impl Engine {
     /// timer) if this is the shift's first. Notes of squads the rules do
     /// not have are ignored.
     pub fn observe_shift(&mut self, note: &ShiftNote) {
-        let Some(sid) = self.rules.squad_by_name(&note.squad) else {
-            return;
-        };
+        if let Some(sid) = self.rules.squad_by_name(&note.squad) {
+            self.observe_shift_of(sid, note);
+        }
+    }
+
+    /// [`Engine::observe_shift`] for squad `sid` of these rules, the note's squad.
+    fn observe_shift_of(&mut self, sid: SquadId, note: &ShiftNote) {
         if let Some(d) = self.dirty.as_mut() {
             d.shifts.insert(note.squad.clone());
         }
-        if !self.state.shifts.contains_key(&note.squad) {
-            let (start, end) = self.shift_bounds(sid, note.at);
-            self.state
-                .timers
-                .insert((end, Timer::Handover(note.squad.clone())));
-            self.state
-                .shifts
-                .insert(note.squad.clone(), Book::new(start, end));
+        if let Some(book) = self.state.shifts.get_mut(&note.squad) {
+            book.observe(note);
+            return;
         }
+        let (start, end) = self.shift_bounds(sid, note.at);
         self.state
-            .shifts
-            .get_mut(&note.squad)
-            .expect("opened above")
-            .observe(note);
+            .timers
+            .insert((end, Timer::Handover(note.squad.clone())));
+        let mut book = Book::new(start, end);
+        book.observe(note);
+        self.state.shifts.insert(note.squad.clone(), book);
     }
 
     /// The shift `at` falls in: handover to handover in the goalkeeper's time
@@ -1434,7 +1435,7 @@ impl Engine {
             };
             match self.shift_mode {
                 ShiftMode::Off => {}
-                ShiftMode::Local => self.observe_shift(&n),
+                ShiftMode::Local => self.observe_shift_of(i as SquadId, &n),
                 ShiftMode::Routed => self.routed.push(n),
             }
         }
