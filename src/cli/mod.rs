@@ -264,7 +264,10 @@ pub(crate) fn open_recording(
     if meta.is_file() && meta.len() > 0 {
         // SAFETY: the mapping is only read, and lives as long as the reader
         // that owns it; truncation by another process is the documented risk.
-        let mapped = unsafe { memmap2::MmapOptions::new().populate().map(&file) };
+        // Not populated up front: a recording larger than memory would be read
+        // twice (faulted in, evicted, faulted in again); the kernel's readahead
+        // on sequential faults keeps up.
+        let mapped = unsafe { memmap2::MmapOptions::new().map(&file) };
         if let Ok(m) = mapped {
             let _ = m.advise(memmap2::Advice::Sequential);
             return Ok((Box::new(std::io::Cursor::new(m)), Some(meta.len())));
