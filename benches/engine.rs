@@ -72,6 +72,7 @@ fn bench_route(c: &mut Criterion) {
         inputs: vec!["in".into()],
         repartition: "r".into(),
         changelog: "c".into(),
+        sources: "s".into(),
         partitions: 12,
     };
     let alerts: Vec<serde_json::Value> = distinct_alerts(64, START, 5)

@@ -60,6 +60,7 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<i32> {
         // The mock cluster cannot create topics through the admin API.
         mock.create_topic(&cfg.repartition_topic(), cfg.pipeline.partitions, 1)?;
         mock.create_topic(&cfg.changelog_topic(), cfg.pipeline.partitions, 1)?;
+        mock.create_topic(&cfg.sources_topic(), cfg.pipeline.partitions, 1)?;
         mock.create_topic(&cfg.controls_topic(), 1, 1)?;
         for s in &rules.squads {
             mock.create_topic(&s.topic, 1, 1)?;

@@ -38,6 +38,9 @@ use crate::rules::RuleSet;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
+/// An inhibition source key touched: see [`Dirty::sources`].
+pub(super) type DirtySource = (Arc<str>, Arc<str>, u32, Box<str>);
+
 /// Keys touched since the last [`Engine::take_changes`].
 #[derive(Debug, Default)]
 pub(super) struct Dirty {
@@ -48,8 +51,10 @@ pub(super) struct Dirty {
     pub groups: HashSet<Arc<str>>,
     pub storms: HashSet<Arc<str>>,
     pub shifts: HashSet<Arc<str>>,
-    /// (rule name, source index, equal-label values).
-    pub sources: HashSet<(Arc<str>, u32, Box<str>)>,
+    /// (rule name, rule id in the shared table, source index, equal-label
+    /// values): the id is the one the entry was made under, so a reload that
+    /// changes a rule ends the entries of its earlier form in the table.
+    pub sources: HashSet<DirtySource>,
 }
 
 impl Dirty {
@@ -185,17 +190,41 @@ impl Engine {
         }
         let mut sources: Vec<_> = dirty.sources.into_iter().collect();
         sources.sort();
-        for (rule, n, equal) in sources {
-            let value = s
-                .sources
-                .iter()
-                .find(|(name, _)| *name == rule)
-                .and_then(|(_, idx)| idx.get(n as usize))
-                .and_then(|idx| idx.by_key.get(&equal))
-                .and_then(json);
-            out.push((source_key(&rule, n, &equal), value));
+        let mut written: Option<(&Arc<str>, u32, &str)> = None;
+        for (rule, id, n, equal) in &sources {
+            // The changelog keys by name: one record, the current rules' entries.
+            if written != Some((rule, *n, equal)) {
+                let value = s
+                    .sources
+                    .iter()
+                    .find(|(name, _)| name == rule)
+                    .and_then(|(_, idx)| idx.get(*n as usize))
+                    .and_then(|idx| idx.by_key.get(equal))
+                    .and_then(json);
+                out.push((source_key(rule, *n, equal), value));
+                written = Some((rule, *n, equal));
+            }
+            if self.shared.is_some() {
+                let idx = self
+                    .rule_ids
+                    .iter()
+                    .position(|r| r == id)
+                    .and_then(|i| s.sources[i].1.get(*n as usize));
+                self.published.push((
+                    super::sources::table_key(id, *n, equal).into_bytes(),
+                    super::sources::record_value(idx, equal),
+                ));
+            }
         }
         out
+    }
+
+    /// The records that publish this engine's own inhibition sources to the
+    /// shared table, made by the last [`Engine::take_changes`] (none unless
+    /// [`Engine::share_sources`]): a value per changed key, a tombstone when
+    /// no source is left under it.
+    pub fn take_source_records(&mut self) -> Vec<Change> {
+        std::mem::take(&mut self.published)
     }
 
     /// Rebuilds an engine from changelog records in the order they were written
@@ -456,7 +485,7 @@ fn split_source(rest: &str) -> Option<(&str, u32, &str)> {
 }
 
 /// Rule names may hold any character: '%' and '/' are escaped in keys.
-fn escape(name: &str) -> String {
+pub(super) fn escape(name: &str) -> String {
     name.replace('%', "%25").replace('/', "%2F")
 }
 

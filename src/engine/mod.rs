@@ -18,9 +18,11 @@
 mod changelog;
 mod output;
 mod shift;
+mod sources;
 mod state;
 
 pub use changelog::{Change, RestoreReport};
+pub use sources::{SharedSources, Unreadable};
 
 pub use output::{
     DELIVERY_PART_INPUTS, DeliveryPart, Fate, FateKind, FateRecord, Folded, InputId, Limit,
@@ -77,6 +79,13 @@ pub struct Engine {
     tallied: Vec<SquadId>,
     /// Notes for the driver to deliver ([`ShiftMode::Routed`]).
     routed: Vec<ShiftNote>,
+    /// The process's table of every task's inhibition sources, when this
+    /// engine is one of several ([`Engine::share_sources`]).
+    shared: Option<(Arc<SharedSources>, i32)>,
+    /// Per inhibit rule: its id in the shared table ([`sources::rule_id`]).
+    rule_ids: Vec<Arc<str>>,
+    /// Records for the shared table, made by [`Engine::take_changes`].
+    published: Vec<Change>,
 }
 
 /// What the impact rules say about an alert.
@@ -111,6 +120,9 @@ impl Engine {
             tally: Vec::new(),
             tallied: Vec::new(),
             routed: Vec::new(),
+            shared: None,
+            rule_ids: Vec::new(),
+            published: Vec::new(),
         };
         e.set_rules(rules);
         e
@@ -118,6 +130,36 @@ impl Engine {
 
     pub fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
+    }
+
+    /// Makes this engine the task of `partition`, one of several deciding
+    /// together: it consults `table` (every task's inhibition sources)
+    /// besides its own, writes its own into the table as they change, and
+    /// [`Engine::take_changes`] also makes the records that publish them to
+    /// other instances ([`Engine::take_source_records`]). Sources of alerts
+    /// other engines own are never kept in this engine's state.
+    pub fn share_sources(&mut self, table: Arc<SharedSources>, partition: i32) {
+        self.shared = Some((table, partition));
+        self.write_table();
+        // What the topic has of this engine's sources may predate them (a
+        // crash between the changelog and the sources topic): write them again.
+        self.mark_all_sources();
+    }
+
+    /// Writes every source of this engine into the shared table, in place of
+    /// what its partition had there.
+    fn write_table(&self) {
+        let Some((table, p)) = &self.shared else {
+            return;
+        };
+        table.own(*p);
+        for ((_, idx), id) in self.state.sources.iter().zip(&self.rule_ids) {
+            for (n, i) in idx.iter().enumerate() {
+                for (equal, list) in &i.by_key {
+                    table.set(*p, &sources::table_key(id, n as u32, equal), list.clone());
+                }
+            }
+        }
     }
 
     /// Swaps in the runtime controls (silences, acknowledgements, duty
@@ -178,18 +220,26 @@ impl Engine {
                 )
             })
             .collect();
+        self.rule_ids = self
+            .rules
+            .inhibit_rules
+            .iter()
+            .map(|r| Arc::from(sources::rule_id(r)))
+            .collect();
         self.interval_cache = vec![Cell::new((i64::MIN, false)); self.rules.time_intervals.len()];
         self.rebuild_derived();
         self.mark_all_sources();
+        self.write_table();
     }
 
     /// Every inhibition source entry is written again (rules realign them by name).
     fn mark_all_sources(&mut self) {
         let Some(d) = self.dirty.as_mut() else { return };
-        for (rule, idx) in &self.state.sources {
+        for ((rule, idx), id) in self.state.sources.iter().zip(&self.rule_ids) {
             for (n, i) in idx.iter().enumerate() {
                 for equal in i.by_key.keys() {
-                    d.sources.insert((rule.clone(), n as u32, equal.clone()));
+                    d.sources
+                        .insert((rule.clone(), id.clone(), n as u32, equal.clone()));
                 }
             }
         }
@@ -703,15 +753,27 @@ impl Engine {
         }
         self.rules.inhibiting_rule(labels, owner.squad, |i, r| {
             let (_, sources) = self.state.sources.get(i)?;
-            let shared = equal_key(&r.equal, labels);
-            let live = |idx: &SourceIndex| {
+            let equal = equal_key(&r.equal, labels);
+            let table = self
+                .shared
+                .as_ref()
+                .map(|(t, _)| &**t)
+                .zip(self.rule_ids.get(i));
+            let live = |(n, idx): (usize, &SourceIndex)| {
                 idx.by_key
-                    .get(shared.as_str())
+                    .get(equal.as_str())
                     .is_some_and(|v| v.iter().any(|&(src, until)| src != key && until > now))
+                    || table.is_some_and(|(t, id)| {
+                        t.live(&sources::table_key(id, n as u32, &equal), key, now)
+                    })
             };
-            sources.iter().all(live).then(|| Fate::Inhibited {
-                rule: r.name.clone(),
-            })
+            sources
+                .iter()
+                .enumerate()
+                .all(live)
+                .then(|| Fate::Inhibited {
+                    rule: r.name.clone(),
+                })
         })
     }
 
@@ -729,17 +791,6 @@ impl Engine {
         }
     }
 
-    /// Records inhibition source entries decided elsewhere ([`source_entries`]
-    /// of an alert another engine owns): inhibition is a table every engine
-    /// needs whole. Entries of rules these rules do not have are ignored.
-    pub fn observe_sources(&mut self, entries: &[SourceEntry]) {
-        for e in entries {
-            if let Some(rule) = self.rules.inhibit_rule_by_name(&e.rule) {
-                self.apply_source(rule, e);
-            }
-        }
-    }
-
     fn apply_source(&mut self, rule: usize, e: &SourceEntry) {
         let Some(idx) = self
             .state
@@ -750,8 +801,12 @@ impl Engine {
             return;
         };
         if let Some(d) = self.dirty.as_mut() {
-            d.sources
-                .insert((e.rule.clone(), e.source, e.equal.clone()));
+            d.sources.insert((
+                e.rule.clone(),
+                self.rule_ids[rule].clone(),
+                e.source,
+                e.equal.clone(),
+            ));
         }
         match e.until {
             Some(until) => {
@@ -773,6 +828,11 @@ impl Engine {
                     }
                 }
             }
+        }
+        if let Some((table, p)) = &self.shared {
+            let list = idx.by_key.get(&e.equal).cloned().unwrap_or_default();
+            let key = sources::table_key(&self.rule_ids[rule], e.source, &e.equal);
+            table.set(*p, &key, list);
         }
     }
 
@@ -798,14 +858,18 @@ impl Engine {
     }
 
     fn sweep_sources(&mut self, now: Ts) {
-        for (rule, sources) in &mut self.state.sources {
+        for ((rule, sources), id) in self.state.sources.iter_mut().zip(&self.rule_ids) {
             for (n, idx) in sources.iter_mut().enumerate() {
                 idx.by_key.retain(|equal, v| {
                     let before = v.len();
                     v.retain(|&(_, until)| until > now);
                     if v.len() != before {
                         if let Some(d) = self.dirty.as_mut() {
-                            d.sources.insert((rule.clone(), n as u32, equal.clone()));
+                            d.sources
+                                .insert((rule.clone(), id.clone(), n as u32, equal.clone()));
+                        }
+                        if let Some((table, p)) = &self.shared {
+                            table.set(*p, &sources::table_key(id, n as u32, equal), v.clone());
                         }
                     }
                     !v.is_empty()

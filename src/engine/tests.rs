@@ -471,10 +471,12 @@ fn a_changelog_in_the_earlier_form_restores_the_same_and_is_written_again() {
     }
 }
 
+/// The pipeline's global table. Instance A runs the task owning NodeDown
+/// (partition 0) and another task (2); instance B runs a third (1). The owner
+/// writes its source into A's table at once and publishes records that B's
+/// table reads; the deciding engines consult their table and keep none of it.
 #[test]
-fn source_entries_from_another_engine_inhibit_like_a_local_source() {
-    // The pipeline's global table: the engine owning NodeDown is not the one
-    // deciding the pod alert; the route stage sends the source's entries over.
+fn sources_published_by_another_engine_inhibit_like_a_local_source() {
     let rules = example_rules();
     let now = Ts(1_764_147_600_000);
     let msg = |labels: serde_json::Value, ends: Ts| {
@@ -482,67 +484,148 @@ fn source_entries_from_another_engine_inhibit_like_a_local_source() {
             .unwrap()
     };
     let node = serde_json::json!({"alertname": "NodeDown", "cluster": "eu-1", "node": "n1", "service": "kubernetes", "severity": "critical", "env": "production"});
-    let pod = serde_json::json!({"alertname": "KubePodNotReady", "cluster": "eu-1", "node": "n1", "service": "checkout", "pod": "p1", "severity": "warning", "env": "production"});
-    let source = msg(node.clone(), now.plus(Duration::from_secs(600)));
-    let decoded = crate::decode::decode(&source).unwrap();
-    let alert = decoded.alerts[0].as_ref().unwrap();
-    let key = AlertKey::of(&alert.labels, &mut Vec::new());
-    let entries: Vec<SourceEntry> = source_entries(
-        &rules,
-        key,
-        &alert.labels,
-        alert.ends_at,
-        Status::Firing,
-        now,
-    )
-    .into_iter()
-    .map(|(_, e)| e)
-    .collect();
-    assert!(
-        entries
-            .iter()
-            .any(|e| &*e.rule == "node-down-inhibits-pods")
+    let pod = |p: &str| serde_json::json!({"alertname": "KubePodNotReady", "cluster": "eu-1", "node": "n1", "service": "checkout", "pod": p, "severity": "warning", "env": "production"});
+    let (table_a, table_b) = (
+        Arc::new(SharedSources::default()),
+        Arc::new(SharedSources::default()),
     );
-
-    let mut other = Engine::new(rules.clone());
-    other.observe_sources(&entries);
-    let mut out = Outputs::default();
-    feed(
-        &mut other,
-        &msg(pod.clone(), now.plus(Duration::from_secs(600))),
-        now,
-        1,
-        &mut out,
+    let engine = |table: &Arc<SharedSources>, partition: i32| {
+        let mut e = Engine::new(rules.clone());
+        e.track_changes();
+        e.share_sources(table.clone(), partition);
+        e
+    };
+    let (mut owner, mut local, mut remote) = (
+        engine(&table_a, 0),
+        engine(&table_a, 2),
+        engine(&table_b, 1),
     );
-    assert_eq!(
-        out.fates[0].fate,
-        Fate::Inhibited {
-            rule: "node-down-inhibits-pods".into()
+    // What B's reader does with the owner's records; returns its changelog.
+    let publish = |e: &mut Engine| {
+        let changelog = e.take_changes();
+        for (k, v) in e.take_source_records() {
+            table_b.apply_read(0, &k, v.as_deref()).unwrap();
+            // A's reader skips them: the owner runs there.
+            table_a.apply_read(0, &k, None).unwrap();
         }
-    );
-
-    // The source resolves: its entries say so, and the target is no longer inhibited.
-    let resolved: Vec<SourceEntry> = entries
-        .into_iter()
-        .map(|e| SourceEntry { until: None, ..e })
-        .collect();
-    other.observe_sources(&resolved);
-    out.clear();
-    feed(
-        &mut other,
-        &msg(pod, now.plus(Duration::from_secs(600))),
-        now.plus(Duration::from_secs(1)),
-        2,
-        &mut out,
-    );
-    engine_drain(&mut other, &mut out);
-    assert!(
+        changelog
+    };
+    let inhibited = |out: &Outputs| {
         out.fates
             .iter()
-            .all(|f| !matches!(f.fate, Fate::Inhibited { .. })),
+            .filter(|f| matches!(&f.fate, Fate::Inhibited { rule } if &**rule == "node-down-inhibits-pods"))
+            .count()
+    };
+    let mut out = Outputs::default();
+    let until = now.plus(Duration::from_secs(600));
+    feed(&mut owner, &msg(node.clone(), until), now, 1, &mut out);
+    // node-down-inhibits-pods, and critical-inhibits-warning (it is critical).
+    assert_eq!((table_a.alerts(), table_a.keys()), (2, 2));
+    assert_eq!(table_b.keys(), 0, "B sees nothing before the records");
+    out.clear();
+    feed(&mut local, &msg(pod("p1"), until), now, 2, &mut out);
+    assert_eq!(inhibited(&out), 1, "A's other task sees the source at once");
+
+    let changelog = publish(&mut owner);
+    assert_eq!(
+        changelog
+            .iter()
+            .filter(|(k, _)| k.starts_with(b"source/"))
+            .count(),
+        2
+    );
+    assert_eq!((table_a.alerts(), table_b.alerts()), (2, 2));
+    out.clear();
+    feed(&mut remote, &msg(pod("p2"), until), now, 3, &mut out);
+    assert_eq!(inhibited(&out), 1, "B's task, once B read the records");
+    // The deciding engines keep and write none of the owner's sources.
+    let kept = |e: &Engine| -> usize {
+        e.state
+            .sources
+            .iter()
+            .flat_map(|(_, i)| i)
+            .map(|i| i.by_key.len())
+            .sum()
+    };
+    assert_eq!((kept(&owner), kept(&local), kept(&remote)), (2, 0, 0));
+    for e in [&mut local, &mut remote] {
+        assert!(
+            e.take_changes()
+                .iter()
+                .all(|(k, _)| !k.starts_with(b"source/"))
+        );
+        assert!(e.take_source_records().is_empty());
+    }
+
+    // The source resolves (endsAt in the past): its records end the entries,
+    // and the targets are no longer inhibited.
+    let t = now.plus(Duration::from_secs(1));
+    out.clear();
+    feed(&mut owner, &msg(node, now), t, 4, &mut out);
+    let changelog = publish(&mut owner);
+    assert!(
+        changelog
+            .iter()
+            .any(|(k, v)| k.starts_with(b"source/") && v.is_none())
+    );
+    assert_eq!(
+        (table_a.keys(), table_b.keys()),
+        (0, 0),
+        "tombstones end the entries"
+    );
+    for (e, p, input) in [(&mut local, "p3", 5), (&mut remote, "p4", 6)] {
+        out.clear();
+        feed(e, &msg(pod(p), until), t, input, &mut out);
+        engine_drain(e, &mut out);
+        assert_eq!(inhibited(&out), 0, "{:?}", out.fates);
+    }
+}
+
+/// A reload that changes what makes an alert a rule's source ends the
+/// entries published under its earlier form, and entries written under the
+/// earlier form (an instance not yet reloaded) never match the new one.
+#[test]
+fn a_reload_that_changes_a_rule_ends_its_published_sources() {
+    let inhibit = |equal: &str| {
+        rules(&format!(
+            "inhibit_rules:\n  - name: a-inhibits-b\n    source_matchers: ['alertname=\"A\"']\n    target_matchers: ['alertname=\"B\"']\n    equal: [{equal}]\n"
+        ))
+    };
+    let (before, after) = (inhibit("cluster"), inhibit("cluster, node"));
+    let table = Arc::new(SharedSources::default());
+    let mut e = Engine::new(before.clone());
+    e.track_changes();
+    e.share_sources(table.clone(), 0);
+    let now = Ts(1_764_147_600_000);
+    let mut out = Outputs::default();
+    let a = br#"[{"labels":{"alertname":"A","cluster":"c","node":"n"}}]"#;
+    feed(&mut e, a, now, 1, &mut out);
+    e.take_changes();
+    let first = e.take_source_records();
+    assert_eq!((first.len(), table.keys()), (1, 1));
+    // Another engine already on the new rules does not take the old entry.
+    let mut reloaded = Engine::new(after.clone());
+    reloaded.share_sources(table.clone(), 1);
+    out.clear();
+    let b = br#"[{"labels":{"alertname":"B","cluster":"c","node":"n"}}]"#;
+    feed(&mut reloaded, b, now, 2, &mut out);
+    assert!(
+        !matches!(
+            out.fates.first().map(|f| &f.fate),
+            Some(Fate::Inhibited { .. })
+        ),
         "{:?}",
         out.fates
     );
+
+    e.set_rules(after);
+    e.take_changes();
+    let ended = e.take_source_records();
+    assert!(
+        ended.iter().any(|(k, v)| k == &first[0].0 && v.is_none()),
+        "the entry of the rule's earlier form is tombstoned: {ended:?}"
+    );
+    assert_eq!(table.keys(), 0, "and gone from the instance's table");
 }
 
 fn engine_drain(engine: &mut Engine, out: &mut Outputs) {

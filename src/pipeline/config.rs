@@ -31,6 +31,9 @@ pub struct KafkaConfig {
     pub repartition_topic: Option<String>,
     /// The compacted topic holding the decide stage's state (default `<group_id>-changelog`).
     pub changelog_topic: Option<String>,
+    /// The compacted topic of every task's inhibition sources, read whole by
+    /// every instance (default `<group_id>-sources`).
+    pub sources_topic: Option<String>,
     /// The compacted topic of runtime silences, acknowledgements and duty
     /// overrides, read whole by every instance (default `<group_id>-controls`).
     pub controls_topic: Option<String>,
@@ -195,6 +198,7 @@ impl Default for KafkaConfig {
             audit_topic: "alerts.audit".into(),
             repartition_topic: None,
             changelog_topic: None,
+            sources_topic: None,
             controls_topic: None,
             internal_replication_factor: -1,
             instance_id: None,
@@ -350,6 +354,13 @@ impl Config {
             .unwrap_or_else(|| format!("{}-changelog", self.kafka.group_id))
     }
 
+    pub fn sources_topic(&self) -> String {
+        self.kafka
+            .sources_topic
+            .clone()
+            .unwrap_or_else(|| format!("{}-sources", self.kafka.group_id))
+    }
+
     pub fn controls_topic(&self) -> String {
         self.kafka
             .controls_topic
@@ -423,6 +434,7 @@ mod tests {
         );
         assert_eq!(c.repartition_topic(), "g-repartition");
         assert_eq!(c.changelog_topic(), "g-changelog");
+        assert_eq!(c.sources_topic(), "g-sources");
         assert_eq!(c.instance_id(), "i-1");
         let d = Config::default();
         assert_eq!(

@@ -1,6 +1,5 @@
 //! The decide stage: a repartition record reaches the task of its partition,
-//! whose engine decides the fates of its alerts (or, for inhibition sources
-//! another task owns, only records them). Each alert carries the input id of
+//! whose engine decides the fates of its alerts. Each alert carries the input id of
 //! its original message, so audit records name the input topic, partition and
 //! offset across the extra hop; shift notes are added to the books of the
 //! squads this task keeps, and notifications of squads with a storm limit
@@ -25,7 +24,7 @@ use super::topology::{
     SOURCE_TIMESTAMP, SOURCE_TOPIC, Topology,
 };
 use super::{AuditMode, Core, wall_clock};
-use crate::engine::{DeliveryPart, Engine, Outputs, ShiftNote, SourceEntry};
+use crate::engine::{DeliveryPart, Engine, Outputs, ShiftNote};
 use crate::ingest::{FeedOptions, InputIds, feed_with};
 use crate::model::Ts;
 use crate::rules::RuleSet;
@@ -264,12 +263,12 @@ fn decide_record(
             return (0, None);
         }
         ROLE_SOURCES => {
-            match serde_json::from_slice::<Vec<SourceEntry>>(payload) {
-                Ok(entries) => engine.observe_sources(&entries),
-                Err(error) => {
-                    tracing::warn!(%error, partition = p, "unreadable inhibition sources record; skipped")
-                }
-            }
+            // Broadcast by an earlier version (an upgrade's repartition
+            // backlog): the owner of those alerts publishes them to the table.
+            tracing::debug!(
+                partition = p,
+                "broadcast inhibition sources record of an earlier version; ignored"
+            );
             return (0, None);
         }
         ROLE_DELIVERY => {

@@ -52,6 +52,7 @@ pub mod memory;
 pub(crate) mod polled;
 mod produce;
 mod route;
+mod sources;
 pub mod store;
 pub mod throttle;
 pub mod topology;
@@ -347,6 +348,10 @@ async fn run_clients(
         }
         None => Arc::default(),
     };
+    // Every task's inhibition sources, before the first alert is decided.
+    let sources =
+        sources::SourcesReader::start(cfg, &topo.sources, topo.partitions, metrics.clone())?;
+    sources.wait_caught_up(RESTORE_LIMIT).await?;
     let exactly_once = cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
 
     let mut producer_cfg = client_config(cfg, &cfg.kafka.producer_properties);
@@ -397,10 +402,10 @@ async fn run_clients(
         fatal: None,
         failed: false,
         core_protected: 0,
-        broadcast: Default::default(),
         runtime: tokio::runtime::Handle::current(),
         controls,
         controls_seen: u64::MAX,
+        sources: sources.table().clone(),
         metrics: metrics.clone(),
         cfg: cfg.clone(),
     }));
@@ -660,13 +665,13 @@ struct Core {
     /// Set by a rebalance callback that cannot go on; the loop stops with it.
     fatal: Option<anyhow::Error>,
     core_protected: u64,
-    /// Inhibition source entries the route stage has told every task about.
-    broadcast: route::Broadcast,
     /// Receiver calls are spawned on it (commits may run on librdkafka's thread).
     runtime: tokio::runtime::Handle,
     /// The runtime controls' table, and the version every task has.
     controls: Arc<crate::control::Shared>,
     controls_seen: u64,
+    /// Every task's inhibition sources (the sources topic), which every task's engine consults.
+    sources: Arc<crate::engine::SharedSources>,
 }
 
 #[derive(Serialize)]
@@ -727,7 +732,6 @@ impl Core {
         consumer: &C,
         mode: CommitMode,
     ) -> anyhow::Result<bool> {
-        self.broadcast.sweep(wall_clock());
         // Shift notes gathered since the last commit, one record per squad's task: few records,
         // in this commit (this transaction) with the decisions they count.
         let mut notes = Vec::new();
@@ -738,7 +742,7 @@ impl Core {
         for (p, task) in &mut self.tasks {
             store::write_changes(
                 &mut task.engine,
-                &self.topo.changelog,
+                &self.topo,
                 *p,
                 &mut self.out,
                 &self.metrics,
@@ -851,6 +855,8 @@ impl Core {
             self.positions.remove(&key);
             self.committed.remove(&key);
             if self.topo.is_repartition(e.topic()) {
+                // Its next owner's sources reach this instance through the topic.
+                self.sources.release(e.partition());
                 if let Some(task) = self.tasks.remove(&e.partition()) {
                     let _ = self
                         .metrics
@@ -887,8 +893,9 @@ impl Core {
         let mut restore = Vec::new();
         for p in wanted {
             match self.kept.remove(&p) {
-                Some((task, end)) if self.restorer.end(p) == Some(end) => {
+                Some((mut task, end)) if self.restorer.end(p) == Some(end) => {
                     tracing::info!(partition = p, "state kept: the changelog did not move");
+                    task.engine.share_sources(self.sources.clone(), p);
                     self.tasks.insert(p, task);
                     self.metrics.restoring.dec();
                 }
@@ -924,6 +931,7 @@ impl Core {
                         slowest = slowest.max(took);
                         let mut engine = engine;
                         engine.set_shift_mode(crate::engine::ShiftMode::Routed);
+                        engine.share_sources(self.sources.clone(), partition);
                         self.tasks.insert(partition, Task { engine });
                     }
                     tracing::info!(

@@ -18,15 +18,18 @@ use std::time::Duration;
 pub enum Kind {
     Repartition,
     Changelog,
+    /// This instance's tasks' inhibition sources, for every instance's table.
+    Sources,
     Notification,
     DeadLetter,
     Audit,
 }
 
 impl Kind {
-    const ALL: [Kind; 5] = [
+    const ALL: [Kind; 6] = [
         Kind::Repartition,
         Kind::Changelog,
+        Kind::Sources,
         Kind::Notification,
         Kind::DeadLetter,
         Kind::Audit,
@@ -36,6 +39,7 @@ impl Kind {
         match self {
             Kind::Repartition => "repartition",
             Kind::Changelog => "changelog",
+            Kind::Sources => "sources",
             Kind::Notification => "notification",
             Kind::DeadLetter => "dead_letter",
             Kind::Audit => "audit",

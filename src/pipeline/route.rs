@@ -1,9 +1,8 @@
 //! The route stage: an input message, from any producer with any key, becomes
 //! repartition records, one per task that owns some of its alerts (the task is
 //! chosen by the alert's group key, so every message of a group meets the same
-//! engine). An alert that is an inhibition source also sends its source entries
-//! (a few bytes each, not the alert) to every other task: inhibition is a
-//! global table, each task holds a copy.
+//! engine). Inhibition sources are not its business: the task that owns an
+//! alert publishes its source entries to the shared sources table.
 //! Undecodable messages and invalid alerts get their fate here and go to the
 //! dead-letter topic. It must not decide any other fate.
 //! At commit it also routes the engines' shift notes to the task that keeps
@@ -14,14 +13,14 @@
 use super::produce::{Kind, Record};
 use super::topology::Topology;
 use super::topology::{
-    ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, ROLE_SOURCES, SOURCE_OFFSET, SOURCE_PARTITION,
+    ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, SOURCE_OFFSET, SOURCE_PARTITION,
     SOURCE_TIMESTAMP, SOURCE_TOPIC,
 };
 use super::{Core, wall_clock};
 use crate::decode::{self, Invalid};
-use crate::engine::{DeliveryPart, Fate, FateRecord, ShiftNote, SourceEntry, source_entries};
+use crate::engine::{DeliveryPart, Fate, FateRecord, ShiftNote};
 use crate::ingest::NO_SQUAD;
-use crate::model::{Alert, AlertKey, Status, Ts};
+use crate::model::{Alert, Status, Ts};
 use crate::rules::RuleSet;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
@@ -40,9 +39,6 @@ pub(super) struct Routed {
     invalid: Vec<Invalid>,
     /// Each task's records.
     batches: BTreeMap<i32, Vec<Vec<u8>>>,
-    /// Inhibition source entries of its alerts, before [`Broadcast`] decides
-    /// which every task must be told again.
-    sources: Vec<SourceEntry>,
 }
 
 impl Routed {
@@ -59,7 +55,6 @@ impl Routed {
             routed: 0,
             invalid: vec![reason],
             batches: BTreeMap::new(),
-            sources: Vec::new(),
         }
     }
 }
@@ -104,10 +99,8 @@ fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> 
         Err(reason) => return Routed::unusable(reason),
         Ok(decoded) => decoded,
     };
-    // Each valid alert's task, and the inhibition source entries every other task needs.
+    // Each valid alert's task.
     let mut owners: Vec<(usize, i32)> = Vec::with_capacity(decoded.alerts.len());
-    let mut sources: Vec<SourceEntry> = Vec::new();
-    let mut scratch = Vec::new();
     for (i, alert) in decoded.alerts.iter().enumerate() {
         let a = match alert {
             Ok(a) => a,
@@ -119,11 +112,6 @@ fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> 
         let owner = rules.owner(&a.labels);
         let p = topo.partition_for(rules.group_hash(owner.squad, &a.labels));
         owners.push((i, p));
-        if !rules.inhibit_rules.is_empty() {
-            let key = AlertKey::of(&a.labels, &mut scratch);
-            let entries = source_entries(rules, key, &a.labels, a.ends_at, a.status_at(now), now);
-            sources.extend(entries.into_iter().map(|(_, e)| e));
-        }
     }
     // Each task's alerts, in records of at most REPARTITION_BYTES (the
     // broker takes 1 MB by default): a message of any size gets through.
@@ -189,7 +177,6 @@ fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> 
         routed: owners.len() as u64 - oversized,
         invalid,
         batches,
-        sources,
     }
 }
 
@@ -202,8 +189,7 @@ impl Core {
     }
 
     /// Produces what [`plan`] made of an input message: its repartition
-    /// records, the inhibition sources every task must be told, and the dead
-    /// letter and fates of what was invalid.
+    /// records, and the dead letter and fates of what was invalid.
     pub(super) fn routed(&mut self, m: &BorrowedMessage<'_>, routed: Routed, now: Ts) {
         let Routed {
             format,
@@ -211,7 +197,6 @@ impl Core {
             routed,
             invalid,
             batches,
-            mut sources,
         } = routed;
         let origin = self
             .topo
@@ -221,7 +206,6 @@ impl Core {
         self.summary.received += alerts as u64;
         self.metrics.received(format, alerts);
         self.metrics.stage_alerts[0].inc_by(routed);
-        sources.retain(|e| self.broadcast.due(e, now));
         // The input's broker timestamp, for the decide stage's latency histogram. A
         // header, not the record's timestamp: the broker may refuse odd timestamps.
         let source_ts = m
@@ -250,20 +234,6 @@ impl Core {
                 payload: Some(body),
                 headers: headers(ROLE_ALERTS),
             });
-        }
-        if !sources.is_empty() {
-            // The same bytes to every task (the owner applies them twice: idempotent).
-            let body = serde_json::to_vec(&sources).expect("entries serialize");
-            for p in 0..self.topo.partitions {
-                self.out.send(Record {
-                    kind: Kind::Repartition,
-                    topic: self.topo.repartition.clone(),
-                    partition: Some(p),
-                    key: None,
-                    payload: Some(body.clone()),
-                    headers: headers(ROLE_SOURCES),
-                });
-            }
         }
         if invalid.is_empty() {
             return;
@@ -455,50 +425,6 @@ fn dead_letter(
     }
 }
 
-/// Which inhibition source entries the route stage last sent to every task,
-/// and until when. A firing source is sent again only when the tasks' copy
-/// would have less than half of its new lifetime left (Prometheus resends an
-/// alert every evaluation with a later `endsAt`; telling every task each time
-/// would cost a record per task per resend). Resolves are always sent. Losing
-/// this cache (restart, rebalance) only means sending again.
-#[derive(Default)]
-pub(super) struct Broadcast {
-    sent: std::collections::HashMap<u64, Ts>,
-}
-
-impl Broadcast {
-    fn due(&mut self, e: &SourceEntry, now: Ts) -> bool {
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(e.rule.as_bytes());
-        h.update(&e.source.to_le_bytes());
-        h.update(e.equal.as_bytes());
-        h.update(&e.key.0.to_le_bytes());
-        let id = h.digest();
-        match e.until {
-            None => {
-                self.sent.remove(&id);
-                true
-            }
-            Some(until) => match self.sent.get(&id) {
-                Some(&known)
-                    if known.millis() - now.millis() >= (until.millis() - now.millis()) / 2 =>
-                {
-                    false
-                }
-                _ => {
-                    self.sent.insert(id, until);
-                    true
-                }
-            },
-        }
-    }
-
-    /// Forgets entries every task has already let expire.
-    pub(super) fn sweep(&mut self, now: Ts) {
-        self.sent.retain(|_, until| *until > now);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -516,7 +442,7 @@ mod tests {
             (with_other, "a panic without a message"),
         ] {
             assert_eq!((routed.format, routed.alerts, routed.routed), (None, 1, 0));
-            assert!(routed.batches.is_empty() && routed.sources.is_empty());
+            assert!(routed.batches.is_empty());
             let [reason] = &routed.invalid[..] else {
                 panic!("{:?}", routed.invalid)
             };
@@ -539,6 +465,7 @@ mod tests {
             inputs: vec!["in".into()],
             repartition: "r".into(),
             changelog: "c".into(),
+            sources: "s".into(),
             partitions: 12,
         };
         let now = Ts::parse_rfc3339("2026-11-28T10:00:00Z").unwrap().unwrap();

@@ -173,23 +173,33 @@ impl Restorer {
     }
 }
 
-/// Writes what changed in `engine` since the last call to changelog partition `p`.
+/// Writes what changed in task `p`'s engine since the last call: to
+/// changelog partition `p`, and its own inhibition sources to partition `p`
+/// of the sources topic (in the same commit or transaction).
 pub fn write_changes(
     engine: &mut Engine,
-    topic: &str,
+    topo: &super::topology::Topology,
     p: i32,
     out: &mut Output,
     metrics: &Metrics,
 ) {
-    for (key, value) in engine.take_changes() {
-        metrics.changelog_records.inc();
-        out.send(Record {
-            kind: Kind::Changelog,
-            topic: topic.to_owned(),
-            partition: Some(p),
-            key: Some(key),
-            payload: value,
-            headers: Vec::new(),
-        });
+    let changes = engine.take_changes();
+    metrics.changelog_records.inc_by(changes.len() as u64);
+    let sources = engine.take_source_records();
+    metrics.source_records.inc_by(sources.len() as u64);
+    for (kind, topic, records) in [
+        (Kind::Changelog, &topo.changelog, changes),
+        (Kind::Sources, &topo.sources, sources),
+    ] {
+        for (key, value) in records {
+            out.send(Record {
+                kind,
+                topic: topic.clone(),
+                partition: Some(p),
+                key: Some(key),
+                payload: value,
+                headers: Vec::new(),
+            });
+        }
     }
 }

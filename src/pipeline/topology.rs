@@ -4,11 +4,13 @@
 //! source  input topics (any key, any partition)
 //!   └─ route      decode; invalid → dead-letter topic; squad + group key
 //!        └─ sink  repartition topic, partition = hash(group key) mod N
-//!                 (inhibition sources: to every partition)
 //! source  repartition topic partition p
 //!   └─ decide     task p: one engine, state store p
 //!        ├─ store  changelog topic partition p (compacted)
+//!        ├─ table  sources topic partition p (compacted): task p's inhibition sources
 //!        └─ sinks  squad topics, audit topic, receivers (after commit)
+//! global  sources topic, every partition → the instance's sources table,
+//!         which every task consults
 //! ```
 //!
 //! This file holds the names, the partitioner, the encoding of an input's
@@ -26,7 +28,8 @@ use std::time::Duration;
 pub const ROLE: &str = "squadron.role";
 /// Alerts whose fate the receiving task decides.
 pub const ROLE_ALERTS: &[u8] = b"alerts";
-/// Inhibition sources owned by another task: recorded, not decided.
+/// Inhibition sources broadcast by versions before the sources topic:
+/// ignored (the owning task publishes them to the sources table now).
 pub const ROLE_SOURCES: &[u8] = b"sources";
 /// Shift notes (`engine::ShiftNote`) for the task that keeps the squads' books.
 pub const ROLE_SHIFT: &[u8] = b"shift";
@@ -47,7 +50,9 @@ pub struct Topology {
     pub inputs: Vec<Arc<str>>,
     pub repartition: String,
     pub changelog: String,
-    /// Partitions of the repartition and changelog topics (equal).
+    /// Every task's inhibition sources (compacted, read whole by every instance).
+    pub sources: String,
+    /// Partitions of the repartition, changelog and sources topics (equal).
     pub partitions: i32,
 }
 
@@ -174,11 +179,12 @@ fn compacted<'a>(name: &'a str, partitions: i32, rf: TopicReplication<'a>) -> Ne
         .set("min.cleanable.dirty.ratio", "0.1")
 }
 
-/// Creates the repartition and changelog topics when missing, and returns the
-/// topology with their partition count. Existing topics keep theirs: changing
-/// it would move groups between tasks, away from their state.
+/// Creates the repartition, changelog and sources topics when missing, and
+/// returns the topology with their partition count. Existing topics keep
+/// theirs: changing it would move groups between tasks, away from their state.
 pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
     let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
+    let sources = cfg.sources_topic();
     let probe = Probe::new(cfg)?;
     let n = cfg.pipeline.partitions;
     let rf = || TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
@@ -189,13 +195,19 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
     if probe.partitions(&changelog)?.is_none() {
         missing.push(compacted(&changelog, n, rf()));
     }
+    if probe.partitions(&sources)?.is_none() {
+        missing.push(compacted(&sources, n, rf()));
+    }
     probe.create(&missing).await?;
-    let (pr, pc) = (probe.count(&repartition)?, probe.count(&changelog)?);
-    anyhow::ensure!(
-        pr == pc,
-        "{repartition} has {pr} partitions but {changelog} has {pc}: they must be equal \
-         (a task's state lives in the changelog partition of the same number)"
-    );
+    let pr = probe.count(&repartition)?;
+    for (topic, holds) in [(&changelog, "state"), (&sources, "inhibition sources")] {
+        let pc = probe.count(topic)?;
+        anyhow::ensure!(
+            pr == pc,
+            "{repartition} has {pr} partitions but {topic} has {pc}: they must be equal \
+             (a task's {holds} live in the {topic} partition of the same number)"
+        );
+    }
     Ok(Topology {
         inputs: cfg
             .kafka
@@ -205,6 +217,7 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
             .collect(),
         repartition,
         changelog,
+        sources,
         partitions: pr,
     })
 }
@@ -232,6 +245,7 @@ mod tests {
             inputs: vec!["a".into(), "b".into()],
             repartition: "r".into(),
             changelog: "c".into(),
+            sources: "s".into(),
             partitions: 12,
         };
         let id = t.input_id("b", 16383, (1 << 42) - 1).unwrap();

@@ -36,6 +36,9 @@ pub struct Metrics {
     pub restore_records: IntCounter,
     pub restore_seconds: Histogram,
     pub changelog_records: IntCounter,
+    pub source_records: IntCounter,
+    /// Source alerts in this instance's inhibition sources table.
+    pub inhibition_sources: IntGauge,
     /// Exactly-once transactions by result (commit, abort).
     pub transactions: IntCounterVec,
     /// Partition assignments and revocations.
@@ -333,6 +336,14 @@ impl Metrics {
             changelog_records: counter(
                 "squadron_changelog_records_total",
                 "State changes written to the changelog topic (values and tombstones).",
+            )?,
+            source_records: counter(
+                "squadron_inhibition_source_records_total",
+                "This instance's tasks' inhibition source changes written to the sources topic (values and tombstones).",
+            )?,
+            inhibition_sources: gauge(
+                "squadron_inhibition_sources",
+                "Source alerts in this instance's inhibition sources table (every task's, read from the sources topic).",
             )?,
             transactions: counter_vec(
                 "squadron_transactions_total",
