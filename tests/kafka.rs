@@ -2228,3 +2228,81 @@ fn amtool_silence_commands_behave_the_same_against_alertmanager() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The inhibition sources table across instances: two instances share the
+/// work, NodeDown's task runs on one of them and the pods' 24 groups are
+/// spread over both. NodeDown's entry reaches the other instance through the
+/// sources topic: every pod is inhibited, on both instances, and NodeDown's
+/// resolve ends the entry with a tombstone everywhere.
+#[test]
+fn an_inhibition_source_reaches_the_tasks_of_another_instance() {
+    let Some((broker, t, rules)) = setup("sources", "1s") else {
+        return;
+    };
+    let (a, port_a) = run_with_http(&broker, &t, &rules, &[]);
+    let (b, port_b) = run_with_http(&broker, &t, &rules, &[]);
+    let ports = [port_a, port_b];
+    wait_until(Duration::from_secs(60), "both instances own tasks", || {
+        ports
+            .iter()
+            .all(|&p| metric(p, "squadron_task_state_bytes{").is_some())
+    });
+    let node = |ends: Option<&str>| {
+        let mut a = alert(json!({"alertname": "NodeDown", "service": "kubernetes", "node": "n1"}));
+        if let Some(e) = ends {
+            a["endsAt"] = json!(e);
+        }
+        serde_json::to_vec(&json!([a])).unwrap()
+    };
+    produce(&broker, &t.input, &[node(None)]);
+    let sources_topic = format!("{}-sources", t.group);
+    let published = read_all(&broker, &sources_topic, 1, Duration::from_secs(30));
+    let key = published[0].2[KEY].clone();
+    assert!(key.starts_with("node-down#"), "{key}");
+    let listed: Value = serde_json::from_slice(&published[0].3).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let sources = |p: u16| metric(p, "squadron_inhibition_sources ").unwrap_or(-1.0);
+    wait_until(Duration::from_secs(30), "both tables hold NodeDown", || {
+        ports.iter().all(|&p| sources(p) == 1.0)
+    });
+
+    let pods: Vec<Vec<u8>> = (0..24)
+        .map(|i| {
+            let labels =
+                json!({"alertname": "PodNotReady", "service": format!("s{i}"), "node": "n1"});
+            serde_json::to_vec(&json!([alert(labels)])).unwrap()
+        })
+        .collect();
+    produce(&broker, &t.input, &pods);
+    let inhibited =
+        |p: u16| metric(p, "squadron_alert_fates_total{fate=\"inhibited\"}").unwrap_or(0.0);
+    wait_until(Duration::from_secs(30), "24 pods inhibited", || {
+        ports.iter().map(|&p| inhibited(p)).sum::<f64>() == 24.0
+    });
+    // Only one instance runs NodeDown's task: both inhibiting means one did
+    // with a source it knows from the topic alone.
+    assert!(
+        ports.iter().all(|&p| inhibited(p) > 0.0),
+        "{:?}",
+        ports.map(inhibited)
+    );
+
+    produce(&broker, &t.input, &[node(Some("2020-01-01T00:00:00Z"))]);
+    wait_until(
+        Duration::from_secs(30),
+        "both tables forget NodeDown",
+        || ports.iter().all(|&p| sources(p) == 0.0),
+    );
+    let records = read_all(&broker, &sources_topic, 2, Duration::from_secs(30));
+    let last = records.iter().rev().find(|r| r.2[KEY] == key).unwrap();
+    assert!(last.3.is_empty(), "a tombstone ends the entry");
+    stop(a);
+    stop(b);
+    let platform = read_all(&broker, &t.platform, 1, Duration::from_secs(30));
+    assert!(
+        platform
+            .iter()
+            .all(|r| !String::from_utf8_lossy(&r.3).contains("PodNotReady")),
+        "no pod is notified"
+    );
+}
