@@ -63,8 +63,9 @@ impl SourcesReader {
             super::set_default(&mut c, k, v);
         }
         c.remove("group.instance.id");
-        let consumer: StreamConsumer<super::throttle::Throttled> =
-            c.create_with_context(super::throttle::Throttled::default())?;
+        // Quiet: reaching a partition's end is how it knows it caught up.
+        let consumer: StreamConsumer<super::store::Quiet> =
+            c.create_with_context(super::store::Quiet::default())?;
         // What the topic holds now: caught up once every partition is read to here.
         let mut behind = HashMap::new();
         let mut tpl = TopicPartitionList::new();
@@ -139,7 +140,7 @@ impl Drop for SourcesReader {
 }
 
 struct Reader {
-    consumer: StreamConsumer<super::throttle::Throttled>,
+    consumer: StreamConsumer<super::store::Quiet>,
     table: Arc<SharedSources>,
     /// Partitions not read up to their end at start yet, with that end.
     behind: HashMap<i32, i64>,
