@@ -64,17 +64,6 @@ use crate::telemetry::http::{SquadStatus, Status};
 use crate::telemetry::metrics::{HandleCache, Metrics};
 pub use config::{AuditMode, Config, Guarantee};
 
-/// Benchmarks only, not an API: the route stage's plan of one input message
-/// (`route::plan`), as the bytes of the repartition records it makes.
-#[doc(hidden)]
-pub fn route_for_bench(
-    payload: &[u8],
-    rules: &crate::rules::RuleSet,
-    topo: &topology::Topology,
-    now: crate::model::Ts,
-) -> usize {
-    route::plan(payload, rules, topo, now).record_bytes()
-}
 use futures_util::FutureExt;
 use produce::{CommitError, Kind, Output, Record};
 use rdkafka::consumer::{
@@ -96,6 +85,18 @@ const BURST: usize = 256;
 const CHUNK: usize = 128;
 /// How long a restore may take before the process gives up.
 const RESTORE_LIMIT: Duration = Duration::from_secs(300);
+
+/// Benchmarks only, not an API: the route stage's plan of one input message
+/// (`route::plan`), as the bytes of the repartition records it makes.
+#[doc(hidden)]
+pub fn route_for_bench(
+    payload: &[u8],
+    rules: &crate::rules::RuleSet,
+    topo: &topology::Topology,
+    now: crate::model::Ts,
+) -> usize {
+    route::plan(payload, rules, topo, now).record_bytes()
+}
 
 /// The consumer's context: rebalances reach the processing state through it.
 pub struct PipelineContext {
