@@ -2232,8 +2232,9 @@ fn amtool_silence_commands_behave_the_same_against_alertmanager() {
 /// The inhibition sources table across instances: two instances share the
 /// work, NodeDown's task runs on one of them and the pods' 24 groups are
 /// spread over both. NodeDown's entry reaches the other instance through the
-/// sources topic: every pod is inhibited, on both instances, and NodeDown's
-/// resolve ends the entry with a tombstone everywhere.
+/// sources topic: every pod is inhibited, on both instances, and still after
+/// one instance is SIGKILLed and replaced; NodeDown's resolve ends the entry
+/// with a tombstone everywhere.
 #[test]
 fn an_inhibition_source_reaches_the_tasks_of_another_instance() {
     let Some((broker, t, rules)) = setup("sources", "1s") else {
@@ -2286,6 +2287,37 @@ fn an_inhibition_source_reaches_the_tasks_of_another_instance() {
         "{:?}",
         ports.map(inhibited)
     );
+
+    // SIGKILL one instance and start a replacement (another id: the dead
+    // member's partitions move when its session expires). Whichever ran
+    // NodeDown's task, the source survives: restored from the changelog and
+    // written into its new instance's table, or read from the topic.
+    std::thread::sleep(Duration::from_secs(2)); // a commit covers the first pods
+    let before = inhibited(port_b);
+    let mut a = a;
+    a.kill().unwrap();
+    a.wait().unwrap();
+    let (a, port_a) = run_with_http(&broker, &t, &rules, &[]);
+    let ports = [port_a, port_b];
+    wait_until(
+        Duration::from_secs(60),
+        "the replacement owns tasks and holds NodeDown",
+        || metric(port_a, "squadron_task_state_bytes{").is_some() && sources(port_a) == 1.0,
+    );
+    let more: Vec<Vec<u8>> = (24..48)
+        .map(|i| {
+            let labels =
+                json!({"alertname": "PodNotReady", "service": format!("s{i}"), "node": "n1"});
+            serde_json::to_vec(&json!([alert(labels)])).unwrap()
+        })
+        .collect();
+    produce(&broker, &t.input, &more);
+    // At least once, a pod of the first 24 decided again counts again.
+    wait_until(Duration::from_secs(60), "24 more pods inhibited", || {
+        inhibited(port_a) + inhibited(port_b) - before >= 24.0
+    });
+    // Past group_wait: a pod that was admitted instead would be notified by now.
+    std::thread::sleep(Duration::from_secs(3));
 
     produce(&broker, &t.input, &[node(Some("2020-01-01T00:00:00Z"))]);
     wait_until(
