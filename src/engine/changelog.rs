@@ -192,24 +192,21 @@ impl Engine {
         sources.sort();
         let mut written: Option<(&Arc<str>, u32, &str)> = None;
         for (rule, id, n, equal) in &sources {
+            // State is aligned with the current rules: the rule of this name, if any.
+            let current = self.rules.inhibit_rule_by_name(rule);
+            let index = |i: usize| s.sources.get(i).and_then(|(_, idx)| idx.get(*n as usize));
             // The changelog keys by name: one record, the current rules' entries.
             if written != Some((rule, *n, equal)) {
-                let value = s
-                    .sources
-                    .iter()
-                    .find(|(name, _)| name == rule)
-                    .and_then(|(_, idx)| idx.get(*n as usize))
+                let value = current
+                    .and_then(index)
                     .and_then(|idx| idx.by_key.get(equal))
                     .and_then(json);
                 out.push((source_key(rule, *n, equal), value));
                 written = Some((rule, *n, equal));
             }
             if self.shared.is_some() {
-                let idx = self
-                    .rule_ids
-                    .iter()
-                    .position(|r| r == id)
-                    .and_then(|i| s.sources[i].1.get(*n as usize));
+                // Entries made under an earlier form of the rule end (another id).
+                let idx = current.filter(|&i| self.rule_ids[i] == *id).and_then(index);
                 self.published.push((
                     super::sources::table_key(id, *n, equal).into_bytes(),
                     super::sources::record_value(idx, equal),
