@@ -2267,14 +2267,17 @@ fn an_inhibition_source_reaches_the_tasks_of_another_instance() {
         ports.iter().all(|&p| sources(p) == 1.0)
     });
 
-    let pods: Vec<Vec<u8>> = (0..24)
-        .map(|i| {
-            let labels =
-                json!({"alertname": "PodNotReady", "service": format!("s{i}"), "node": "n1"});
-            serde_json::to_vec(&json!([alert(labels)])).unwrap()
-        })
-        .collect();
-    produce(&broker, &t.input, &pods);
+    // One pod per service: 24 groups of the fallback squad, over the tasks.
+    let pods = |services: std::ops::Range<usize>| -> Vec<Vec<u8>> {
+        services
+            .map(|i| {
+                let labels =
+                    json!({"alertname": "PodNotReady", "service": format!("s{i}"), "node": "n1"});
+                serde_json::to_vec(&json!([alert(labels)])).unwrap()
+            })
+            .collect()
+    };
+    produce(&broker, &t.input, &pods(0..24));
     let inhibited =
         |p: u16| metric(p, "squadron_alert_fates_total{fate=\"inhibited\"}").unwrap_or(0.0);
     wait_until(Duration::from_secs(30), "24 pods inhibited", || {
@@ -2304,14 +2307,7 @@ fn an_inhibition_source_reaches_the_tasks_of_another_instance() {
         "the replacement owns tasks and holds NodeDown",
         || metric(port_a, "squadron_task_state_bytes{").is_some() && sources(port_a) == 1.0,
     );
-    let more: Vec<Vec<u8>> = (24..48)
-        .map(|i| {
-            let labels =
-                json!({"alertname": "PodNotReady", "service": format!("s{i}"), "node": "n1"});
-            serde_json::to_vec(&json!([alert(labels)])).unwrap()
-        })
-        .collect();
-    produce(&broker, &t.input, &more);
+    produce(&broker, &t.input, &pods(24..48));
     // At least once, a pod of the first 24 decided again counts again.
     wait_until(Duration::from_secs(60), "24 more pods inhibited", || {
         inhibited(port_a) + inhibited(port_b) - before >= 24.0

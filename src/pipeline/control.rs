@@ -52,22 +52,7 @@ impl ControlLog {
     /// Creates the topic when missing and starts reading it.
     pub async fn start(cfg: &Config, metrics: Arc<Metrics>) -> anyhow::Result<Arc<ControlLog>> {
         let topic = super::topology::ensure_controls(cfg).await?;
-        let mut consumer_cfg = super::client_config(cfg, &cfg.kafka.consumer_properties);
-        for (k, v) in [
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            // A group is needed by librdkafka's consumer; this one never joins
-            // or commits (the partition is assigned, not subscribed).
-            (
-                "group.id",
-                &format!("{}-controls-reader", cfg.kafka.group_id),
-            ),
-            // An idle reader costs one fetch round trip per this; a record
-            // written meanwhile is answered at once, so it adds no latency.
-            ("fetch.wait.max.ms", "5000"),
-        ] {
-            super::set_default(&mut consumer_cfg, k, v);
-        }
+        let consumer_cfg = super::table_reader_config(cfg, "controls");
         // A stream consumer wakes on librdkafka's events: an idle reader
         // costs no polling, and stopping it is immediate.
         let consumer: StreamConsumer<super::throttle::Throttled> =
@@ -131,17 +116,7 @@ impl ControlLog {
 
     /// Waits until everything that was in the topic at start is applied.
     pub async fn wait_caught_up(&self, timeout: Duration) -> anyhow::Result<()> {
-        let mut rx = self.caught_up.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "the controls topic {} was not read within {timeout:?}",
-                    self.topic
-                )
-            })?
-            .map_err(|_| anyhow::anyhow!("the controls reader stopped"))?;
-        Ok(())
+        super::wait_caught_up(&self.caught_up, timeout, "controls", &self.topic).await
     }
 
     /// Writes records (in order) and waits until this instance's table has

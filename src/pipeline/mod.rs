@@ -146,6 +146,43 @@ fn lock(core: &Mutex<Core>) -> std::sync::MutexGuard<'_, Core> {
     core.lock().expect("core lock")
 }
 
+/// A consumer for reading a compacted topic whole into a table (`reader`
+/// names it): assigned, never subscribed, never committing.
+fn table_reader_config(cfg: &Config, reader: &str) -> ClientConfig {
+    let mut c = client_config(cfg, &cfg.kafka.consumer_properties);
+    for (k, v) in [
+        ("enable.auto.commit", "false"),
+        ("enable.auto.offset.store", "false"),
+        // librdkafka's consumer needs a group; this one never joins or commits.
+        (
+            "group.id",
+            &format!("{}-{reader}-reader", cfg.kafka.group_id),
+        ),
+        // An idle reader costs one fetch round trip per this; a record
+        // written meanwhile is answered at once, so it adds no latency.
+        ("fetch.wait.max.ms", "5000"),
+    ] {
+        set_default(&mut c, k, v);
+    }
+    c.remove("group.instance.id");
+    c
+}
+
+/// Waits until a table reader has read what its topic held at start.
+async fn wait_caught_up(
+    caught_up: &tokio::sync::watch::Receiver<bool>,
+    timeout: Duration,
+    what: &str,
+    topic: &str,
+) -> anyhow::Result<()> {
+    let mut rx = caught_up.clone();
+    tokio::time::timeout(timeout, rx.wait_for(|c| *c))
+        .await
+        .map_err(|_| anyhow::anyhow!("the {what} topic {topic} was not read within {timeout:?}"))?
+        .map_err(|_| anyhow::anyhow!("the {what} reader stopped"))?;
+    Ok(())
+}
+
 /// Sets a property unless the configuration already gives it.
 fn set_default(c: &mut ClientConfig, key: &str, value: &str) {
     if c.get(key).is_none() {

@@ -45,24 +45,11 @@ impl SourcesReader {
         partitions: i32,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<SourcesReader> {
-        let mut c = super::client_config(cfg, &cfg.kafka.consumer_properties);
-        for (k, v) in [
-            ("enable.auto.commit", "false"),
-            ("enable.auto.offset.store", "false"),
-            // Assigned, never subscribed: the group id only satisfies librdkafka.
-            (
-                "group.id",
-                &format!("{}-sources-reader", cfg.kafka.group_id),
-            ),
-            ("isolation.level", "read_committed"),
-            ("enable.partition.eof", "true"),
-            // A long-polling fetch answers as soon as a record arrives: an
-            // idle reader costs one round trip per this, a busy one nothing more.
-            ("fetch.wait.max.ms", "5000"),
-        ] {
-            super::set_default(&mut c, k, v);
-        }
-        c.remove("group.instance.id");
+        let mut c = super::table_reader_config(cfg, "sources");
+        // Not overridable: an aborted transaction's sources must never count,
+        // and a partition's end is how it knows it caught up.
+        c.set("isolation.level", "read_committed");
+        c.set("enable.partition.eof", "true");
         // Quiet: reaching a partition's end is how it knows it caught up.
         let consumer: StreamConsumer<super::store::Quiet> =
             c.create_with_context(super::store::Quiet::default())?;
@@ -119,17 +106,7 @@ impl SourcesReader {
 
     /// Waits until everything the topic held at start is in the table.
     pub async fn wait_caught_up(&self, timeout: Duration) -> anyhow::Result<()> {
-        let mut rx = self.caught_up.clone();
-        tokio::time::timeout(timeout, rx.wait_for(|c| *c))
-            .await
-            .map_err(|_| {
-                anyhow::anyhow!(
-                    "the inhibition sources topic {} was not read within {timeout:?}",
-                    self.topic
-                )
-            })?
-            .map_err(|_| anyhow::anyhow!("the inhibition sources reader stopped"))?;
-        Ok(())
+        super::wait_caught_up(&self.caught_up, timeout, "inhibition sources", &self.topic).await
     }
 }
 
