@@ -176,3 +176,60 @@ pub(super) fn record_value(idx: Option<&SourceIndex>, equal: &str) -> Option<Vec
     let list = idx?.by_key.get(equal)?;
     (!list.is_empty()).then(|| serde_json::to_vec(list).expect("sources serialize"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(entries: &[(u128, i64)]) -> Vec<u8> {
+        let l: Vec<(AlertKey, Ts)> = entries.iter().map(|&(k, t)| (AlertKey(k), Ts(t))).collect();
+        serde_json::to_vec(&l).unwrap()
+    }
+
+    /// Each task's list for a key is its own: one task's tombstone leaves
+    /// another's entries; junk is refused and changes nothing; records of a
+    /// partition owned here are skipped until it is released.
+    #[test]
+    fn the_table_keeps_each_tasks_list_and_refuses_junk() {
+        let t = SharedSources::default();
+        t.apply(0, b"r#1/0/x", Some(&list(&[(1, 100), (2, 50)])))
+            .unwrap();
+        t.apply(3, b"r#1/0/x", Some(&list(&[(3, 100)]))).unwrap();
+        assert_eq!((t.alerts(), t.keys()), (3, 1));
+        assert!(t.live("r#1/0/x", AlertKey(1), Ts(60)), "3 fires");
+        assert!(!t.live("r#1/0/x", AlertKey(9), Ts(100)), "all ended at 100");
+        assert!(!t.live("r#2/0/x", AlertKey(9), Ts(0)), "another rule id");
+
+        t.apply(3, b"r#1/0/x", None).unwrap();
+        assert_eq!((t.alerts(), t.keys()), (2, 1));
+        assert!(
+            !t.live("r#1/0/x", AlertKey(1), Ts(60)),
+            "2 ended at 50, 1 is the target"
+        );
+        // An empty value counts as a tombstone.
+        t.apply(0, b"r#1/0/x", Some(b"")).unwrap();
+        assert_eq!((t.alerts(), t.keys()), (0, 0));
+
+        for (key, value) in [
+            (&b"r#1/0/x"[..], &b"{not json"[..]),
+            (b"r#1/0/x", br#"[["nope", 1]]"#),
+            (b"\xff\xfe", b"[]"),
+        ] {
+            assert!(t.apply(1, key, Some(value)).is_err());
+        }
+        assert_eq!((t.alerts(), t.keys()), (0, 0));
+
+        t.apply(5, b"k", Some(&list(&[(1, 100)]))).unwrap();
+        t.own(5);
+        assert_eq!(
+            t.keys(),
+            0,
+            "owning a partition forgets what was read of it"
+        );
+        t.apply_read(5, b"k", Some(&list(&[(1, 100)]))).unwrap();
+        assert_eq!(t.keys(), 0, "its own writes, read back, are skipped");
+        t.release(5);
+        t.apply_read(5, b"k", Some(&list(&[(1, 100)]))).unwrap();
+        assert_eq!((t.alerts(), t.keys()), (1, 1));
+    }
+}
