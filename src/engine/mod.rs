@@ -140,26 +140,38 @@ impl Engine {
     /// other engines own are never kept in this engine's state.
     pub fn share_sources(&mut self, table: Arc<SharedSources>, partition: i32) {
         self.shared = Some((table, partition));
-        self.write_table();
-        // What the topic has of this engine's sources may predate them (a
-        // crash between the changelog and the sources topic): write them again.
+        // What the topic has of this partition may not be this state (at
+        // least once, a crash between the changelog and the sources topic):
+        // every key this engine has is written again, every other key ends.
+        let stale = self.write_table();
+        self.published
+            .extend(stale.into_iter().map(|k| (k.into_bytes(), None)));
         self.mark_all_sources();
     }
 
     /// Writes every source of this engine into the shared table, in place of
-    /// what its partition had there.
-    fn write_table(&self) {
+    /// what its partition had there. Returns the keys the table had for the
+    /// partition that this engine has not.
+    fn write_table(&self) -> Vec<String> {
         let Some((table, p)) = &self.shared else {
-            return;
+            return Vec::new();
         };
-        table.own(*p);
+        let before = table.own(*p);
+        let mut written = std::collections::HashSet::new();
         for ((_, idx), id) in self.state.sources.iter().zip(&self.rule_ids) {
             for (n, i) in idx.iter().enumerate() {
                 for (equal, list) in &i.by_key {
-                    table.set(*p, &sources::table_key(id, n as u32, equal), list.clone());
+                    let key = sources::table_key(id, n as u32, equal);
+                    table.set(*p, &key, list.clone());
+                    written.insert(key);
                 }
             }
         }
+        before
+            .into_iter()
+            .map(String::from)
+            .filter(|k| !written.contains(k))
+            .collect()
     }
 
     /// Swaps in the runtime controls (silences, acknowledgements, duty
@@ -229,6 +241,7 @@ impl Engine {
         self.interval_cache = vec![Cell::new((i64::MIN, false)); self.rules.time_intervals.len()];
         self.rebuild_derived();
         self.mark_all_sources();
+        // Keys of changed rules' earlier forms end through the marks above.
         self.write_table();
     }
 

@@ -81,20 +81,23 @@ impl SharedSources {
     /// The task of `partition` runs here from now on: its entries are
     /// forgotten, for its engine to write them again
     /// ([`super::Engine::share_sources`]), and records read are skipped.
-    pub fn own(&self, partition: i32) {
+    /// Returns the keys it had for the partition.
+    pub fn own(&self, partition: i32) -> Vec<Box<str>> {
         self.owned.write().expect("owned lock").insert(partition);
-        let mut removed = 0;
-        self.map.retain(|_, e| {
+        let (mut removed, mut keys) = (0, Vec::new());
+        self.map.retain(|key, e| {
             e.retain(|(p, l)| {
                 let other = *p != partition;
                 if !other {
                     removed += l.len();
+                    keys.push(key.clone());
                 }
                 other
             });
             !e.is_empty()
         });
         self.alerts.fetch_sub(removed as i64, Ordering::Relaxed);
+        keys
     }
 
     /// The task of `partition` moved away: its entries come from the topic again.

@@ -628,6 +628,37 @@ fn a_reload_that_changes_a_rule_ends_its_published_sources() {
     assert_eq!(table.keys(), 0, "and gone from the instance's table");
 }
 
+/// At least once, a crash can leave the sources topic ahead of the
+/// changelog: an engine that takes over a partition ends what the table read
+/// of it that its restored state does not have, and writes what it has again.
+#[test]
+fn taking_over_a_partition_ends_the_sources_its_state_does_not_have() {
+    let rules = example_rules();
+    let table = Arc::new(SharedSources::default());
+    let value = serde_json::to_vec(&[(AlertKey(42), Ts(1_764_147_600_000))]).unwrap();
+    table.apply_read(4, b"gone#0/0/x", Some(&value)).unwrap();
+    table.apply_read(5, b"other#0/0/x", Some(&value)).unwrap();
+    let mut e = Engine::new(rules);
+    e.track_changes();
+    let mut out = Outputs::default();
+    let node = br#"[{"labels":{"alertname":"NodeDown","cluster":"eu-1","node":"n1","service":"kubernetes","severity":"critical"}}]"#;
+    feed(&mut e, node, Ts(1_764_147_600_000), 1, &mut out);
+    e.take_changes();
+    e.share_sources(table.clone(), 4);
+    e.take_changes();
+    let records = e.take_source_records();
+    assert!(
+        records.contains(&(b"gone#0/0/x".to_vec(), None)),
+        "{records:?}"
+    );
+    assert_eq!(
+        records.iter().filter(|(_, v)| v.is_some()).count(),
+        2,
+        "its own two entries, written again: {records:?}"
+    );
+    assert_eq!(table.keys(), 3, "partition 5's entry and the engine's two");
+}
+
 fn engine_drain(engine: &mut Engine, out: &mut Outputs) {
     while engine.pending_inputs() > 0 {
         let d = engine
