@@ -84,7 +84,9 @@ pub struct Engine {
     shared: Option<(Arc<SharedSources>, i32)>,
     /// Per inhibit rule: its id in the shared table ([`sources::rule_id`]).
     rule_ids: Vec<Arc<str>>,
-    /// Records for the shared table, made by [`Engine::take_changes`].
+    /// Records for the sources topic, made by [`Engine::take_changes`] (and
+    /// the tombstones of [`Engine::share_sources`]), drained by
+    /// [`Engine::take_source_records`].
     published: Vec<Change>,
 }
 
@@ -1674,20 +1676,20 @@ fn firing_until(ends_at: Option<Ts>, now: Ts, resolve_timeout: Duration) -> Ts {
     }
 }
 
-/// One inhibit-rule source an alert matches, as every engine's source index
+/// One inhibit-rule source an alert matches, as its owner's source index
 /// records it: `until` is when it stops firing, `None` when it resolved.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct SourceEntry {
-    pub rule: Arc<str>,
-    pub source: u32,
-    pub equal: Box<str>,
-    pub key: AlertKey,
-    pub until: Option<Ts>,
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct SourceEntry {
+    rule: Arc<str>,
+    source: u32,
+    equal: Box<str>,
+    key: AlertKey,
+    until: Option<Ts>,
 }
 
 /// The inhibition source entries of one alert under `rules`, each with the
 /// index of its inhibit rule. Empty for the many alerts that are no source.
-pub fn source_entries(
+fn source_entries(
     rules: &RuleSet,
     key: AlertKey,
     labels: &impl Labels,

@@ -388,7 +388,7 @@ async fn run_clients(
     };
     // Every task's inhibition sources, before the first alert is decided.
     let sources =
-        sources::SourcesReader::start(cfg, &topo.sources, topo.partitions, metrics.clone())?;
+        sources::SourcesReader::start(cfg, &topo.sources, topo.partitions, metrics.clone()).await?;
     sources.wait_caught_up(RESTORE_LIMIT).await?;
     let exactly_once = cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
 

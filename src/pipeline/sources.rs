@@ -39,7 +39,7 @@ pub struct SourcesReader {
 
 impl SourcesReader {
     /// Starts reading every partition of `topic` into a new table.
-    pub fn start(
+    pub async fn start(
         cfg: &Config,
         topic: &str,
         partitions: i32,
@@ -50,7 +50,6 @@ impl SourcesReader {
         // and a partition's end is how it knows it caught up.
         c.set("isolation.level", "read_committed");
         c.set("enable.partition.eof", "true");
-        // Quiet: reaching a partition's end is how it knows it caught up.
         let consumer: StreamConsumer<super::store::Quiet> =
             c.create_with_context(super::store::Quiet::default())?;
         // What the topic holds now: caught up once every partition is read to here.
@@ -64,7 +63,7 @@ impl SourcesReader {
                     Ok(w) => break w,
                     Err(error) if started.elapsed() < Duration::from_secs(30) => {
                         tracing::debug!(%error, partition = p, "sources topic watermarks; retrying");
-                        std::thread::sleep(Duration::from_millis(200));
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Err(error) => return Err(error.into()),
                 }
