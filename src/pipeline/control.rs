@@ -283,6 +283,7 @@ impl Reader {
         let errors = super::throttle::Throttle::default();
         loop {
             let first = tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 m = self.consumer.recv() => m,
             };

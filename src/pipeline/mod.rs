@@ -615,6 +615,7 @@ async fn run_clients(
             (c.rules.clone(), c.summary.clone())
         };
         drop(consumer);
+        sources.close().await;
         return Ok(Ended::Failed {
             error,
             reason,
@@ -647,6 +648,7 @@ async fn run_clients(
     };
     // Closing the consumer revokes its partitions (a last, empty commit) without the lock held.
     drop(consumer);
+    sources.close().await;
     Ok(Ended::Stopped(summary))
 }
 

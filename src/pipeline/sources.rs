@@ -35,6 +35,7 @@ pub struct SourcesReader {
     caught_up: tokio::sync::watch::Receiver<bool>,
     topic: String,
     stop: tokio_util::sync::CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl SourcesReader {
@@ -90,12 +91,13 @@ impl SourcesReader {
             caught_up: caught_tx,
             metrics,
         };
-        tokio::spawn(reader.run(stop.clone()));
+        let task = tokio::spawn(reader.run(stop.clone()));
         Ok(SourcesReader {
             table,
             caught_up,
             topic: topic.to_owned(),
             stop,
+            task: Some(task),
         })
     }
 
@@ -106,6 +108,15 @@ impl SourcesReader {
     /// Waits until everything the topic held at start is in the table.
     pub async fn wait_caught_up(&self, timeout: Duration) -> anyhow::Result<()> {
         super::wait_caught_up(&self.caught_up, timeout, "inhibition sources", &self.topic).await
+    }
+
+    /// Stops reading and closes the consumer before returning, so nothing of
+    /// it outlives the pipeline's clients (dropping only asks it to stop).
+    pub async fn close(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 }
 
@@ -129,6 +140,7 @@ impl Reader {
         let errors = super::throttle::Throttle::default();
         loop {
             let first = tokio::select! {
+                biased;
                 _ = stop.cancelled() => return,
                 m = self.consumer.recv() => m,
             };
