@@ -5,7 +5,8 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #
 # Default: 60 s for each target. Targets (fuzz/fuzz_targets/): decode (any
-# input message, through the engine: one fate per input), replay_line (replay
+# input message: the Prometheus-batch shortcut agrees with the general
+# decoder; through the engine, one fate per input), replay_line (replay
 # files), matcher, time (RFC 3339 and durations), rules (rule files),
 # rule_test (rule test files). Seeds are in fuzz/corpus/<target>; what the
 # fuzzer learns goes to target/fuzz/corpus/<target>, crashes to

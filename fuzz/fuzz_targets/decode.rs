@@ -1,6 +1,7 @@
-//! Any bytes as an input message: the decoder never panics, a batch's elements
-//! as the route stage cuts them decode to the same alerts, and through the
-//! engine every input gets exactly one fate.
+//! Any bytes as an input message: the decoder never panics, its shortcut for
+//! Prometheus batches agrees with the general decoder, a batch's elements as
+//! the route stage cuts them decode to the same alerts, and through the engine
+//! every input gets exactly one fate.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -19,6 +20,11 @@ fn rules() -> Arc<squadron::rules::RuleSet> {
 }
 
 fuzz_target!(|data: &[u8]| {
+    assert_eq!(
+        format!("{:?}", squadron::decode::decode(data)),
+        format!("{:?}", squadron::decode::decode_reference(data)),
+        "the shortcut and the general decoder agree"
+    );
     if let Ok(d) = squadron::decode::decode(data) {
         if d.format == squadron::decode::Format::PrometheusBatch {
             let elements =

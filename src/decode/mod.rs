@@ -16,6 +16,8 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+mod fast;
+
 /// Which wire format a message was in. Bounded: used as a metric label.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -137,18 +139,36 @@ pub struct Decoded<'a> {
 /// Decodes one message. `Err` means the whole message is unusable (it counts as
 /// one invalid input); otherwise each alert is valid or invalid on its own.
 pub fn decode(bytes: &[u8]) -> Result<Decoded<'_>, Invalid> {
+    decode_with(bytes, Paths::Fast)
+}
+
+/// [`decode`] without its shortcut for Prometheus batches: what the shortcut
+/// must agree with (the `decode` fuzz target compares them).
+#[doc(hidden)]
+pub fn decode_reference(bytes: &[u8]) -> Result<Decoded<'_>, Invalid> {
+    decode_with(bytes, Paths::General)
+}
+
+/// Whether a Prometheus batch may take [`fast::prometheus_batch`].
+#[derive(Copy, Clone, PartialEq)]
+enum Paths {
+    Fast,
+    General,
+}
+
+fn decode_with(bytes: &[u8], paths: Paths) -> Result<Decoded<'_>, Invalid> {
     // One SIMD pass validates UTF-8; serde_json then reads strings without re-checking.
     let text = std::str::from_utf8(bytes)
         .map_err(|e| Invalid::new(InvalidKind::NotUtf8, e.to_string()))?;
-    decode_text(text, true)
+    decode_text(text, true, paths)
 }
 
 /// Decodes checked text; `envelope` says whether a CloudEvent may wrap it
 /// (CloudEvents nest one level: an event's `data` is never another event).
-fn decode_text(text: &str, envelope: bool) -> Result<Decoded<'_>, Invalid> {
+fn decode_text(text: &str, envelope: bool, paths: Paths) -> Result<Decoded<'_>, Invalid> {
     match text.trim_start().as_bytes().first() {
-        Some(b'[') => decode_batch(text),
-        Some(b'{') => decode_object(text, envelope),
+        Some(b'[') => decode_batch(text, paths),
+        Some(b'{') => decode_object(text, envelope, paths),
         Some(_) => match serde_json::from_str::<IgnoredAny>(text) {
             // Valid JSON of another type (a string, a number) is a shape error.
             Ok(_) => Err(Invalid::new(
@@ -161,7 +181,15 @@ fn decode_text(text: &str, envelope: bool) -> Result<Decoded<'_>, Invalid> {
     }
 }
 
-fn decode_batch(text: &str) -> Result<Decoded<'_>, Invalid> {
+fn decode_batch(text: &str, paths: Paths) -> Result<Decoded<'_>, Invalid> {
+    if paths == Paths::Fast {
+        if let Some(alerts) = fast::prometheus_batch(text) {
+            return Ok(Decoded {
+                format: Format::PrometheusBatch,
+                alerts,
+            });
+        }
+    }
     // One pass when every element is an alert object (the common case). If any
     // element is not, split the array and decode each element on its own, so
     // one bad alert is invalid alone.
@@ -178,7 +206,7 @@ fn decode_batch(text: &str) -> Result<Decoded<'_>, Invalid> {
     })
 }
 
-fn decode_object(text: &str, envelope: bool) -> Result<Decoded<'_>, Invalid> {
+fn decode_object(text: &str, envelope: bool, paths: Paths) -> Result<Decoded<'_>, Invalid> {
     let obj: AlertObject = serde_json::from_str(text).map_err(not_json)?;
     if obj.specversion.is_some() {
         if !envelope {
@@ -187,7 +215,7 @@ fn decode_object(text: &str, envelope: bool) -> Result<Decoded<'_>, Invalid> {
                 "a CloudEvent inside a CloudEvent's data",
             ));
         }
-        return decode_cloudevent(&obj);
+        return decode_cloudevent(&obj, paths);
     }
     if let Some(Str(action)) = &obj.event_action {
         let action = action.to_string();
@@ -230,7 +258,7 @@ fn decode_object(text: &str, envelope: bool) -> Result<Decoded<'_>, Invalid> {
 }
 
 /// A structured-mode CloudEvent whose `data` is any supported message.
-fn decode_cloudevent<'a>(obj: &AlertObject<'a>) -> Result<Decoded<'a>, Invalid> {
+fn decode_cloudevent<'a>(obj: &AlertObject<'a>, paths: Paths) -> Result<Decoded<'a>, Invalid> {
     if let Some(Str(v)) = obj.specversion.as_ref().filter(|v| v.0 != "1.0") {
         return Err(Invalid::new(
             InvalidKind::UnknownShape,
@@ -243,7 +271,7 @@ fn decode_cloudevent<'a>(obj: &AlertObject<'a>) -> Result<Decoded<'a>, Invalid> 
             "a CloudEvent without \"data\"",
         ));
     };
-    let inner = decode_text(data.get(), false).map_err(|mut e| {
+    let inner = decode_text(data.get(), false, paths).map_err(|mut e| {
         e.detail = format!("CloudEvent data: {}", e.detail);
         e
     })?;
@@ -464,7 +492,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Batch<'a> {
 
 /// Every field any supported object shape may carry; unknown fields are ignored
 /// (webhook payloads carry `groupKey`, `receiver` and more).
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct AlertObject<'a> {
     #[serde(borrow, default)]
     labels: Option<LabelField<'a>>,
@@ -615,16 +643,46 @@ struct LabelField<'a> {
 }
 
 impl<'a> LabelField<'a> {
+    fn with_capacity(n: usize) -> LabelField<'a> {
+        LabelField {
+            pairs: Vec::with_capacity(n),
+            problem: None,
+        }
+    }
+
+    /// One field of the object; the first problem is the one reported.
+    fn add(&mut self, name: Cow<'a, str>, value: StrOrOther<'a>) {
+        match value {
+            StrOrOther::Str(v) => {
+                if name.is_empty() && self.problem.is_none() {
+                    self.problem = Some("name is empty".into());
+                }
+                self.pairs.push((name, v));
+            }
+            StrOrOther::Other(kind) => {
+                if self.problem.is_none() {
+                    self.problem = Some(format!(
+                        "{name:?} has a {kind} value; values must be strings"
+                    ));
+                }
+            }
+        }
+    }
+
     fn into_pairs(mut self, what: &str) -> Result<LabelPairs<'a>, Invalid> {
         if let Some(p) = self.problem {
             return Err(Invalid::new(InvalidKind::BadLabel, format!("{what} {p}")));
         }
-        self.pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        if let Some(w) = self.pairs.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(Invalid::new(
-                InvalidKind::BadLabel,
-                format!("{what} {:?} appears twice", w[0].0),
-            ));
+        // Prometheus (Go) writes a map's keys in order: one comparison a pair
+        // finds them sorted and distinct.
+        if !self.pairs.windows(2).all(|w| w[0].0 < w[1].0) {
+            self.pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            if let Some(w) = self.pairs.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(Invalid::new(
+                    InvalidKind::BadLabel,
+                    format!("{what} {:?} appears twice", w[0].0),
+                ));
+            }
         }
         Ok(self.pairs)
     }
@@ -639,26 +697,10 @@ impl<'de: 'a, 'a> Deserialize<'de> for LabelField<'a> {
                 f.write_str("an object of string names to string values")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LabelField<'de>, A::Error> {
-                let mut field = LabelField {
-                    pairs: Vec::with_capacity(map.size_hint().unwrap_or(8)),
-                    problem: None,
-                };
+                let mut field = LabelField::with_capacity(map.size_hint().unwrap_or(8));
                 while let Some(Str(name)) = map.next_key::<Str<'de>>()? {
-                    match map.next_value::<StrOrOther<'de>>()? {
-                        StrOrOther::Str(v) => {
-                            if name.is_empty() && field.problem.is_none() {
-                                field.problem = Some("name is empty".into());
-                            }
-                            field.pairs.push((name, v));
-                        }
-                        StrOrOther::Other(kind) => {
-                            if field.problem.is_none() {
-                                field.problem = Some(format!(
-                                    "{name:?} has a {kind} value; values must be strings"
-                                ));
-                            }
-                        }
-                    }
+                    let value = map.next_value::<StrOrOther<'de>>()?;
+                    field.add(name, value);
                 }
                 Ok(field)
             }
