@@ -1,14 +1,15 @@
 //! One pass over the shape most traffic has: the array of alert objects
 //! Prometheus POSTs (`labels`, `annotations`, `startsAt`, `endsAt`,
-//! `generatorURL`), with strings that need no unescaping.
+//! `generatorURL`), with string values.
 //!
 //! It is a shortcut, never a second opinion: it reads the array, or answers
 //! `None` and the general (serde) decoder reads it. It answers only when the
 //! whole input is an array of objects holding nothing but those fields (and
 //! `status`, ignored as the general decoder ignores it outside webhooks),
-//! each once, with string values and escape-free strings; anything else
-//! (escapes, `null`, numbers, other keys, trailing bytes, bad JSON) is left to
-//! the general decoder. What it reads becomes the same `AlertObject` the
+//! each once, with string values; anything else (`null`, numbers, other
+//! keys, trailing bytes, bad JSON or bad escapes) is left to the general
+//! decoder. Strings are borrowed, or unescaped by serde_json when they hold
+//! escapes. What it reads becomes the same `AlertObject` the
 //! general decoder builds, converted by the same code, so an alert and its
 //! reasons for being invalid are the same whichever path read them: the
 //! `decode` fuzz target checks exactly that against [`super::decode_reference`].
@@ -72,17 +73,28 @@ impl<'a> Cursor<'a> {
         (self.next()? == b).then_some(())
     }
 
-    /// A string without escapes or control characters, borrowed.
-    fn string(&mut self) -> Option<&'a str> {
+    /// A string: borrowed, or unescaped by serde_json (so both paths unescape
+    /// alike, bad escapes included: those are declined).
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         self.expect(b'"')?;
         let start = self.at;
-        let end = string_end(self.text.as_bytes(), start);
-        if self.text.as_bytes().get(end) != Some(&b'"') {
-            return None;
+        let bytes = self.text.as_bytes();
+        let mut end = string_end(bytes, start);
+        if bytes.get(end) == Some(&b'"') {
+            self.at = end + 1;
+            // Both ends are ASCII quotes: character boundaries of the checked text.
+            return self.text.get(start..end).map(Cow::Borrowed);
         }
+        // Escapes: find the closing quote, stepping over each escaped byte.
+        while *bytes.get(end)? == b'\\' {
+            end = string_end(bytes, end + 2);
+        }
+        if *bytes.get(end)? != b'"' {
+            return None; // a control character: not JSON
+        }
+        let unescaped: String = serde_json::from_str(self.text.get(start - 1..=end)?).ok()?;
         self.at = end + 1;
-        // Both ends are ASCII quotes: character boundaries of the checked text.
-        self.text.get(start..end)
+        Some(Cow::Owned(unescaped))
     }
 
     /// One alert object, or `None` when it is not the shape this reads.
@@ -98,7 +110,7 @@ impl<'a> Cursor<'a> {
             let key = self.string()?;
             self.expect(b':')?;
             // A field given twice is an error of the general decoder's: its own.
-            let (bit, dup) = match key {
+            let (bit, dup) = match &*key {
                 "labels" => (1, obj.labels.replace(self.labels()?).is_some()),
                 "annotations" => (2, obj.annotations.replace(self.labels()?).is_some()),
                 "startsAt" => (4, obj.starts_at.replace(self.str()?).is_some()),
@@ -120,7 +132,7 @@ impl<'a> Cursor<'a> {
     }
 
     fn str(&mut self) -> Option<Str<'a>> {
-        Some(Str(Cow::Borrowed(self.string()?)))
+        Some(Str(self.string()?))
     }
 
     /// An object of string names to string values.
@@ -135,7 +147,7 @@ impl<'a> Cursor<'a> {
             let name = self.string()?;
             self.expect(b':')?;
             let value = self.string()?;
-            field.add(Cow::Borrowed(name), StrOrOther::Str(Cow::Borrowed(value)));
+            field.add(name, StrOrOther::Str(value));
             match self.next()? {
                 b',' => {}
                 b'}' => return Some(field),
@@ -216,6 +228,11 @@ mod tests {
     fn reads_only_the_shape_it_knows() {
         let read = |s: &str| prometheus_batch(s).map(|a| a.len());
         assert_eq!(read("[]"), Some(0));
+        let escaped =
+            prometheus_batch(r#"[{"lab\u0065ls":{"a\"":"\\b\n\u00e9\ud83d\ude00"}}]"#).unwrap();
+        let labels = &escaped[0].as_ref().unwrap().labels;
+        assert_eq!(labels[0].0, "a\"");
+        assert_eq!(labels[0].1, "\\b\né😀");
         assert_eq!(read(" [ {} , {\"labels\":{}} ] \n"), Some(2));
         assert_eq!(
             read(
@@ -224,7 +241,8 @@ mod tests {
             Some(1)
         );
         for other in [
-            r#"[{"labels":{"a":"b\"c"}}]"#,    // an escape
+            r#"[{"labels":{"a":"b\x"}}]"#,     // a bad escape
+            r#"[{"labels":{"a":"\ud800"}}]"#,  // a lone surrogate
             r#"[{"labels":{"a":null}}]"#,      // not a string
             r#"[{"labels":{"a":"b"},"x":1}]"#, // another field
             r#"[{"labels":{},"labels":{}}]"#,  // a field twice
@@ -284,11 +302,19 @@ mod agreement {
             br#"[{"labels":{"a":"b"},"startsAt":"yesterday"}]"#,
             br#"[{"labels":{"a":"b"},"endsAt":"0001-01-01T00:00:00Z","generatorURL":""}]"#,
             br#"[{"labels":{"a":"b"},"status":"bogus"}]"#,
+            br#"[{"labels":{"a":"b\"\\\/\b\f\n\r\t\u0041\ud83d\ude00"},"annotations":{"\u0000":"x"}}]"#,
+            br#"[{"labels":{"a":"1","\u0061":"2"}}]"#,
         ] {
             assert!(
                 crate::decode::fast::prometheus_batch(std::str::from_utf8(m).unwrap()).is_some()
             );
             assert!(same(m), "{}", String::from_utf8_lossy(m));
         }
+        // A field named twice, once escaped: the general decoder's error, its own.
+        let twice = br#"[{"\u006cabels":{"a":"1"},"labels":{"b":"2"}}]"#;
+        assert!(
+            crate::decode::fast::prometheus_batch(std::str::from_utf8(twice).unwrap()).is_none()
+        );
+        assert!(same(twice));
     }
 }
