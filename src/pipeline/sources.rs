@@ -53,27 +53,34 @@ impl SourcesReader {
         c.set("enable.partition.eof", "true");
         let consumer: StreamConsumer<super::store::Quiet> =
             c.create_with_context(super::store::Quiet::default())?;
-        // What the topic holds now: caught up once every partition is read to here.
-        let mut behind = HashMap::new();
-        let mut tpl = TopicPartitionList::new();
-        let started = std::time::Instant::now();
-        for p in 0..partitions {
-            // A topic just created answers NotLeaderForPartition for a moment: retry.
-            let (low, high) = loop {
-                match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
-                    Ok(w) => break w,
-                    Err(error) if started.elapsed() < Duration::from_secs(30) => {
-                        tracing::debug!(%error, partition = p, "sources topic watermarks; retrying");
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+        // What the topic holds now: caught up once every partition is read to
+        // here. librdkafka's watermark calls block: off the runtime's threads.
+        let owned = topic.to_owned();
+        let (consumer, behind, tpl) = tokio::task::spawn_blocking(move || {
+            let topic = owned.as_str();
+            let mut behind = HashMap::new();
+            let mut tpl = TopicPartitionList::new();
+            let started = std::time::Instant::now();
+            for p in 0..partitions {
+                // A topic just created answers NotLeaderForPartition for a moment: retry.
+                let (low, high) = loop {
+                    match consumer.fetch_watermarks(topic, p, Duration::from_secs(10)) {
+                        Ok(w) => break w,
+                        Err(error) if started.elapsed() < Duration::from_secs(30) => {
+                            tracing::debug!(%error, partition = p, "sources topic watermarks; retrying");
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Err(error) => return Err(anyhow::Error::from(error)),
                     }
-                    Err(error) => return Err(error.into()),
+                };
+                if high > low {
+                    behind.insert(p, high);
                 }
-            };
-            if high > low {
-                behind.insert(p, high);
+                tpl.add_partition_offset(topic, p, Offset::Beginning)?;
             }
-            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
-        }
+            Ok((consumer, behind, tpl))
+        })
+        .await??;
         consumer.assign(&tpl)?;
         tracing::info!(
             topic,
