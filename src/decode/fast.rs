@@ -9,10 +9,10 @@
 //! each once, with string values; anything else (`null`, numbers, other
 //! keys, trailing bytes, bad JSON or bad escapes) is left to the general
 //! decoder. Strings are borrowed, or unescaped by serde_json when they hold
-//! escapes. What it reads becomes the same `AlertObject` the
-//! general decoder builds, converted by the same code, so an alert and its
-//! reasons for being invalid are the same whichever path read them: the
-//! `decode` fuzz target checks exactly that against [`super::decode_reference`].
+//! escapes. What it reads becomes the same `AlertObject` the general decoder
+//! builds, converted by the same code, so an alert and its reasons for being
+//! invalid are the same whichever path read them: the `decode` fuzz target
+//! checks exactly that against [`super::decode_reference`].
 
 use super::{AlertObject, Invalid, LabelField, Str, StrOrOther, TimeCache};
 use crate::model::Alert;
@@ -105,24 +105,22 @@ impl<'a> Cursor<'a> {
             self.at += 1;
             return Some(obj);
         }
-        let mut seen = 0u8;
         loop {
             let key = self.string()?;
             self.expect(b':')?;
             // A field given twice is an error of the general decoder's: its own.
-            let (bit, dup) = match &*key {
-                "labels" => (1, obj.labels.replace(self.labels()?).is_some()),
-                "annotations" => (2, obj.annotations.replace(self.labels()?).is_some()),
-                "startsAt" => (4, obj.starts_at.replace(self.str()?).is_some()),
-                "endsAt" => (8, obj.ends_at.replace(self.str()?).is_some()),
-                "generatorURL" => (16, obj.generator_url.replace(self.str()?).is_some()),
-                "status" => (32, obj.status.replace(self.str()?).is_some()),
+            let twice = match &*key {
+                "labels" => obj.labels.replace(self.labels()?).is_some(),
+                "annotations" => obj.annotations.replace(self.labels()?).is_some(),
+                "startsAt" => obj.starts_at.replace(self.str()?).is_some(),
+                "endsAt" => obj.ends_at.replace(self.str()?).is_some(),
+                "generatorURL" => obj.generator_url.replace(self.str()?).is_some(),
+                "status" => obj.status.replace(self.str()?).is_some(),
                 _ => return None,
             };
-            if dup || seen & bit != 0 {
+            if twice {
                 return None;
             }
-            seen |= bit;
             match self.next()? {
                 b',' => {}
                 b'}' => return Some(obj),
