@@ -389,267 +389,273 @@ async fn run_clients(
     // Every task's inhibition sources, before the first alert is decided.
     let sources =
         sources::SourcesReader::start(cfg, &topo.sources, topo.partitions, metrics.clone()).await?;
-    sources.wait_caught_up(RESTORE_LIMIT).await?;
-    let exactly_once = cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
+    // Everything after the reader started runs in this block, so that every
+    // way out of it (an error included) closes the reader before returning:
+    // its consumer must not outlive the pipeline's clients.
+    let ended: anyhow::Result<Ended> = async {
+        sources.wait_caught_up(RESTORE_LIMIT).await?;
+        let exactly_once = cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce;
 
-    let mut producer_cfg = client_config(cfg, &cfg.kafka.producer_properties);
-    for (k, v) in [
-        ("enable.idempotence", "true"),
-        ("acks", "all"),
-        ("linger.ms", "2"),
-        ("queue.buffering.max.messages", "1000000"),
-        ("message.timeout.ms", "30000"),
-    ] {
-        set_default(&mut producer_cfg, k, v);
-    }
-    let transactional_id = exactly_once.then(|| format!("{}-{instance}", cfg.kafka.group_id));
-    let out = Output::new(
-        producer_cfg.clone(),
-        transactional_id,
-        cfg.kafka.dead_letter_topic.clone(),
-        metrics.clone(),
-    )?;
-    let core = Arc::new(Mutex::new(Core {
-        topo: topo.clone(),
-        rules: rules.clone(),
-        tasks: BTreeMap::new(),
-        kept: HashMap::new(),
-        assigned: Default::default(),
-        positions: BTreeMap::new(),
-        committed: BTreeMap::new(),
-        out,
-        restorer: store::Restorer::new(cfg, topo.changelog.clone())?,
-        outputs: Outputs::default(),
-        cache: HandleCache::default(),
-        summary: RunSummary::default(),
-        status: status.clone(),
-        receivers: crate::sinks::receivers::Receivers::new(
-            metrics.receiver_deliveries.clone(),
-            metrics.receiver_seconds.clone(),
-            cfg.pipeline.external_url.clone(),
-            cfg.pipeline.payload_limits(),
-        )?,
-        dead: Arc::new(ReceiverDeadLetters {
-            config: producer_cfg.clone(),
-            producer: std::sync::OnceLock::new(),
-            topic: cfg.kafka.dead_letter_topic.clone(),
+        let mut producer_cfg = client_config(cfg, &cfg.kafka.producer_properties);
+        for (k, v) in [
+            ("enable.idempotence", "true"),
+            ("acks", "all"),
+            ("linger.ms", "2"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("message.timeout.ms", "30000"),
+        ] {
+            set_default(&mut producer_cfg, k, v);
+        }
+        let transactional_id = exactly_once.then(|| format!("{}-{instance}", cfg.kafka.group_id));
+        let out = Output::new(
+            producer_cfg.clone(),
+            transactional_id,
+            cfg.kafka.dead_letter_topic.clone(),
+            metrics.clone(),
+        )?;
+        let core = Arc::new(Mutex::new(Core {
+            topo: topo.clone(),
+            rules: rules.clone(),
+            tasks: BTreeMap::new(),
+            kept: HashMap::new(),
+            assigned: Default::default(),
+            positions: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            out,
+            restorer: store::Restorer::new(cfg, topo.changelog.clone())?,
+            outputs: Outputs::default(),
+            cache: HandleCache::default(),
+            summary: RunSummary::default(),
+            status: status.clone(),
+            receivers: crate::sinks::receivers::Receivers::new(
+                metrics.receiver_deliveries.clone(),
+                metrics.receiver_seconds.clone(),
+                cfg.pipeline.external_url.clone(),
+                cfg.pipeline.payload_limits(),
+            )?,
+            dead: Arc::new(ReceiverDeadLetters {
+                config: producer_cfg.clone(),
+                producer: std::sync::OnceLock::new(),
+                topic: cfg.kafka.dead_letter_topic.clone(),
+                metrics: metrics.clone(),
+            }),
+            unacknowledged: Vec::new(),
+            commit_stalled_since: None,
+            fatal: None,
+            failed: false,
+            core_protected: 0,
+            runtime: tokio::runtime::Handle::current(),
+            controls,
+            controls_seen: u64::MAX,
+            sources: sources.table().clone(),
             metrics: metrics.clone(),
-        }),
-        unacknowledged: Vec::new(),
-        commit_stalled_since: None,
-        fatal: None,
-        failed: false,
-        core_protected: 0,
-        runtime: tokio::runtime::Handle::current(),
-        controls,
-        controls_seen: u64::MAX,
-        sources: sources.table().clone(),
-        metrics: metrics.clone(),
-        cfg: cfg.clone(),
-    }));
+            cfg: cfg.clone(),
+        }));
 
-    let mut consumer_cfg = client_config(cfg, &cfg.kafka.consumer_properties);
-    consumer_cfg.set("group.id", &cfg.kafka.group_id);
-    for (k, v) in [
-        ("group.instance.id", instance.as_str()),
-        // A replaced instance's partitions move after this long (static
-        // membership brings them back at once to a restart with the same id).
-        ("session.timeout.ms", "10000"),
-        // An input topic created after startup (or not yet in the broker's
-        // metadata at subscribe) is picked up within this, not librdkafka's 5 minutes.
-        ("topic.metadata.refresh.interval.ms", "10000"),
-        ("heartbeat.interval.ms", "2000"),
-        ("enable.auto.commit", "false"),
-        ("enable.auto.offset.store", "false"),
-        ("auto.offset.reset", "earliest"),
-        // The repartition topic is written in transactions in exactly-once mode.
-        ("isolation.level", "read_committed"),
-        ("statistics.interval.ms", "5000"),
-        // librdkafka pauses fetching this long once its prefetch queue is full
-        // (default 1 s). A consumer that decides slower than the broker serves
-        // fills the queue, then drains it dry waiting: measured at 74% idle.
-        ("fetch.queue.backoff.ms", "5"),
-    ] {
-        set_default(&mut consumer_cfg, k, v);
-    }
-    let consumer: StreamConsumer<PipelineContext> =
-        consumer_cfg.create_with_context(PipelineContext {
-            core: core.clone(),
-            metrics: metrics.clone(),
-            logs: Default::default(),
-        })?;
-    let consumer_errors = throttle::Throttle::default();
-    let mut topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
-    topics.push(&topo.repartition);
-    consumer.subscribe(&topics)?;
-    tracing::info!(
-        topics = ?topics,
-        group = %cfg.kafka.group_id,
-        instance = %instance,
-        guarantee = ?cfg.pipeline.processing_guarantee,
-        partitions = topo.partitions,
-        brokers = %cfg.kafka.bootstrap_servers,
-        "consuming"
-    );
+        let mut consumer_cfg = client_config(cfg, &cfg.kafka.consumer_properties);
+        consumer_cfg.set("group.id", &cfg.kafka.group_id);
+        for (k, v) in [
+            ("group.instance.id", instance.as_str()),
+            // A replaced instance's partitions move after this long (static
+            // membership brings them back at once to a restart with the same id).
+            ("session.timeout.ms", "10000"),
+            // An input topic created after startup (or not yet in the broker's
+            // metadata at subscribe) is picked up within this, not librdkafka's 5 minutes.
+            ("topic.metadata.refresh.interval.ms", "10000"),
+            ("heartbeat.interval.ms", "2000"),
+            ("enable.auto.commit", "false"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.offset.reset", "earliest"),
+            // The repartition topic is written in transactions in exactly-once mode.
+            ("isolation.level", "read_committed"),
+            ("statistics.interval.ms", "5000"),
+            // librdkafka pauses fetching this long once its prefetch queue is full
+            // (default 1 s). A consumer that decides slower than the broker serves
+            // fills the queue, then drains it dry waiting: measured at 74% idle.
+            ("fetch.queue.backoff.ms", "5"),
+        ] {
+            set_default(&mut consumer_cfg, k, v);
+        }
+        let consumer: StreamConsumer<PipelineContext> =
+            consumer_cfg.create_with_context(PipelineContext {
+                core: core.clone(),
+                metrics: metrics.clone(),
+                logs: Default::default(),
+            })?;
+        let consumer_errors = throttle::Throttle::default();
+        let mut topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
+        topics.push(&topo.repartition);
+        consumer.subscribe(&topics)?;
+        tracing::info!(
+            topics = ?topics,
+            group = %cfg.kafka.group_id,
+            instance = %instance,
+            guarantee = ?cfg.pipeline.processing_guarantee,
+            partitions = topo.partitions,
+            brokers = %cfg.kafka.bootstrap_servers,
+            "consuming"
+        );
 
-    {
-        let mut c = lock(&core);
-        c.rules_loaded("startup");
-        c.publish_status(&consumer);
-    }
-    let mut commit_every = tokio::time::interval(cfg.pipeline.commit_interval()?);
-    commit_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let max_in_flight = cfg.pipeline.max_in_flight;
-    let mut trim = memory::Trim::default();
-
-    let failure: Option<(anyhow::Error, &'static str)> = loop {
-        let (deadline, in_flight) = {
+        {
             let mut c = lock(&core);
-            if let Some(e) = c.fatal.take() {
-                break Some((e, "commit_failed"));
-            }
-            (c.next_deadline(), c.out.in_flight())
-        };
-        let sleep = async {
-            match deadline {
-                Some(d) => {
-                    tokio::time::sleep(Duration::from_millis(
-                        (d.millis() - wall_clock().millis()).max(0) as u64,
-                    ))
-                    .await
+            c.rules_loaded("startup");
+            c.publish_status(&consumer);
+        }
+        let mut commit_every = tokio::time::interval(cfg.pipeline.commit_interval()?);
+        commit_every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let max_in_flight = cfg.pipeline.max_in_flight;
+        let mut trim = memory::Trim::default();
+
+        let failure: Option<(anyhow::Error, &'static str)> = loop {
+            let (deadline, in_flight) = {
+                let mut c = lock(&core);
+                if let Some(e) = c.fatal.take() {
+                    break Some((e, "commit_failed"));
                 }
-                None => std::future::pending().await,
-            }
-        };
-        let command = async {
-            match commands.as_mut() {
-                Some(rx) => rx.recv().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            _ = shutdown.cancelled() => break None,
-            Some(cmd) = command => lock(&core).command(cmd),
-            _ = sleep => {
-                let t = std::time::Instant::now();
-                lock(&core).advance(wall_clock());
-                trim.worked();
-                metrics.busy.inc_by(t.elapsed().as_secs_f64());
-            }
-            _ = commit_every.tick() => {
-                {
-                    let mut c = lock(&core);
-                    // Ok(false): not all acknowledged yet; the next tick tries again.
-                    if let Err(e) = c.try_commit(&consumer, CommitMode::Async) {
-                        break Some((e, "commit_failed"));
+                (c.next_deadline(), c.out.in_flight())
+            };
+            let sleep = async {
+                match deadline {
+                    Some(d) => {
+                        tokio::time::sleep(Duration::from_millis(
+                            (d.millis() - wall_clock().millis()).max(0) as u64,
+                        ))
+                        .await
                     }
-                    c.publish_status(&consumer);
+                    None => std::future::pending().await,
                 }
-                match trim.maybe() {
-                    Some(took) if took >= Duration::from_millis(100) => {
-                        tracing::info!(took_ms = took.as_millis() as u64, "returned free heap memory (slow: the next trim waits 100 times as long)")
-                    }
-                    Some(took) => tracing::debug!(took_us = took.as_micros() as u64, "returned free heap memory"),
-                    None => {}
+            };
+            let command = async {
+                match commands.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
                 }
-            }
-            msg = consumer.recv(), if in_flight < max_in_flight => match msg {
-                Ok(m) => {
-                    trim.worked();
+            };
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break None,
+                Some(cmd) = command => lock(&core).command(cmd),
+                _ = sleep => {
                     let t = std::time::Instant::now();
-                    // Take what the consumer already holds without another turn
-                    // of the select (bounded, so timers and commits keep their
-                    // turn), in chunks handled together (on two threads when a
-                    // chunk holds several units of work). The lock is not held while polling:
-                    // rebalance callbacks run there.
-                    let mut chunk = vec![m];
-                    let mut taken = 1;
-                    loop {
-                        while chunk.len() < CHUNK && taken < BURST {
-                            let Some(Ok(m)) = consumer.recv().now_or_never() else { break };
-                            chunk.push(m);
-                            taken += 1;
-                        }
-                        let more = chunk.len() == CHUNK && taken < BURST;
-                        let mut c = lock(&core);
-                        c.messages(&chunk);
-                        chunk.clear();
-                        if !more || c.out.in_flight() >= max_in_flight {
-                            break;
-                        }
-                    }
+                    lock(&core).advance(wall_clock());
+                    trim.worked();
                     metrics.busy.inc_by(t.elapsed().as_secs_f64());
                 }
-                Err(error) => {
-                    // A fatal error leaves the consumer unusable for good.
-                    if let Some((code, why)) = consumer.client().fatal_error() {
-                        let reason = match code {
-                            rdkafka::types::RDKafkaErrorCode::FencedInstanceId => "fenced_instance_id",
-                            _ => "consumer_fatal",
-                        };
-                        break Some((anyhow::anyhow!("fatal consumer error: {why}"), reason));
+                _ = commit_every.tick() => {
+                    {
+                        let mut c = lock(&core);
+                        // Ok(false): not all acknowledged yet; the next tick tries again.
+                        if let Err(e) = c.try_commit(&consumer, CommitMode::Async) {
+                            break Some((e, "commit_failed"));
+                        }
+                        c.publish_status(&consumer);
                     }
-                    if let Some(left_out) = consumer_errors.check(&format!("{:?}", error.rdkafka_error_code())) {
-                        tracing::warn!(%error, left_out, "consumer error");
+                    match trim.maybe() {
+                        Some(took) if took >= Duration::from_millis(100) => {
+                            tracing::info!(took_ms = took.as_millis() as u64, "returned free heap memory (slow: the next trim waits 100 times as long)")
+                        }
+                        Some(took) => tracing::debug!(took_us = took.as_micros() as u64, "returned free heap memory"),
+                        None => {}
                     }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-            },
-        }
-    };
-
-    if let Some((error, reason)) = failure {
-        // Nothing more is committed through these clients: a revocation while
-        // the consumer closes only lets its tasks go.
-        let (rules, summary) = {
-            let mut c = lock(&core);
-            c.failed = true;
-            c.unacknowledged.clear();
-            // Not ready until the new clients have partitions again.
-            c.status
-                .lock()
-                .expect("status lock")
-                .assigned_partitions
-                .clear();
-            (c.rules.clone(), c.summary.clone())
-        };
-        drop(consumer);
-        sources.close().await;
-        return Ok(Ended::Failed {
-            error,
-            reason,
-            rules,
-            summary,
-        });
-    }
-
-    // Shutdown: stop consuming, emit what is due, make it durable, commit.
-    tracing::info!("shutting down: flushing due groups and committing");
-    let summary = {
-        let mut c = lock(&core);
-        c.advance(wall_clock());
-        let deadline = tokio::time::Instant::now() + cfg.pipeline.shutdown_timeout()?;
-        loop {
-            match c.try_commit(&consumer, CommitMode::Sync) {
-                Ok(true) => break,
-                Ok(false) if tokio::time::Instant::now() < deadline => continue,
-                Ok(false) => {
-                    tracing::warn!(
-                        "shutdown timeout: unacknowledged output; its input stays uncommitted"
-                    );
-                    break;
-                }
-                Err(e) => return Err(e),
+                msg = consumer.recv(), if in_flight < max_in_flight => match msg {
+                    Ok(m) => {
+                        trim.worked();
+                        let t = std::time::Instant::now();
+                        // Take what the consumer already holds without another turn
+                        // of the select (bounded, so timers and commits keep their
+                        // turn), in chunks handled together (on two threads when a
+                        // chunk holds several units of work). The lock is not held while polling:
+                        // rebalance callbacks run there.
+                        let mut chunk = vec![m];
+                        let mut taken = 1;
+                        loop {
+                            while chunk.len() < CHUNK && taken < BURST {
+                                let Some(Ok(m)) = consumer.recv().now_or_never() else { break };
+                                chunk.push(m);
+                                taken += 1;
+                            }
+                            let more = chunk.len() == CHUNK && taken < BURST;
+                            let mut c = lock(&core);
+                            c.messages(&chunk);
+                            chunk.clear();
+                            if !more || c.out.in_flight() >= max_in_flight {
+                                break;
+                            }
+                        }
+                        metrics.busy.inc_by(t.elapsed().as_secs_f64());
+                    }
+                    Err(error) => {
+                        // A fatal error leaves the consumer unusable for good.
+                        if let Some((code, why)) = consumer.client().fatal_error() {
+                            let reason = match code {
+                                rdkafka::types::RDKafkaErrorCode::FencedInstanceId => "fenced_instance_id",
+                                _ => "consumer_fatal",
+                            };
+                            break Some((anyhow::anyhow!("fatal consumer error: {why}"), reason));
+                        }
+                        if let Some(left_out) = consumer_errors.check(&format!("{:?}", error.rdkafka_error_code())) {
+                            tracing::warn!(%error, left_out, "consumer error");
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                },
             }
+        };
+
+        if let Some((error, reason)) = failure {
+            // Nothing more is committed through these clients: a revocation while
+            // the consumer closes only lets its tasks go.
+            let (rules, summary) = {
+                let mut c = lock(&core);
+                c.failed = true;
+                c.unacknowledged.clear();
+                // Not ready until the new clients have partitions again.
+                c.status
+                    .lock()
+                    .expect("status lock")
+                    .assigned_partitions
+                    .clear();
+                (c.rules.clone(), c.summary.clone())
+            };
+            drop(consumer);
+            return Ok(Ended::Failed {
+                error,
+                reason,
+                rules,
+                summary,
+            });
         }
-        c.publish_status(&consumer);
-        c.summary.clone()
-    };
-    // Closing the consumer revokes its partitions (a last, empty commit) without the lock held.
-    drop(consumer);
+
+        // Shutdown: stop consuming, emit what is due, make it durable, commit.
+        tracing::info!("shutting down: flushing due groups and committing");
+        let summary = {
+            let mut c = lock(&core);
+            c.advance(wall_clock());
+            let deadline = tokio::time::Instant::now() + cfg.pipeline.shutdown_timeout()?;
+            loop {
+                match c.try_commit(&consumer, CommitMode::Sync) {
+                    Ok(true) => break,
+                    Ok(false) if tokio::time::Instant::now() < deadline => continue,
+                    Ok(false) => {
+                        tracing::warn!(
+                            "shutdown timeout: unacknowledged output; its input stays uncommitted"
+                        );
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            c.publish_status(&consumer);
+            c.summary.clone()
+        };
+        // Closing the consumer revokes its partitions (a last, empty commit) without the lock held.
+        drop(consumer);
+        Ok(Ended::Stopped(summary))
+    }
+    .await;
     sources.close().await;
-    Ok(Ended::Stopped(summary))
+    ended
 }
 
 /// The engine's clock at the edge: wall time.

@@ -99,21 +99,31 @@ impl Topology {
     }
 }
 
-/// Reads topic metadata for [`ensure`] and [`ensure_controls`].
-struct Probe<'a> {
-    cfg: &'a Config,
+/// Reads topic metadata for [`ensure`] and [`ensure_controls`]. Its calls
+/// block (librdkafka's metadata requests, up to 10 s each while the broker is
+/// away): they run through [`Probe::blocking`], off the runtime's threads.
+struct Probe {
+    bootstrap: String,
     consumer: BaseConsumer<super::throttle::Throttled>,
 }
 
-impl<'a> Probe<'a> {
-    fn new(cfg: &'a Config) -> anyhow::Result<Probe<'a>> {
+impl Probe {
+    fn new(cfg: &Config) -> anyhow::Result<Probe> {
         // Throttled contexts log the clients' own errors (an authentication
         // failure, a refused TLS handshake), which the errors below cannot name.
         Ok(Probe {
-            cfg,
+            bootstrap: cfg.kafka.bootstrap_servers.clone(),
             consumer: super::client_config(cfg, &cfg.kafka.consumer_properties)
                 .create_with_context(super::throttle::Throttled::default())?,
         })
+    }
+
+    /// Runs `f` on a blocking thread and hands the probe back with its answer.
+    async fn blocking<T: Send + 'static>(
+        self,
+        f: impl FnOnce(&Probe) -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<(Probe, T)> {
+        tokio::task::spawn_blocking(move || f(&self).map(|t| (self, t))).await?
     }
 
     /// A topic's partition count, `None` when it does not exist.
@@ -129,7 +139,7 @@ impl<'a> Probe<'a> {
                 }
                 anyhow::anyhow!(
                     "cannot read metadata from {}: {e} (see the client errors above; check kafka.bootstrap_servers and the security properties)",
-                    self.cfg.kafka.bootstrap_servers
+                    self.bootstrap
                 )
             })?;
         Ok(md
@@ -151,12 +161,12 @@ impl<'a> Probe<'a> {
     }
 
     /// Creates the topics that are missing (one that appeared meanwhile is fine).
-    async fn create(&self, missing: &[NewTopic<'_>]) -> anyhow::Result<()> {
+    async fn create(cfg: &Config, missing: &[NewTopic<'_>]) -> anyhow::Result<()> {
         if missing.is_empty() {
             return Ok(());
         }
         let admin: AdminClient<super::throttle::Throttled> =
-            super::client_config(self.cfg, &self.cfg.kafka.producer_properties)
+            super::client_config(cfg, &cfg.kafka.producer_properties)
                 .create_with_context(super::throttle::Throttled::default())?;
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
         for r in admin.create_topics(missing, &opts).await? {
@@ -185,25 +195,44 @@ fn compacted<'a>(name: &'a str, partitions: i32, rf: TopicReplication<'a>) -> Ne
 pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
     let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
     let sources = cfg.sources_topic();
-    let probe = Probe::new(cfg)?;
+    let names = [repartition.clone(), changelog.clone(), sources.clone()];
+    let (probe, present) = Probe::new(cfg)?
+        .blocking(move |p| {
+            names
+                .iter()
+                .map(|t| Ok(p.partitions(t)?.is_some()))
+                .collect::<anyhow::Result<Vec<bool>>>()
+        })
+        .await?;
     let n = cfg.pipeline.partitions;
     let rf = || TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
     let mut missing = Vec::new();
-    if probe.partitions(&repartition)?.is_none() {
+    if !present[0] {
         missing.push(NewTopic::new(&repartition, n, rf()).set("cleanup.policy", "delete"));
     }
-    if probe.partitions(&changelog)?.is_none() {
+    if !present[1] {
         missing.push(compacted(&changelog, n, rf()));
     }
-    if probe.partitions(&sources)?.is_none() {
+    if !present[2] {
         missing.push(compacted(&sources, n, rf()));
     }
-    probe.create(&missing).await?;
-    let pr = probe.count(&repartition)?;
-    for (topic, holds) in [(&changelog, "state"), (&sources, "inhibition sources")] {
-        let pc = probe.count(topic)?;
+    Probe::create(cfg, &missing).await?;
+    let names = [repartition.clone(), changelog.clone(), sources.clone()];
+    let (_, counts) = probe
+        .blocking(move |p| {
+            names
+                .iter()
+                .map(|t| p.count(t))
+                .collect::<anyhow::Result<Vec<i32>>>()
+        })
+        .await?;
+    let pr = counts[0];
+    for ((topic, holds), pc) in [(&changelog, "state"), (&sources, "inhibition sources")]
+        .into_iter()
+        .zip(&counts[1..])
+    {
         anyhow::ensure!(
-            pr == pc,
+            pr == *pc,
             "{repartition} has {pr} partitions but {topic} has {pc}: they must be equal \
              (a task's {holds} live in the {topic} partition of the same number)"
         );
@@ -226,12 +255,16 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
 /// returns its name.
 pub async fn ensure_controls(cfg: &Config) -> anyhow::Result<String> {
     let topic = cfg.controls_topic();
-    let probe = Probe::new(cfg)?;
-    if probe.partitions(&topic)?.is_none() {
+    let name = topic.clone();
+    let (probe, present) = Probe::new(cfg)?
+        .blocking(move |p| Ok(p.partitions(&name)?.is_some()))
+        .await?;
+    if !present {
         let rf = TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
-        probe.create(&[compacted(&topic, 1, rf)]).await?;
+        Probe::create(cfg, &[compacted(&topic, 1, rf)]).await?;
     }
-    probe.count(&topic)?;
+    let name = topic.clone();
+    probe.blocking(move |p| p.count(&name)).await?;
     Ok(topic)
 }
 
