@@ -825,7 +825,11 @@ impl Engine {
         }
         match e.until {
             Some(until) => {
-                let entries = idx.by_key.entry(e.equal.clone()).or_default();
+                // A resend finds its key: no copy of it is made for the lookup.
+                let entries = match idx.by_key.get_mut(&e.equal) {
+                    Some(entries) => entries,
+                    None => idx.by_key.entry(e.equal.clone()).or_default(),
+                };
                 match entries.iter_mut().find(|(f, _)| *f == e.key) {
                     Some(x) => x.1 = until,
                     None => {
