@@ -71,14 +71,12 @@ pub fn feed_with(
     out: &mut Outputs,
     opts: FeedOptions<'_>,
 ) -> Fed {
-    feed_decoded(
-        engine,
-        &decode::decode(message),
-        now,
-        first_input,
-        out,
-        opts,
-    )
+    let decoded = decode::decode(message);
+    let fed = feed_decoded(engine, &decoded, now, first_input, out, opts);
+    if let Ok(d) = decoded {
+        decode::recycle(d);
+    }
+    fed
 }
 
 /// [`feed_with`] for a message already decoded (a driver feeding several

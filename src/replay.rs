@@ -249,6 +249,9 @@ pub fn replay_many(
             step(i, engine, &mut out, report)?;
         }
         next_input += alerts;
+        if let Ok(d) = decoded {
+            crate::decode::recycle(d);
+        }
         Ok(())
     };
     for_each_line(input, &mut line_of)?;

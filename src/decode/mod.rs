@@ -635,6 +635,65 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
+/// The label vectors of decoded alerts, kept for the next message's alerts.
+///
+/// Two vectors per alert (labels, annotations) were more than half of all
+/// allocations in a replay (BENCHMARKS.md, "Replay: reading the file"). The
+/// hot loops (replay, the route and decide stages) hand a decoded message back
+/// with [`recycle`] once decided; its vectors, emptied, serve the next
+/// message's alerts. Per thread, bounded in count and in each vector's size,
+/// so a message with huge label sets does not stay resident through it.
+mod spare {
+    use super::{Cow, LabelPairs};
+    use std::cell::RefCell;
+
+    type Pairs = Vec<(Cow<'static, str>, Cow<'static, str>)>;
+
+    /// Vectors kept per thread (a few messages' worth).
+    const KEPT: usize = 512;
+    /// Larger vectors are freed, not kept.
+    const LARGEST: usize = 32;
+
+    thread_local! {
+        static SPARE: RefCell<Vec<Pairs>> = const { RefCell::new(Vec::new()) };
+    }
+
+    /// An empty vector: a spare one, or a new one with room for `n` pairs.
+    pub(super) fn take<'a>(n: usize) -> LabelPairs<'a> {
+        SPARE
+            .with(|s| s.borrow_mut().pop())
+            .unwrap_or_else(|| Vec::with_capacity(n))
+    }
+
+    /// Keeps `v`'s allocation for [`take`] when there is room.
+    pub(super) fn give(s: &mut Vec<Pairs>, mut v: LabelPairs<'_>) {
+        if s.len() >= KEPT || v.capacity() == 0 || v.capacity() > LARGEST {
+            return;
+        }
+        v.clear();
+        // Empty, so no pair outlives its message. The standard library
+        // collects a vector's `into_iter().map(..)` into its own allocation
+        // when the layouts agree (they do: only the lifetime differs); were it
+        // ever to stop, this would give back an unallocated vector, still correct.
+        s.push(v.into_iter().map(|_| unreachable!("empty")).collect());
+    }
+
+    pub(super) fn with<T>(f: impl FnOnce(&mut Vec<Pairs>) -> T) -> T {
+        SPARE.with(|s| f(&mut s.borrow_mut()))
+    }
+}
+
+/// Hands a decoded message's label vectors back for the next message's
+/// alerts (see `spare`); dropping it instead is always correct.
+pub fn recycle(decoded: Decoded<'_>) {
+    spare::with(|s| {
+        for a in decoded.alerts.into_iter().flatten() {
+            spare::give(s, a.labels);
+            spare::give(s, a.annotations);
+        }
+    });
+}
+
 /// A JSON object of string pairs. Problems that make the alert (not the message)
 /// invalid are recorded instead of failing the parse, so the reason is precise.
 struct LabelField<'a> {
@@ -645,7 +704,7 @@ struct LabelField<'a> {
 impl<'a> LabelField<'a> {
     fn with_capacity(n: usize) -> LabelField<'a> {
         LabelField {
-            pairs: Vec::with_capacity(n),
+            pairs: spare::take(n),
             problem: None,
         }
     }
@@ -759,6 +818,49 @@ impl<'de: 'a, 'a> Deserialize<'de> for StrOrOther<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Recycled vectors serve the next message, which decodes exactly as it
+    /// would have with new ones; oversized vectors are not kept.
+    #[test]
+    fn recycled_label_vectors_serve_the_next_message_unchanged() {
+        let first = br#"[{"labels":{"alertname":"A","job":"j"},"annotations":{"s":"x"}},
+            {"labels":{"alertname":"B"}}]"#;
+        let second = br#"[{"labels":{"alertname":"C","z":"\u00e9"},"annotations":{"s":"y"}},
+            {"labels":{"alertname":"D","e":""}},{"labels":{"alertname":"E"}}]"#;
+        let pointers = |d: &Decoded<'_>| -> Vec<usize> {
+            d.alerts
+                .iter()
+                .flatten()
+                .flat_map(|a| [&a.labels, &a.annotations])
+                .filter(|v| v.capacity() > 0)
+                .map(|v| v.as_ptr() as usize)
+                .collect()
+        };
+        let want = format!("{:?}", decode_reference(second));
+        // Empty the thread's spares, so what the second message gets is the first's.
+        spare::with(|s| s.clear());
+        let d = decode(first).unwrap();
+        let given = pointers(&d);
+        recycle(d);
+        let d = decode(second).unwrap();
+        let reused = pointers(&d).iter().filter(|p| given.contains(p)).count();
+        assert_eq!(given.len(), 3, "A's labels and annotations, B's labels");
+        assert_eq!(reused, 3, "the first message's vectors serve the second");
+        assert_eq!(format!("{:?}", Ok::<_, Invalid>(d)), want);
+
+        // A vector grown past the size kept is freed.
+        spare::with(|s| s.clear());
+        let many: String = (0..100).map(|i| format!(r#""l{i:03}":"v","#)).collect();
+        let big = format!(r#"[{{"labels":{{{}"alertname":"X"}}}}]"#, many);
+        let d = decode(big.as_bytes()).unwrap();
+        assert_eq!(d.alerts[0].as_ref().unwrap().labels.len(), 101);
+        recycle(d);
+        assert!(
+            spare::with(|s| s.iter().all(|v| v.capacity() <= 32)),
+            "a vector of 101 pairs is freed, not kept"
+        );
+    }
 
     /// Each element exactly as written, whatever its strings and nesting hold.
     #[test]
@@ -794,7 +896,6 @@ mod tests {
         assert_eq!(format!("{again:?}"), format!("{whole:?}"));
     }
 
-    use super::*;
     use crate::model::Labels;
 
     fn one(msg: &str) -> Result<Alert<'_>, Invalid> {

@@ -171,13 +171,15 @@ fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> 
             }
         }
     }
-    Routed {
+    let routed = Routed {
         format: Some(decoded.format),
         alerts: decoded.alerts.len() as u32,
         routed: owners.len() as u64 - oversized,
         invalid,
         batches,
-    }
+    };
+    decode::recycle(decoded);
+    routed
 }
 
 impl Core {
