@@ -159,25 +159,25 @@ impl Probe {
         }
         anyhow::bail!("internal topic {topic} has no partitions")
     }
+}
 
-    /// Creates the topics that are missing (one that appeared meanwhile is fine).
-    async fn create(cfg: &Config, missing: &[NewTopic<'_>]) -> anyhow::Result<()> {
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let admin: AdminClient<super::throttle::Throttled> =
-            super::client_config(cfg, &cfg.kafka.producer_properties)
-                .create_with_context(super::throttle::Throttled::default())?;
-        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-        for r in admin.create_topics(missing, &opts).await? {
-            match r {
-                Ok(topic) => tracing::info!(topic, "created internal topic"),
-                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((topic, code)) => anyhow::bail!("creating internal topic {topic}: {code}"),
-            }
-        }
-        Ok(())
+/// Creates the topics that are missing (one that appeared meanwhile is fine).
+async fn create_topics(cfg: &Config, missing: &[NewTopic<'_>]) -> anyhow::Result<()> {
+    if missing.is_empty() {
+        return Ok(());
     }
+    let admin: AdminClient<super::throttle::Throttled> =
+        super::client_config(cfg, &cfg.kafka.producer_properties)
+            .create_with_context(super::throttle::Throttled::default())?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    for r in admin.create_topics(missing, &opts).await? {
+        match r {
+            Ok(topic) => tracing::info!(topic, "created internal topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => anyhow::bail!("creating internal topic {topic}: {code}"),
+        }
+    }
+    Ok(())
 }
 
 /// A compacted internal topic: compaction only cleans closed segments, so
@@ -216,7 +216,7 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
     if !present[2] {
         missing.push(compacted(&sources, n, rf()));
     }
-    Probe::create(cfg, &missing).await?;
+    create_topics(cfg, &missing).await?;
     let names = [repartition.clone(), changelog.clone(), sources.clone()];
     let (_, counts) = probe
         .blocking(move |p| {
@@ -261,7 +261,7 @@ pub async fn ensure_controls(cfg: &Config) -> anyhow::Result<String> {
         .await?;
     if !present {
         let rf = TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
-        Probe::create(cfg, &[compacted(&topic, 1, rf)]).await?;
+        create_topics(cfg, &[compacted(&topic, 1, rf)]).await?;
     }
     let name = topic.clone();
     probe.blocking(move |p| p.count(&name)).await?;
