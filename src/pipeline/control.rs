@@ -60,14 +60,13 @@ impl ControlLog {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic, 0, Offset::Beginning)?;
         consumer.assign(&tpl)?;
-        // librdkafka's watermark call blocks: off the runtime's threads.
         let (consumer, high) = {
             let topic = topic.clone();
-            tokio::task::spawn_blocking(move || {
-                let end = consumer.fetch_watermarks(&topic, 0, Duration::from_secs(10));
-                end.map(|(_, high)| (consumer, high))
+            super::off_runtime(consumer, move |c| {
+                let (_, high) = c.fetch_watermarks(&topic, 0, Duration::from_secs(10))?;
+                Ok(high)
             })
-            .await??
+            .await?
         };
 
         let mut producer_cfg = super::client_config(cfg, &cfg.kafka.producer_properties);

@@ -168,6 +168,16 @@ fn table_reader_config(cfg: &Config, reader: &str) -> ClientConfig {
     c
 }
 
+/// Runs `f`'s blocking librdkafka calls on `client` (metadata, watermarks: up
+/// to their timeout each while the broker is away) on a blocking thread, off
+/// the runtime's workers, and hands the client back with the answer.
+async fn off_runtime<C: Send + 'static, T: Send + 'static>(
+    client: C,
+    f: impl FnOnce(&C) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<(C, T)> {
+    tokio::task::spawn_blocking(move || f(&client).map(|t| (client, t))).await?
+}
+
 /// Waits until a table reader has read what its topic held at start.
 async fn wait_caught_up(
     caught_up: &tokio::sync::watch::Receiver<bool>,

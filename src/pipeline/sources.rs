@@ -53,10 +53,9 @@ impl SourcesReader {
         c.set("enable.partition.eof", "true");
         let consumer: StreamConsumer<super::store::Quiet> =
             c.create_with_context(super::store::Quiet::default())?;
-        // What the topic holds now: caught up once every partition is read to
-        // here. librdkafka's watermark calls block: off the runtime's threads.
+        // What the topic holds now: caught up once every partition is read to here.
         let owned = topic.to_owned();
-        let (consumer, behind, tpl) = tokio::task::spawn_blocking(move || {
+        let (consumer, (behind, tpl)) = super::off_runtime(consumer, move |consumer| {
             let topic = owned.as_str();
             let mut behind = HashMap::new();
             let mut tpl = TopicPartitionList::new();
@@ -70,7 +69,7 @@ impl SourcesReader {
                             tracing::debug!(%error, partition = p, "sources topic watermarks; retrying");
                             std::thread::sleep(Duration::from_millis(200));
                         }
-                        Err(error) => return Err(anyhow::Error::from(error)),
+                        Err(error) => return Err(error.into()),
                     }
                 };
                 if high > low {
@@ -78,9 +77,9 @@ impl SourcesReader {
                 }
                 tpl.add_partition_offset(topic, p, Offset::Beginning)?;
             }
-            Ok((consumer, behind, tpl))
+            Ok((behind, tpl))
         })
-        .await??;
+        .await?;
         consumer.assign(&tpl)?;
         tracing::info!(
             topic,

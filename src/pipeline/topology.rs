@@ -101,7 +101,7 @@ impl Topology {
 
 /// Reads topic metadata for [`ensure`] and [`ensure_controls`]. Its calls
 /// block (librdkafka's metadata requests, up to 10 s each while the broker is
-/// away): they run through [`Probe::blocking`], off the runtime's threads.
+/// away): they run through [`super::off_runtime`].
 struct Probe {
     bootstrap: String,
     consumer: BaseConsumer<super::throttle::Throttled>,
@@ -116,14 +116,6 @@ impl Probe {
             consumer: super::client_config(cfg, &cfg.kafka.consumer_properties)
                 .create_with_context(super::throttle::Throttled::default())?,
         })
-    }
-
-    /// Runs `f` on a blocking thread and hands the probe back with its answer.
-    async fn blocking<T: Send + 'static>(
-        self,
-        f: impl FnOnce(&Probe) -> anyhow::Result<T> + Send + 'static,
-    ) -> anyhow::Result<(Probe, T)> {
-        tokio::task::spawn_blocking(move || f(&self).map(|t| (self, t))).await?
     }
 
     /// A topic's partition count, `None` when it does not exist.
@@ -196,14 +188,14 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
     let (repartition, changelog) = (cfg.repartition_topic(), cfg.changelog_topic());
     let sources = cfg.sources_topic();
     let names = [repartition.clone(), changelog.clone(), sources.clone()];
-    let (probe, present) = Probe::new(cfg)?
-        .blocking(move |p| {
-            names
-                .iter()
-                .map(|t| Ok(p.partitions(t)?.is_some()))
-                .collect::<anyhow::Result<Vec<bool>>>()
-        })
-        .await?;
+    let asked = names.clone();
+    let (probe, present) = super::off_runtime(Probe::new(cfg)?, move |p| {
+        asked
+            .iter()
+            .map(|t| Ok(p.partitions(t)?.is_some()))
+            .collect::<anyhow::Result<Vec<bool>>>()
+    })
+    .await?;
     let n = cfg.pipeline.partitions;
     let rf = || TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
     let mut missing = Vec::new();
@@ -217,15 +209,13 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
         missing.push(compacted(&sources, n, rf()));
     }
     create_topics(cfg, &missing).await?;
-    let names = [repartition.clone(), changelog.clone(), sources.clone()];
-    let (_, counts) = probe
-        .blocking(move |p| {
-            names
-                .iter()
-                .map(|t| p.count(t))
-                .collect::<anyhow::Result<Vec<i32>>>()
-        })
-        .await?;
+    let (_, counts) = super::off_runtime(probe, move |p| {
+        names
+            .iter()
+            .map(|t| p.count(t))
+            .collect::<anyhow::Result<Vec<i32>>>()
+    })
+    .await?;
     let pr = counts[0];
     for ((topic, holds), pc) in [(&changelog, "state"), (&sources, "inhibition sources")]
         .into_iter()
@@ -256,15 +246,16 @@ pub async fn ensure(cfg: &Config) -> anyhow::Result<Topology> {
 pub async fn ensure_controls(cfg: &Config) -> anyhow::Result<String> {
     let topic = cfg.controls_topic();
     let name = topic.clone();
-    let (probe, present) = Probe::new(cfg)?
-        .blocking(move |p| Ok(p.partitions(&name)?.is_some()))
-        .await?;
+    let (probe, present) = super::off_runtime(Probe::new(cfg)?, move |p| {
+        Ok(p.partitions(&name)?.is_some())
+    })
+    .await?;
     if !present {
         let rf = TopicReplication::Fixed(cfg.kafka.internal_replication_factor);
         create_topics(cfg, &[compacted(&topic, 1, rf)]).await?;
     }
     let name = topic.clone();
-    probe.blocking(move |p| p.count(&name)).await?;
+    super::off_runtime(probe, move |p| p.count(&name)).await?;
     Ok(topic)
 }
 
