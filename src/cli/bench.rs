@@ -65,9 +65,28 @@ pub struct BenchArgs {
     /// `pipeline.commit_interval`); the at-least-once run keeps its default.
     #[arg(long)]
     pub exactly_once_commit_interval: Option<String>,
+    /// A librdkafka property for the pipeline's producers in the throughput
+    /// runs, as `name=value` (repeatable; like `kafka.producer_properties`).
+    #[arg(long = "producer-property", value_name = "NAME=VALUE", value_parser = property)]
+    pub producer_properties: Vec<(String, String)>,
+    /// A librdkafka property for the pipeline's consumer in the throughput
+    /// runs, as `name=value` (repeatable; like `kafka.consumer_properties`).
+    #[arg(long = "consumer-property", value_name = "NAME=VALUE", value_parser = property)]
+    pub consumer_properties: Vec<(String, String)>,
+    /// The broker's process id (`scripts/kafka.sh status` prints it): the
+    /// throughput runs then also report the broker's CPU per alert.
+    #[arg(long, env = "SQUADRON_BENCH_BROKER_PID")]
+    pub broker_pid: Option<u32>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+fn property(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {s:?}")),
+    }
 }
 
 pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
@@ -94,6 +113,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         cfg.http.listen = None;
         cfg.pipeline.deliver_receivers = false;
         cfg.pipeline.partitions = args.partitions;
+        cfg.kafka.producer_properties.extend(args.producer_properties.iter().cloned());
+        cfg.kafka.consumer_properties.extend(args.consumer_properties.iter().cloned());
         let mut runs = Vec::new();
         for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
             let mut cfg = cfg.clone();
@@ -103,7 +124,9 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             if guarantee == Guarantee::ExactlyOnce {
                 cfg.pipeline.commit_interval = args.exactly_once_commit_interval.clone();
             }
+            let cpu_before = (cpu_seconds("self"), args.broker_pid.and_then(|p| cpu_seconds(&p.to_string())));
             let (elapsed, metrics) = run_until(cfg, rules.clone(), alerts).await?;
+            let cpu = Cpu::since(cpu_before, args.broker_pid, alerts);
             let rate = alerts as f64 / elapsed.as_secs_f64();
             eprintln!(
                 "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} chunks handled on two threads; {} changelog records, {} commits)",
@@ -113,11 +136,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
                 metrics.changelog_records.get(),
                 metrics.commits.get(),
             );
-            runs.push((elapsed, rate, metrics));
+            eprintln!("bench: {guarantee:?}: {cpu}");
+            runs.push((elapsed, rate, metrics, cpu));
         }
-        let (elapsed, rate, metrics) = &runs[0];
+        let (elapsed, rate, metrics, cpu) = &runs[0];
         let (elapsed, rate) = (*elapsed, *rate);
-        let (eos_elapsed, eos_rate) = (runs[1].0, runs[1].1);
+        let (eos_elapsed, eos_rate, eos_cpu) = (runs[1].0, runs[1].1, &runs[1].3);
         let baseline_rate = alerts as f64 / baseline.as_secs_f64();
         let fates = metrics.fate_counts();
 
@@ -162,6 +186,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             "exactly_once_seconds": eos_elapsed.as_secs_f64(),
             "exactly_once_alerts_per_second": eos_rate,
             "ratio_exactly_once_to_at_least_once": eos_rate / rate,
+            "cpu_us_per_alert": {"at_least_once": cpu.json(), "exactly_once": eos_cpu.json()},
             "baseline_consume_seconds": baseline.as_secs_f64(),
             "baseline_alerts_per_second": baseline_rate,
             "ratio_pipeline_to_baseline": rate / baseline_rate,
@@ -175,6 +200,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             println!("end-to-end through {b}");
             println!("  throughput  {alerts} alerts in {:.2}s = {rate:.0} alerts/s (at least once)", elapsed.as_secs_f64());
             println!("  exactly     {alerts} alerts in {:.2}s = {eos_rate:.0} alerts/s (exactly once; {:.2} of at least once)", eos_elapsed.as_secs_f64(), eos_rate / rate);
+            println!("  cpu         at least once: {cpu}; exactly once: {eos_cpu}");
             println!("  baseline    bare consumer over the same topic: {baseline_rate:.0} alerts/s (pipeline/baseline = {:.2})", rate / baseline_rate);
             if let Some(r) = &restore {
                 println!(
@@ -195,6 +221,53 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         }
         Ok(0)
     })
+}
+
+/// CPU time per alert of one throughput run: squadron's process (the
+/// pipeline: nothing else of the bench runs meanwhile) and, when its pid is
+/// given, the broker's. Counted over the whole run, start-up and shut-down
+/// included.
+struct Cpu {
+    squadron_us: Option<f64>,
+    broker_us: Option<f64>,
+}
+
+impl Cpu {
+    fn since(before: (Option<f64>, Option<f64>), broker: Option<u32>, alerts: u64) -> Cpu {
+        let per_alert = |b: Option<f64>, a: Option<f64>| Some((a? - b?) * 1e6 / alerts.max(1) as f64);
+        Cpu {
+            squadron_us: per_alert(before.0, cpu_seconds("self")),
+            broker_us: per_alert(before.1, broker.and_then(|p| cpu_seconds(&p.to_string()))),
+        }
+    }
+
+    fn json(&self) -> serde_json::Value {
+        json!({"squadron": self.squadron_us, "broker": self.broker_us})
+    }
+}
+
+impl std::fmt::Display for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let us = |v: Option<f64>| v.map_or("unknown".to_owned(), |v| format!("{v:.2}"));
+        write!(f, "CPU per alert: squadron {} us, broker {} us", us(self.squadron_us), match self.broker_us {
+            None => "unmeasured (--broker-pid)".to_owned(),
+            v => us(v),
+        })
+    }
+}
+
+/// A process' user and system CPU time so far, from `/proc/<pid>/stat`
+/// (`pid` may be "self"); `None` where there is no such file.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command (in parentheses, which may hold spaces):
+    // utime and stime are the 12th and 13th.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ').skip(11);
+    let ticks = fields.next()?.parse::<u64>().ok()? + fields.next()?.parse::<u64>().ok()?;
+    // In USER_HZ ticks: 100 per second, fixed by the kernel's ABI on every
+    // architecture squadron builds for.
+    Some(ticks as f64 / 100.0)
 }
 
 async fn create_topics(brokers: &str, topics: &[(&str, i32)]) -> anyhow::Result<()> {
