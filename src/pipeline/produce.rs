@@ -193,6 +193,12 @@ impl Output {
         if let Some(id) = &transactional_id {
             config.set("transactional.id", id);
         }
+        // Only failures need a report (`Deliveries` acts on nothing else); a
+        // report per acknowledged record cost an event and its allocations
+        // each. Flushes still wait for every acknowledgement.
+        if config.get("delivery.report.only.error").is_none() {
+            config.set("delivery.report.only.error", "true");
+        }
         let producer = Polled::new(
             &config,
             Deliveries {
@@ -250,13 +256,15 @@ impl Output {
                 value: Some(v),
             });
         }
-        if let Err(error) = self.send_raw(
+        // librdkafka takes the headers when it takes the record; a refused
+        // record hands them back, for the copy kept to send again.
+        if let Err((error, headers)) = self.send_raw(
             r.kind,
             &r.topic,
             r.partition,
             r.key.as_deref(),
             r.payload.as_deref(),
-            headers.clone(),
+            headers,
         ) {
             self.producer
                 .context()
@@ -279,7 +287,7 @@ impl Output {
                     rdkafka::Timestamp::NotAvailable,
                     r.partition.unwrap_or(-1),
                     -1,
-                    Some(headers),
+                    headers,
                 );
                 self.producer
                     .context()
@@ -299,7 +307,7 @@ impl Output {
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: OwnedHeaders,
-    ) -> Result<(), KafkaError> {
+    ) -> Result<(), (KafkaError, Option<OwnedHeaders>)> {
         let opaque = Kind::ALL.iter().position(|k| *k == kind).expect("listed");
         let mut record: BaseRecord<'_, [u8], [u8], usize> =
             BaseRecord::with_opaque_to(topic, opaque).headers(headers);
@@ -326,7 +334,7 @@ impl Output {
                         tracing::warn!(topic, "producer queue full; waiting");
                     }
                 }
-                Err((error, _)) => return Err(error),
+                Err((error, r)) => return Err((error, r.headers)),
             }
         }
     }
@@ -436,7 +444,7 @@ impl Output {
         for (kind, m) in failed {
             let headers = m.headers().cloned().unwrap_or_else(OwnedHeaders::new);
             let partition = (m.partition() >= 0).then_some(m.partition());
-            if let Err(error) =
+            if let Err((error, _)) =
                 self.send_raw(kind, m.topic(), partition, m.key(), m.payload(), headers)
             {
                 tracing::error!(%error, topic = m.topic(), "cannot produce; will retry");
