@@ -77,6 +77,9 @@ pub struct BenchArgs {
     /// throughput runs then also report the broker's CPU per alert.
     #[arg(long, env = "SQUADRON_BENCH_BROKER_PID")]
     pub broker_pid: Option<u32>,
+    /// Keep the topics the run made (by default they are deleted at the end).
+    #[arg(long)]
+    pub keep_topics: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,
@@ -94,8 +97,21 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
-        let id = format!("{}-{}", std::process::id(), wall_clock().millis() % 100_000_000);
+    let id = format!("{}-{}", std::process::id(), wall_clock().millis() % 100_000_000);
+    let result = runtime.block_on(run(args, &id));
+    if !args.keep_topics {
+        // Also after a failed run: each run makes about 120 partitions, and a
+        // broker left holding thousands works (and varies) more in every
+        // later run.
+        if let Err(error) = runtime.block_on(delete_topics_of(&args.bootstrap_servers, &id)) {
+            eprintln!("bench: could not delete this run's topics (*{id}*): {error:#}");
+        }
+    }
+    result
+}
+
+async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
+    {
         let b = &args.bootstrap_servers;
         // Throughput.
         let input = format!("bench-in-{id}");
@@ -220,7 +236,38 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
             );
         }
         Ok(0)
+    }
+}
+
+/// Deletes every topic whose name holds `id`: what one bench run made (its
+/// own topics and the pipelines' internal ones).
+async fn delete_topics_of(brokers: &str, id: &str) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
+    // The metadata call blocks: off the runtime.
+    let admin = std::sync::Arc::new(admin);
+    let (reader, id) = (admin.clone(), id.to_owned());
+    let names = tokio::task::spawn_blocking(move || {
+        let m = reader.inner().fetch_metadata(None, Duration::from_secs(10))?;
+        anyhow::Ok(
+            m.topics()
+                .iter()
+                .map(|t| t.name().to_owned())
+                .filter(|n| n.contains(id.as_str()))
+                .collect::<Vec<_>>(),
+        )
     })
+    .await??;
+    if names.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for r in admin.delete_topics(&names, &AdminOptions::new()).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("deleting {t}: {e}"))?;
+    }
+    eprintln!("bench: deleted this run's {} topics", names.len());
+    Ok(())
 }
 
 /// CPU time per alert of one throughput run: squadron's process (the
