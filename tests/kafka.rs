@@ -2334,3 +2334,61 @@ fn an_inhibition_source_reaches_the_tasks_of_another_instance() {
         "no pod is notified"
     );
 }
+
+/// Topics the broker lists whose names start with `prefix`.
+fn topics_named(broker: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+    let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", broker)
+        .create()
+        .unwrap();
+    let m = rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10))
+        .unwrap();
+    m.topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+/// `squadron bench` end to end on a small stream: both guarantees put every
+/// alert through, CPU per alert is reported for squadron and for a process
+/// given as the broker, and the run deletes every topic it made.
+#[test]
+fn bench_measures_both_guarantees_and_deletes_its_topics() {
+    let Some(broker) = broker() else { return };
+    let before = topics_named(&broker, "bench-");
+    let out = squadron_output(&[
+        "bench",
+        "--bootstrap-servers",
+        &broker,
+        "--alerts",
+        "2000",
+        "--partitions",
+        "3",
+        "--latency-rate",
+        "500",
+        "--latency-duration",
+        "1s",
+        "--restore-alerts",
+        "500",
+        // Any process serves to check the accounting: this test's.
+        "--broker-pid",
+        &std::process::id().to_string(),
+        "--json",
+    ]);
+    let r: Value = serde_json::from_str(out.trim()).expect("one JSON line");
+    assert!(r["alerts"].as_u64().unwrap() >= 2000, "{r}");
+    for rate in ["pipeline_alerts_per_second", "exactly_once_alerts_per_second"] {
+        assert!(r[rate].as_f64().unwrap() > 0.0, "{rate}: {r}");
+    }
+    for run in ["at_least_once", "exactly_once"] {
+        let cpu = &r["cpu_us_per_alert"][run];
+        assert!(cpu["squadron"].as_f64().unwrap() > 0.0, "{run}: {r}");
+        assert!(cpu["broker"].as_f64().unwrap() >= 0.0, "{run}: {r}");
+    }
+    assert_eq!(r["restore"]["active_alerts"], 500, "{r}");
+    assert!(r["latency"]["probes"].as_u64().unwrap() > 0, "{r}");
+    wait_until(Duration::from_secs(30), "the bench's topics deleted", || {
+        topics_named(&broker, "bench-") == before
+    });
+}
