@@ -2378,7 +2378,10 @@ fn bench_measures_both_guarantees_and_deletes_its_topics() {
     ]);
     let r: Value = serde_json::from_str(out.trim()).expect("one JSON line");
     assert!(r["alerts"].as_u64().unwrap() >= 2000, "{r}");
-    for rate in ["pipeline_alerts_per_second", "exactly_once_alerts_per_second"] {
+    for rate in [
+        "pipeline_alerts_per_second",
+        "exactly_once_alerts_per_second",
+    ] {
         assert!(r[rate].as_f64().unwrap() > 0.0, "{rate}: {r}");
     }
     for run in ["at_least_once", "exactly_once"] {
@@ -2388,7 +2391,9 @@ fn bench_measures_both_guarantees_and_deletes_its_topics() {
     }
     assert_eq!(r["restore"]["active_alerts"], 500, "{r}");
     assert!(r["latency"]["probes"].as_u64().unwrap() > 0, "{r}");
-    wait_until(Duration::from_secs(30), "the bench's topics deleted", || {
-        topics_named(&broker, "bench-") == before
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the bench's topics deleted",
+        || topics_named(&broker, "bench-") == before,
+    );
 }

@@ -97,7 +97,11 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let id = format!("{}-{}", std::process::id(), wall_clock().millis() % 100_000_000);
+    let id = format!(
+        "{}-{}",
+        std::process::id(),
+        wall_clock().millis() % 100_000_000
+    );
     let result = runtime.block_on(run(args, &id));
     if !args.keep_topics {
         // Also after a failed run: each run makes about 120 partitions, and a
@@ -118,9 +122,14 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         create_topics(b, &[(&input, 4)]).await?;
         eprintln!("bench: preloading {} alerts into {input}", args.alerts);
         let (messages, alerts) = preload(b, &input, args.alerts).await?;
-        eprintln!("bench: preloaded {messages} messages, {alerts} alerts; baseline: a bare consumer");
+        eprintln!(
+            "bench: preloaded {messages} messages, {alerts} alerts; baseline: a bare consumer"
+        );
         let baseline = consume_all(b, &input, messages).await?;
-        eprintln!("bench: baseline read {messages} messages in {:.2}s; now the pipeline", baseline.as_secs_f64());
+        eprintln!(
+            "bench: baseline read {messages} messages in {:.2}s; now the pipeline",
+            baseline.as_secs_f64()
+        );
         let rules = super::run::load_rules(&args.rules)?;
         let mut cfg = Config::default();
         cfg.kafka.bootstrap_servers = b.clone();
@@ -129,8 +138,12 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         cfg.http.listen = None;
         cfg.pipeline.deliver_receivers = false;
         cfg.pipeline.partitions = args.partitions;
-        cfg.kafka.producer_properties.extend(args.producer_properties.iter().cloned());
-        cfg.kafka.consumer_properties.extend(args.consumer_properties.iter().cloned());
+        cfg.kafka
+            .producer_properties
+            .extend(args.producer_properties.iter().cloned());
+        cfg.kafka
+            .consumer_properties
+            .extend(args.consumer_properties.iter().cloned());
         let mut runs = Vec::new();
         for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
             let mut cfg = cfg.clone();
@@ -140,7 +153,10 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
             if guarantee == Guarantee::ExactlyOnce {
                 cfg.pipeline.commit_interval = args.exactly_once_commit_interval.clone();
             }
-            let cpu_before = (cpu_seconds("self"), args.broker_pid.and_then(|p| cpu_seconds(&p.to_string())));
+            let cpu_before = (
+                cpu_seconds("self"),
+                args.broker_pid.and_then(|p| cpu_seconds(&p.to_string())),
+            );
             let (elapsed, metrics) = run_until(cfg, rules.clone(), alerts).await?;
             let cpu = Cpu::since(cpu_before, args.broker_pid, alerts);
             let rate = alerts as f64 / elapsed.as_secs_f64();
@@ -181,8 +197,20 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
         cfg.http.listen = None;
         cfg.pipeline.deliver_receivers = false;
-        eprintln!("bench: latency run at {latency_rate:.0} alerts/s for {}s (group_wait 0)", args.latency_duration.as_secs());
-        let (latencies, sent_batches) = latency_run(cfg, rules, b, &lat_in, &lat_out, latency_rate, args.latency_duration).await?;
+        eprintln!(
+            "bench: latency run at {latency_rate:.0} alerts/s for {}s (group_wait 0)",
+            args.latency_duration.as_secs()
+        );
+        let (latencies, sent_batches) = latency_run(
+            cfg,
+            rules,
+            b,
+            &lat_in,
+            &lat_out,
+            latency_rate,
+            args.latency_duration,
+        )
+        .await?;
         // What the generator achieved, which can fall short of the target on a loaded machine.
         let achieved_rate = sent_batches as f64 * 64.0 / args.latency_duration.as_secs_f64();
         let _ = std::fs::remove_dir_all(&dir);
@@ -192,7 +220,12 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         } else {
             None
         };
-        let pct = |p: f64| latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(-1);
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+                .copied()
+                .unwrap_or(-1)
+        };
 
         let result = json!({
             "alerts": alerts,
@@ -214,10 +247,20 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
             println!("{result}");
         } else {
             println!("end-to-end through {b}");
-            println!("  throughput  {alerts} alerts in {:.2}s = {rate:.0} alerts/s (at least once)", elapsed.as_secs_f64());
-            println!("  exactly     {alerts} alerts in {:.2}s = {eos_rate:.0} alerts/s (exactly once; {:.2} of at least once)", eos_elapsed.as_secs_f64(), eos_rate / rate);
+            println!(
+                "  throughput  {alerts} alerts in {:.2}s = {rate:.0} alerts/s (at least once)",
+                elapsed.as_secs_f64()
+            );
+            println!(
+                "  exactly     {alerts} alerts in {:.2}s = {eos_rate:.0} alerts/s (exactly once; {:.2} of at least once)",
+                eos_elapsed.as_secs_f64(),
+                eos_rate / rate
+            );
             println!("  cpu         at least once: {cpu}; exactly once: {eos_cpu}");
-            println!("  baseline    bare consumer over the same topic: {baseline_rate:.0} alerts/s (pipeline/baseline = {:.2})", rate / baseline_rate);
+            println!(
+                "  baseline    bare consumer over the same topic: {baseline_rate:.0} alerts/s (pipeline/baseline = {:.2})",
+                rate / baseline_rate
+            );
             if let Some(r) = &restore {
                 println!(
                     "  restore     {} active alerts ({} changelog records, {} after compaction) restored in {:.2}s",
@@ -249,7 +292,9 @@ async fn delete_topics_of(brokers: &str, id: &str) -> anyhow::Result<()> {
     let admin = std::sync::Arc::new(admin);
     let (reader, id) = (admin.clone(), id.to_owned());
     let names = tokio::task::spawn_blocking(move || {
-        let m = reader.inner().fetch_metadata(None, Duration::from_secs(10))?;
+        let m = reader
+            .inner()
+            .fetch_metadata(None, Duration::from_secs(10))?;
         anyhow::Ok(
             m.topics()
                 .iter()
@@ -281,7 +326,8 @@ struct Cpu {
 
 impl Cpu {
     fn since(before: (Option<f64>, Option<f64>), broker: Option<u32>, alerts: u64) -> Cpu {
-        let per_alert = |b: Option<f64>, a: Option<f64>| Some((a? - b?) * 1e6 / alerts.max(1) as f64);
+        let per_alert =
+            |b: Option<f64>, a: Option<f64>| Some((a? - b?) * 1e6 / alerts.max(1) as f64);
         Cpu {
             squadron_us: per_alert(before.0, cpu_seconds("self")),
             broker_us: per_alert(before.1, broker.and_then(|p| cpu_seconds(&p.to_string()))),
@@ -296,10 +342,15 @@ impl Cpu {
 impl std::fmt::Display for Cpu {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let us = |v: Option<f64>| v.map_or("unknown".to_owned(), |v| format!("{v:.2}"));
-        write!(f, "CPU per alert: squadron {} us, broker {} us", us(self.squadron_us), match self.broker_us {
-            None => "unmeasured (--broker-pid)".to_owned(),
-            v => us(v),
-        })
+        write!(
+            f,
+            "CPU per alert: squadron {} us, broker {} us",
+            us(self.squadron_us),
+            match self.broker_us {
+                None => "unmeasured (--broker-pid)".to_owned(),
+                v => us(v),
+            }
+        )
     }
 }
 
