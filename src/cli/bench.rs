@@ -115,171 +115,167 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<i32> {
 }
 
 async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
-    {
-        let b = &args.bootstrap_servers;
-        // Throughput.
-        let input = format!("bench-in-{id}");
-        create_topics(b, &[(&input, 4)]).await?;
-        eprintln!("bench: preloading {} alerts into {input}", args.alerts);
-        let (messages, alerts) = preload(b, &input, args.alerts).await?;
-        eprintln!(
-            "bench: preloaded {messages} messages, {alerts} alerts; baseline: a bare consumer"
-        );
-        let baseline = consume_all(b, &input, messages).await?;
-        eprintln!(
-            "bench: baseline read {messages} messages in {:.2}s; now the pipeline",
-            baseline.as_secs_f64()
-        );
-        let rules = super::run::load_rules(&args.rules)?;
-        let mut cfg = Config::default();
-        cfg.kafka.bootstrap_servers = b.clone();
-        cfg.kafka.input_topics = vec![input.clone()];
-        cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
-        cfg.http.listen = None;
-        cfg.pipeline.deliver_receivers = false;
-        cfg.pipeline.partitions = args.partitions;
-        cfg.kafka
-            .producer_properties
-            .extend(args.producer_properties.iter().cloned());
-        cfg.kafka
-            .consumer_properties
-            .extend(args.consumer_properties.iter().cloned());
-        let mut runs = Vec::new();
-        for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
-            let mut cfg = cfg.clone();
-            cfg.kafka.group_id = format!("bench-{id}-{guarantee:?}");
-            cfg.kafka.instance_id = Some(format!("bench-{id}"));
-            cfg.pipeline.processing_guarantee = guarantee;
-            if guarantee == Guarantee::ExactlyOnce {
-                cfg.pipeline.commit_interval = args.exactly_once_commit_interval.clone();
-            }
-            let cpu_before = (
-                cpu_seconds("self"),
-                args.broker_pid.and_then(|p| cpu_seconds(&p.to_string())),
-            );
-            let (elapsed, metrics) = run_until(cfg, rules.clone(), alerts).await?;
-            let cpu = Cpu::since(cpu_before, args.broker_pid, alerts);
-            let rate = alerts as f64 / elapsed.as_secs_f64();
-            eprintln!(
-                "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} chunks handled on two threads; {} changelog records, {} commits)",
-                elapsed.as_secs_f64(),
-                metrics.busy.get(),
-                metrics.parallel_chunks.get(),
-                metrics.changelog_records.get(),
-                metrics.commits.get(),
-            );
-            eprintln!("bench: {guarantee:?}: {cpu}");
-            runs.push((elapsed, rate, metrics, cpu));
+    let b = &args.bootstrap_servers;
+    // Throughput.
+    let input = format!("bench-in-{id}");
+    create_topics(b, &[(&input, 4)]).await?;
+    eprintln!("bench: preloading {} alerts into {input}", args.alerts);
+    let (messages, alerts) = preload(b, &input, args.alerts).await?;
+    eprintln!("bench: preloaded {messages} messages, {alerts} alerts; baseline: a bare consumer");
+    let baseline = consume_all(b, &input, messages).await?;
+    eprintln!(
+        "bench: baseline read {messages} messages in {:.2}s; now the pipeline",
+        baseline.as_secs_f64()
+    );
+    let rules = super::run::load_rules(&args.rules)?;
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap_servers = b.clone();
+    cfg.kafka.input_topics = vec![input.clone()];
+    cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
+    cfg.http.listen = None;
+    cfg.pipeline.deliver_receivers = false;
+    cfg.pipeline.partitions = args.partitions;
+    cfg.kafka
+        .producer_properties
+        .extend(args.producer_properties.iter().cloned());
+    cfg.kafka
+        .consumer_properties
+        .extend(args.consumer_properties.iter().cloned());
+    let mut runs = Vec::new();
+    for guarantee in [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce] {
+        let mut cfg = cfg.clone();
+        cfg.kafka.group_id = format!("bench-{id}-{guarantee:?}");
+        cfg.kafka.instance_id = Some(format!("bench-{id}"));
+        cfg.pipeline.processing_guarantee = guarantee;
+        if guarantee == Guarantee::ExactlyOnce {
+            cfg.pipeline.commit_interval = args.exactly_once_commit_interval.clone();
         }
-        let (elapsed, rate, metrics, cpu) = &runs[0];
-        let (elapsed, rate) = (*elapsed, *rate);
-        let (eos_elapsed, eos_rate, eos_cpu) = (runs[1].0, runs[1].1, &runs[1].3);
-        let baseline_rate = alerts as f64 / baseline.as_secs_f64();
-        let fates = metrics.fate_counts();
-
-        // Latency.
-        let latency_rate = args.latency_rate.unwrap_or(rate * args.latency_load);
-        let (lat_in, lat_out) = (format!("bench-lat-in-{id}"), format!("bench-lat-out-{id}"));
-        create_topics(b, &[(&lat_in, 4), (&lat_out, 1)]).await?;
-        let dir = std::env::temp_dir().join(format!("squadron-bench-rules-{id}"));
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(
-            dir.join("bench.yaml"),
-            format!(
-                "ownership: {{fallback_squad: bench}}\nsquads:\n  - name: bench\n    topic: {lat_out}\n    grouping: {{group_by: [alertname, probe], group_wait: 0s, group_interval: 5m}}\n"
-            ),
-        )?;
-        let rules = super::run::load_rules(&dir)?;
-        let mut cfg = Config::default();
-        cfg.kafka.bootstrap_servers = b.clone();
-        cfg.kafka.group_id = format!("bench-lat-{id}");
-        cfg.kafka.input_topics = vec![lat_in.clone()];
-        cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
-        cfg.http.listen = None;
-        cfg.pipeline.deliver_receivers = false;
-        eprintln!(
-            "bench: latency run at {latency_rate:.0} alerts/s for {}s (group_wait 0)",
-            args.latency_duration.as_secs()
+        let cpu_before = (
+            cpu_seconds("self"),
+            args.broker_pid.and_then(|p| cpu_seconds(&p.to_string())),
         );
-        let (latencies, sent_batches) = latency_run(
-            cfg,
-            rules,
-            b,
-            &lat_in,
-            &lat_out,
-            latency_rate,
-            args.latency_duration,
-        )
-        .await?;
-        // What the generator achieved, which can fall short of the target on a loaded machine.
-        let achieved_rate = sent_batches as f64 * 64.0 / args.latency_duration.as_secs_f64();
-        let _ = std::fs::remove_dir_all(&dir);
-        // Restore.
-        let restore = if args.restore_alerts > 0 {
-            Some(restore_run(b, &args.rules, &id, args.restore_alerts).await?)
-        } else {
-            None
-        };
-        let pct = |p: f64| {
-            latencies
-                .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
-                .copied()
-                .unwrap_or(-1)
-        };
-
-        let result = json!({
-            "alerts": alerts,
-            "messages": messages,
-            "pipeline_seconds": elapsed.as_secs_f64(),
-            "pipeline_alerts_per_second": rate,
-            "exactly_once_seconds": eos_elapsed.as_secs_f64(),
-            "exactly_once_alerts_per_second": eos_rate,
-            "ratio_exactly_once_to_at_least_once": eos_rate / rate,
-            "cpu_us_per_alert": {"at_least_once": cpu.json(), "exactly_once": eos_cpu.json()},
-            "baseline_consume_seconds": baseline.as_secs_f64(),
-            "baseline_alerts_per_second": baseline_rate,
-            "ratio_pipeline_to_baseline": rate / baseline_rate,
-            "fates": fates.iter().map(|(k, n)| (k.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
-            "restore": restore.as_ref().map(|r| json!({"active_alerts": r.alerts, "records": r.records, "compacted_records": r.live, "seconds": r.took.as_secs_f64(), "alerts_per_second": r.alerts as f64 / r.took.as_secs_f64()})),
-            "latency": {"target_alerts_per_second": latency_rate, "achieved_alerts_per_second": achieved_rate, "probes": latencies.len(), "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last().copied().unwrap_or(-1)},
-        });
-        if args.json {
-            println!("{result}");
-        } else {
-            println!("end-to-end through {b}");
-            println!(
-                "  throughput  {alerts} alerts in {:.2}s = {rate:.0} alerts/s (at least once)",
-                elapsed.as_secs_f64()
-            );
-            println!(
-                "  exactly     {alerts} alerts in {:.2}s = {eos_rate:.0} alerts/s (exactly once; {:.2} of at least once)",
-                eos_elapsed.as_secs_f64(),
-                eos_rate / rate
-            );
-            println!("  cpu         at least once: {cpu}; exactly once: {eos_cpu}");
-            println!(
-                "  baseline    bare consumer over the same topic: {baseline_rate:.0} alerts/s (pipeline/baseline = {:.2})",
-                rate / baseline_rate
-            );
-            if let Some(r) = &restore {
-                println!(
-                    "  restore     {} active alerts ({} changelog records, {} after compaction) restored in {:.2}s",
-                    r.alerts,
-                    r.records,
-                    r.live,
-                    r.took.as_secs_f64()
-                );
-            }
-            println!(
-                "  latency     at {achieved_rate:.0} alerts/s (target {latency_rate:.0}), group_wait 0, {} probes: p50 {} ms, p99 {} ms, max {} ms",
-                latencies.len(),
-                pct(0.5),
-                pct(0.99),
-                latencies.last().copied().unwrap_or(-1)
-            );
-        }
-        Ok(0)
+        let (elapsed, metrics) = run_until(cfg, rules.clone(), alerts).await?;
+        let cpu = Cpu::since(cpu_before, args.broker_pid, alerts);
+        let rate = alerts as f64 / elapsed.as_secs_f64();
+        eprintln!(
+            "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} chunks handled on two threads; {} changelog records, {} commits)",
+            elapsed.as_secs_f64(),
+            metrics.busy.get(),
+            metrics.parallel_chunks.get(),
+            metrics.changelog_records.get(),
+            metrics.commits.get(),
+        );
+        eprintln!("bench: {guarantee:?}: {cpu}");
+        runs.push((elapsed, rate, metrics, cpu));
     }
+    let (elapsed, rate, metrics, cpu) = &runs[0];
+    let (elapsed, rate) = (*elapsed, *rate);
+    let (eos_elapsed, eos_rate, eos_cpu) = (runs[1].0, runs[1].1, &runs[1].3);
+    let baseline_rate = alerts as f64 / baseline.as_secs_f64();
+    let fates = metrics.fate_counts();
+
+    // Latency.
+    let latency_rate = args.latency_rate.unwrap_or(rate * args.latency_load);
+    let (lat_in, lat_out) = (format!("bench-lat-in-{id}"), format!("bench-lat-out-{id}"));
+    create_topics(b, &[(&lat_in, 4), (&lat_out, 1)]).await?;
+    let dir = std::env::temp_dir().join(format!("squadron-bench-rules-{id}"));
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(
+        dir.join("bench.yaml"),
+        format!(
+            "ownership: {{fallback_squad: bench}}\nsquads:\n  - name: bench\n    topic: {lat_out}\n    grouping: {{group_by: [alertname, probe], group_wait: 0s, group_interval: 5m}}\n"
+        ),
+    )?;
+    let rules = super::run::load_rules(&dir)?;
+    let mut cfg = Config::default();
+    cfg.kafka.bootstrap_servers = b.clone();
+    cfg.kafka.group_id = format!("bench-lat-{id}");
+    cfg.kafka.input_topics = vec![lat_in.clone()];
+    cfg.kafka.dead_letter_topic = format!("bench-dlq-{id}");
+    cfg.http.listen = None;
+    cfg.pipeline.deliver_receivers = false;
+    eprintln!(
+        "bench: latency run at {latency_rate:.0} alerts/s for {}s (group_wait 0)",
+        args.latency_duration.as_secs()
+    );
+    let (latencies, sent_batches) = latency_run(
+        cfg,
+        rules,
+        b,
+        &lat_in,
+        &lat_out,
+        latency_rate,
+        args.latency_duration,
+    )
+    .await?;
+    // What the generator achieved, which can fall short of the target on a loaded machine.
+    let achieved_rate = sent_batches as f64 * 64.0 / args.latency_duration.as_secs_f64();
+    let _ = std::fs::remove_dir_all(&dir);
+    // Restore.
+    let restore = if args.restore_alerts > 0 {
+        Some(restore_run(b, &args.rules, &id, args.restore_alerts).await?)
+    } else {
+        None
+    };
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(-1)
+    };
+
+    let result = json!({
+        "alerts": alerts,
+        "messages": messages,
+        "pipeline_seconds": elapsed.as_secs_f64(),
+        "pipeline_alerts_per_second": rate,
+        "exactly_once_seconds": eos_elapsed.as_secs_f64(),
+        "exactly_once_alerts_per_second": eos_rate,
+        "ratio_exactly_once_to_at_least_once": eos_rate / rate,
+        "cpu_us_per_alert": {"at_least_once": cpu.json(), "exactly_once": eos_cpu.json()},
+        "baseline_consume_seconds": baseline.as_secs_f64(),
+        "baseline_alerts_per_second": baseline_rate,
+        "ratio_pipeline_to_baseline": rate / baseline_rate,
+        "fates": fates.iter().map(|(k, n)| (k.as_str().to_owned(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        "restore": restore.as_ref().map(|r| json!({"active_alerts": r.alerts, "records": r.records, "compacted_records": r.live, "seconds": r.took.as_secs_f64(), "alerts_per_second": r.alerts as f64 / r.took.as_secs_f64()})),
+        "latency": {"target_alerts_per_second": latency_rate, "achieved_alerts_per_second": achieved_rate, "probes": latencies.len(), "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": latencies.last().copied().unwrap_or(-1)},
+    });
+    if args.json {
+        println!("{result}");
+    } else {
+        println!("end-to-end through {b}");
+        println!(
+            "  throughput  {alerts} alerts in {:.2}s = {rate:.0} alerts/s (at least once)",
+            elapsed.as_secs_f64()
+        );
+        println!(
+            "  exactly     {alerts} alerts in {:.2}s = {eos_rate:.0} alerts/s (exactly once; {:.2} of at least once)",
+            eos_elapsed.as_secs_f64(),
+            eos_rate / rate
+        );
+        println!("  cpu         at least once: {cpu}; exactly once: {eos_cpu}");
+        println!(
+            "  baseline    bare consumer over the same topic: {baseline_rate:.0} alerts/s (pipeline/baseline = {:.2})",
+            rate / baseline_rate
+        );
+        if let Some(r) = &restore {
+            println!(
+                "  restore     {} active alerts ({} changelog records, {} after compaction) restored in {:.2}s",
+                r.alerts,
+                r.records,
+                r.live,
+                r.took.as_secs_f64()
+            );
+        }
+        println!(
+            "  latency     at {achieved_rate:.0} alerts/s (target {latency_rate:.0}), group_wait 0, {} probes: p50 {} ms, p99 {} ms, max {} ms",
+            latencies.len(),
+            pct(0.5),
+            pct(0.99),
+            latencies.last().copied().unwrap_or(-1)
+        );
+    }
+    Ok(0)
 }
 
 /// Deletes every topic whose name holds `id`: what one bench run made (its
