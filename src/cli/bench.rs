@@ -213,7 +213,7 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
     let _ = std::fs::remove_dir_all(&dir);
     // Restore.
     let restore = if args.restore_alerts > 0 {
-        Some(restore_run(b, &args.rules, &id, args.restore_alerts).await?)
+        Some(restore_run(b, &args.rules, id, args.restore_alerts).await?)
     } else {
         None
     };
