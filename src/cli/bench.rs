@@ -678,7 +678,7 @@ async fn restore_run(
     cfg.kafka.bootstrap_servers = brokers.to_owned();
     cfg.kafka.group_id = format!("bench-restore-{id}");
     let metrics = Metrics::new(prometheus::Registry::new())?;
-    let restorer = crate::pipeline::store::Restorer::new(&cfg, topic.clone())?;
+    let mut restorer = crate::pipeline::store::Restorer::new(&cfg, topic.clone())?;
     let started = Instant::now();
     let restored = tokio::task::block_in_place(|| {
         restorer.restore(&[0], rules, &metrics, Duration::from_secs(300))

@@ -85,6 +85,9 @@ const BURST: usize = 256;
 const CHUNK: usize = 128;
 /// How long a restore may take before the process gives up.
 const RESTORE_LIMIT: Duration = Duration::from_secs(300);
+/// The changelog reader is closed after this long without a restore (an
+/// idle client still wakes its threads); a rebalance opens it again.
+const RESTORER_IDLE: Duration = Duration::from_secs(60);
 
 /// Benchmarks only, not an API: the route stage's plan of one input message
 /// (`route::plan`), as the bytes of the repartition records it makes.
@@ -559,6 +562,9 @@ async fn run_clients(
                             break Some((e, "commit_failed"));
                         }
                         c.publish_status(&consumer);
+                        if c.restorer.release_idle(RESTORER_IDLE) {
+                            tracing::debug!("changelog reader closed until the next rebalance");
+                        }
                     }
                     match trim.maybe() {
                         Some(took) if took >= Duration::from_millis(100) => {

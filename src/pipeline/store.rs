@@ -21,8 +21,12 @@ use std::time::{Duration, Instant};
 
 /// Reads changelog partitions, never in a group and never committing.
 pub struct Restorer {
-    consumer: BaseConsumer<Quiet>,
+    config: rdkafka::ClientConfig,
     topic: String,
+    /// The consumer and when it was last used. Rebalances need it; an
+    /// instance whose partitions stay put does not, and a client costs its
+    /// threads' wakeups even unassigned: [`Restorer::release_idle`].
+    consumer: Option<(BaseConsumer<Quiet>, Instant)>,
 }
 
 /// Reaching the end of a partition is how a restore knows it is done, not an
@@ -67,17 +71,47 @@ impl Restorer {
         c.set("auto.offset.reset", "earliest");
         c.set("fetch.wait.max.ms", "50");
         c.remove("group.instance.id");
+        // Made now, so that a bad setting fails the start, not a rebalance.
+        let consumer = c.create_with_context(Quiet::default())?;
         Ok(Restorer {
-            consumer: c.create_with_context(Quiet::default())?,
+            config: c,
             topic,
+            consumer: Some((consumer, Instant::now())),
         })
+    }
+
+    /// The consumer, made again if it was released (a function of the two
+    /// fields, so that callers keep borrowing the topic).
+    fn consumer<'c>(
+        slot: &'c mut Option<(BaseConsumer<Quiet>, Instant)>,
+        config: &rdkafka::ClientConfig,
+    ) -> Result<&'c BaseConsumer<Quiet>, KafkaError> {
+        let (consumer, used) = match slot {
+            Some(c) => c,
+            none => none.insert((config.create_with_context(Quiet::default())?, Instant::now())),
+        };
+        *used = Instant::now();
+        Ok(consumer)
+    }
+
+    /// Closes the consumer if nothing used it for `idle`; the next restore
+    /// or [`Restorer::end`] makes another (a few milliseconds).
+    pub fn release_idle(&mut self, idle: Duration) -> bool {
+        let unused = self
+            .consumer
+            .as_ref()
+            .is_some_and(|(_, used)| used.elapsed() >= idle);
+        if unused {
+            self.consumer = None;
+        }
+        unused
     }
 
     /// Rebuilds the engines of `partitions` from their changelog partitions
     /// under `rules`, reading them together. An empty partition costs one
     /// watermark request.
     pub fn restore(
-        &self,
+        &mut self,
         partitions: &[i32],
         rules: Arc<RuleSet>,
         metrics: &Metrics,
@@ -89,10 +123,11 @@ impl Restorer {
         for &p in partitions {
             // A fresh or moving partition answers NotLeaderForPartition for a moment: retry.
             let (low, high) = loop {
-                match self
-                    .consumer
-                    .fetch_watermarks(&self.topic, p, Duration::from_secs(30))
-                {
+                match Self::consumer(&mut self.consumer, &self.config)?.fetch_watermarks(
+                    &self.topic,
+                    p,
+                    Duration::from_secs(30),
+                ) {
                     Ok(w) => break w,
                     Err(error) if started.elapsed() < give_up => {
                         tracing::warn!(%error, partition = p, "changelog watermarks; retrying");
@@ -121,7 +156,8 @@ impl Restorer {
         for p in reading.keys() {
             tpl.add_partition_offset(&self.topic, *p, Offset::Beginning)?;
         }
-        self.consumer.assign(&tpl)?;
+        let consumer = Self::consumer(&mut self.consumer, &self.config)?;
+        consumer.assign(&tpl)?;
         let result = loop {
             if reading.is_empty() {
                 break Ok(());
@@ -133,7 +169,7 @@ impl Restorer {
                     reading.keys().collect::<Vec<_>>()
                 ));
             }
-            match self.consumer.poll(Duration::from_millis(200)) {
+            match consumer.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     if let Some(records) = reading.get_mut(&m.partition()) {
                         records.push((
@@ -160,13 +196,14 @@ impl Restorer {
                 None => {}
             }
         };
-        self.consumer.unassign()?;
+        consumer.unassign()?;
         result.map(|()| done)
     }
 
     /// The changelog partition's end offset (to tell whether a kept engine is current).
-    pub fn end(&self, p: i32) -> Option<i64> {
-        self.consumer
+    pub fn end(&mut self, p: i32) -> Option<i64> {
+        Self::consumer(&mut self.consumer, &self.config)
+            .ok()?
             .fetch_watermarks(&self.topic, p, Duration::from_secs(10))
             .ok()
             .map(|(_, high)| high)
@@ -201,5 +238,29 @@ pub fn write_changes(
                 headers: Vec::new(),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The changelog reader closes once unused for the idle time, not before,
+    /// and is made again when wanted (no broker needed: librdkafka connects
+    /// in the background).
+    #[test]
+    fn the_changelog_reader_closes_when_idle_and_opens_again() {
+        let mut cfg = super::super::Config::default();
+        cfg.kafka.bootstrap_servers = "127.0.0.1:1".into();
+        let mut r = Restorer::new(&cfg, "changelog".into()).unwrap();
+        assert!(r.consumer.is_some(), "made at start, so bad settings fail it");
+        assert!(!r.release_idle(Duration::from_secs(3600)), "used just now");
+        assert!(r.consumer.is_some());
+        assert!(r.release_idle(Duration::ZERO));
+        assert!(r.consumer.is_none());
+        assert!(!r.release_idle(Duration::ZERO), "nothing left to close");
+        Restorer::consumer(&mut r.consumer, &r.config).unwrap();
+        assert!(r.consumer.is_some(), "made again when wanted");
+        assert!(!r.release_idle(Duration::from_secs(3600)));
     }
 }
