@@ -88,7 +88,10 @@ impl Restorer {
     ) -> Result<&'c BaseConsumer<Quiet>, KafkaError> {
         let (consumer, used) = match slot {
             Some(c) => c,
-            none => none.insert((config.create_with_context(Quiet::default())?, Instant::now())),
+            none => none.insert((
+                config.create_with_context(Quiet::default())?,
+                Instant::now(),
+            )),
         };
         *used = Instant::now();
         Ok(consumer)
@@ -253,7 +256,10 @@ mod tests {
         let mut cfg = super::super::Config::default();
         cfg.kafka.bootstrap_servers = "127.0.0.1:1".into();
         let mut r = Restorer::new(&cfg, "changelog".into()).unwrap();
-        assert!(r.consumer.is_some(), "made at start, so bad settings fail it");
+        assert!(
+            r.consumer.is_some(),
+            "made at start, so bad settings fail it"
+        );
         assert!(!r.release_idle(Duration::from_secs(3600)), "used just now");
         assert!(r.consumer.is_some());
         assert!(r.release_idle(Duration::ZERO));
