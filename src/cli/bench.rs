@@ -150,12 +150,9 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         if guarantee == Guarantee::ExactlyOnce {
             cfg.pipeline.commit_interval = args.exactly_once_commit_interval.clone();
         }
-        let cpu_before = (
-            cpu_seconds("self"),
-            args.broker_pid.and_then(|p| cpu_seconds(&p.to_string())),
-        );
+        let cpu_before = Cpu::now(args.broker_pid);
         let (elapsed, metrics) = run_until(cfg, rules.clone(), alerts).await?;
-        let cpu = Cpu::since(cpu_before, args.broker_pid, alerts);
+        let cpu = Cpu::now(args.broker_pid).per_alert_since(&cpu_before, alerts);
         let rate = alerts as f64 / elapsed.as_secs_f64();
         eprintln!(
             "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} chunks handled on two threads; {} changelog records, {} commits)",
@@ -321,12 +318,21 @@ struct Cpu {
 }
 
 impl Cpu {
-    fn since(before: (Option<f64>, Option<f64>), broker: Option<u32>, alerts: u64) -> Cpu {
+    /// CPU seconds so far (not yet per alert): squadron's and the broker's.
+    fn now(broker: Option<u32>) -> Cpu {
+        Cpu {
+            squadron_us: cpu_seconds("self"),
+            broker_us: broker.and_then(|p| cpu_seconds(&p.to_string())),
+        }
+    }
+
+    /// What was spent between `before` and this reading, in µs per alert.
+    fn per_alert_since(&self, before: &Cpu, alerts: u64) -> Cpu {
         let per_alert =
             |b: Option<f64>, a: Option<f64>| Some((a? - b?) * 1e6 / alerts.max(1) as f64);
         Cpu {
-            squadron_us: per_alert(before.0, cpu_seconds("self")),
-            broker_us: per_alert(before.1, broker.and_then(|p| cpu_seconds(&p.to_string()))),
+            squadron_us: per_alert(before.squadron_us, self.squadron_us),
+            broker_us: per_alert(before.broker_us, self.broker_us),
         }
     }
 
