@@ -737,6 +737,8 @@ fn a_chunk_handled_on_two_threads_gives_each_alert_one_fate() {
     );
     let notes = read_all(&broker, &t.payments, groups, Duration::from_secs(60));
     let parallel = metric(port, "squadron_pipeline_parallel_chunks_total");
+    let direct = metric(port, r#"squadron_routed_batches_total{path="direct"}"#);
+    let held = metric(port, r#"squadron_routed_batches_total{path="held"}"#);
     stop(child);
     let mut per_input: HashMap<(i64, i64), Vec<String>> = HashMap::new();
     for (_, _, _, payload) in &audit {
@@ -775,6 +777,13 @@ fn a_chunk_handled_on_two_threads_gives_each_alert_one_fate() {
     assert!(
         parallel.is_some_and(|n| n > 0.0),
         "some chunks were decided on two threads: {parallel:?}"
+    );
+    // One instance owns every task: once each lane's marker came back, its
+    // alerts were decided without the hop through the topic (and the audit
+    // records above still name their input message).
+    assert!(
+        held.is_some_and(|n| n > 0.0) && direct.is_some_and(|n| n > 0.0),
+        "batches held behind the markers, then decided directly: held {held:?}, direct {direct:?}"
     );
 }
 

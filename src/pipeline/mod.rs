@@ -48,6 +48,7 @@
 pub mod config;
 pub mod control;
 mod decide;
+mod lane;
 pub mod memory;
 pub(crate) mod polled;
 mod produce;
@@ -63,6 +64,7 @@ use crate::rules::RuleSet;
 use crate::telemetry::http::{SquadStatus, Status};
 use crate::telemetry::metrics::{HandleCache, Metrics};
 pub use config::{AuditMode, Config, Guarantee};
+pub(crate) use route::Path as RoutePath;
 
 use futures_util::FutureExt;
 use produce::{CommitError, Kind, Output, Record};
@@ -461,6 +463,9 @@ async fn run_clients(
             controls,
             controls_seen: u64::MAX,
             sources: sources.table().clone(),
+            run: lane::run_token(),
+            markers: 0,
+            commit_soon: false,
             metrics: metrics.clone(),
             cfg: cfg.clone(),
         }));
@@ -486,6 +491,11 @@ async fn run_clients(
             // (default 1 s). A consumer that decides slower than the broker serves
             // fills the queue, then drains it dry waiting: measured at 74% idle.
             ("fetch.queue.backoff.ms", "5"),
+            // A lane marker (see `lane`) comes back behind what the consumer
+            // already holds: 4 MB instead of 64 MB keeps that short (exactly
+            // once with 64 MB decided nine tenths of its alerts through the
+            // topic; BENCHMARKS.md).
+            ("queued.max.messages.kbytes", "4096"),
         ] {
             set_default(&mut consumer_cfg, k, v);
         }
@@ -599,6 +609,16 @@ async fn run_clients(
                                 break;
                             }
                         }
+                        {
+                            // A lane marker in a transaction is read back only
+                            // once that commits: commit now, not at the next tick.
+                            let mut c = lock(&core);
+                            if std::mem::take(&mut c.commit_soon)
+                                && let Err(e) = c.try_commit(&consumer, CommitMode::Async)
+                            {
+                                break Some((e, "commit_failed"));
+                            }
+                        }
                         metrics.busy.inc_by(t.elapsed().as_secs_f64());
                     }
                     Err(error) => {
@@ -687,6 +707,8 @@ pub fn wall_clock() -> crate::model::Ts {
 /// One decide task: the engine of one repartition partition.
 struct Task {
     engine: Engine,
+    /// Whether what this instance routes to the task may skip the topic.
+    lane: lane::Lane,
 }
 
 /// The processing state, shared by the loop and the rebalance callbacks.
@@ -734,6 +756,13 @@ struct Core {
     controls_seen: u64,
     /// Every task's inhibition sources (the sources topic), which every task's engine consults.
     sources: Arc<crate::engine::SharedSources>,
+    /// Tells this run's lane markers from any other's ([`lane`]).
+    run: u64,
+    /// The last lane marker number written.
+    markers: u64,
+    /// A lane marker was written in the open transaction (exactly once):
+    /// the loop commits after this chunk.
+    commit_soon: bool,
 }
 
 #[derive(Serialize)]
@@ -796,6 +825,7 @@ impl Core {
     ) -> anyhow::Result<bool> {
         // Shift notes gathered since the last commit, one record per squad's task: few records,
         // in this commit (this transaction) with the decisions they count.
+        self.flush_lanes();
         let mut notes = Vec::new();
         self.route_shift_notes(&mut notes);
         for r in notes {
@@ -950,6 +980,11 @@ impl Core {
             .map(|e| e.partition())
             .filter(|p| !self.tasks.contains_key(p))
             .collect();
+        // Records routed before this assignment (by the previous owners of
+        // the input partitions now assigned) come first: lanes close.
+        for t in self.tasks.values_mut() {
+            t.lane.reassigned();
+        }
         self.metrics.restoring.set(wanted.len() as i64);
         self.metrics.ready.set(0);
         let mut restore = Vec::new();
@@ -957,6 +992,7 @@ impl Core {
             match self.kept.remove(&p) {
                 Some((mut task, end)) if self.restorer.end(p) == Some(end) => {
                     tracing::info!(partition = p, "state kept: the changelog did not move");
+                    task.lane = lane::Lane::default();
                     task.engine.share_sources(self.sources.clone(), p);
                     self.tasks.insert(p, task);
                     self.metrics.restoring.dec();
@@ -994,7 +1030,13 @@ impl Core {
                         let mut engine = engine;
                         engine.set_shift_mode(crate::engine::ShiftMode::Routed);
                         engine.share_sources(self.sources.clone(), partition);
-                        self.tasks.insert(partition, Task { engine });
+                        self.tasks.insert(
+                            partition,
+                            Task {
+                                engine,
+                                lane: lane::Lane::default(),
+                            },
+                        );
                     }
                     tracing::info!(
                         partitions = restore.len(),

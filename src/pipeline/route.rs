@@ -10,13 +10,14 @@
 //! are decided, notifications of squads with a storm limit go to the same task,
 //! which keeps the squad's storm window.
 
+use super::Core;
+use super::lane::{Batch, Routing, marker_value};
 use super::produce::{Kind, Record};
 use super::topology::Topology;
 use super::topology::{
-    ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_SHIFT, SOURCE_OFFSET, SOURCE_PARTITION,
-    SOURCE_TIMESTAMP, SOURCE_TOPIC,
+    MARKER, ROLE, ROLE_ALERTS, ROLE_DELIVERY, ROLE_MARKER, ROLE_SHIFT, SOURCE_OFFSET,
+    SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC,
 };
-use super::{Core, wall_clock};
 use crate::decode::{self, Invalid};
 use crate::engine::{DeliveryPart, Fate, FateRecord, ShiftNote};
 use crate::ingest::NO_SQUAD;
@@ -26,6 +27,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// What the route stage makes of one input message, computed without the
 /// processing state (so on any thread): [`plan`], then [`Core::route`].
@@ -183,16 +185,17 @@ fn plan_unguarded(payload: &[u8], rules: &RuleSet, topo: &Topology, now: Ts) -> 
 }
 
 impl Core {
-    /// Routes an input message: [`plan`] on this thread, then [`Core::routed`].
-    pub(super) fn route(&mut self, m: &BorrowedMessage<'_>) {
-        let now = wall_clock();
-        let routed = plan(m.payload().unwrap_or(b""), &self.rules, &self.topo, now);
-        self.routed(m, routed, now);
-    }
-
-    /// Produces what [`plan`] made of an input message: its repartition
-    /// records, and the dead letter and fates of what was invalid.
-    pub(super) fn routed(&mut self, m: &BorrowedMessage<'_>, routed: Routed, now: Ts) {
+    /// Produces what [`plan`] made of an input message: its alerts go to
+    /// their tasks (through the repartition topic, or kept in `direct` for a
+    /// task of this instance whose lane is open, see [`super::lane`]), and
+    /// the dead letter and fates of what was invalid.
+    pub(super) fn routed(
+        &mut self,
+        m: &BorrowedMessage<'_>,
+        routed: Routed,
+        now: Ts,
+        direct: &mut BTreeMap<i32, Vec<Batch>>,
+    ) {
         let Routed {
             format,
             alerts,
@@ -208,34 +211,50 @@ impl Core {
         self.summary.received += alerts as u64;
         self.metrics.received(format, alerts);
         self.metrics.stage_alerts[0].inc_by(routed);
-        // The input's broker timestamp, for the decide stage's latency histogram. A
-        // header, not the record's timestamp: the broker may refuse odd timestamps.
-        let source_ts = m
-            .timestamp()
-            .to_millis()
-            .map(|t| t.to_string().into_bytes())
-            .unwrap_or_default();
-        let headers = |role: &[u8]| {
-            vec![
-                (ROLE, role.to_vec()),
-                (SOURCE_TOPIC, m.topic().as_bytes().to_vec()),
-                (SOURCE_PARTITION, m.partition().to_string().into_bytes()),
-                (SOURCE_OFFSET, m.offset().to_string().into_bytes()),
-                (SOURCE_TIMESTAMP, source_ts.clone()),
-            ]
+        let topic: Arc<str> = match self.topo.inputs.iter().find(|t| ***t == *m.topic()) {
+            Some(t) => t.clone(),
+            None => m.topic().into(),
         };
         for (p, body) in batches
             .into_iter()
             .flat_map(|(p, chunks)| chunks.into_iter().map(move |c| (p, c)))
         {
-            self.out.send(Record {
-                kind: Kind::Repartition,
-                topic: self.topo.repartition.clone(),
-                partition: Some(p),
-                key: None,
-                payload: Some(body),
-                headers: headers(ROLE_ALERTS),
-            });
+            let batch = Batch {
+                body,
+                input: origin,
+                topic: topic.clone(),
+                partition: m.partition(),
+                offset: m.offset(),
+                // The input's broker timestamp, for the decide stage's latency
+                // histogram. A header on the way, not the record's timestamp:
+                // the broker may refuse odd timestamps.
+                source: m.timestamp().to_millis().map(Ts),
+            };
+            let Some(task) = self.tasks.get_mut(&p) else {
+                self.metrics.routed_batches[Path::Topic as usize].inc();
+                let record = self.alerts_record(p, &batch);
+                self.out.send(record);
+                continue;
+            };
+            let markers = &mut self.markers;
+            match task.lane.route(batch, || {
+                *markers += 1;
+                *markers
+            }) {
+                Routing::Decide(batch) => {
+                    self.metrics.routed_batches[Path::Direct as usize].inc();
+                    direct.entry(p).or_default().push(batch);
+                }
+                Routing::Mark(marker) => {
+                    self.metrics.routed_batches[Path::Held as usize].inc();
+                    let record = self.marker_record(p, marker);
+                    self.out.send(record);
+                    if self.cfg.pipeline.processing_guarantee == super::Guarantee::ExactlyOnce {
+                        self.commit_soon = true;
+                    }
+                }
+                Routing::Held => self.metrics.routed_batches[Path::Held as usize].inc(),
+            }
         }
         if invalid.is_empty() {
             return;
@@ -257,6 +276,86 @@ impl Core {
             });
         }
         self.emit(vec![record], now);
+    }
+}
+
+/// Which way a batch of alerts went to its task (`squadron_routed_batches_total`).
+#[derive(Clone, Copy)]
+pub(crate) enum Path {
+    /// Through the repartition topic.
+    Topic,
+    /// Decided at once by a task of this instance.
+    Direct,
+    /// Held by a task of this instance until its lane's marker is back.
+    Held,
+}
+
+impl Path {
+    pub(crate) const ALL: [&str; 3] = ["topic", "direct", "held"];
+}
+
+impl Core {
+    /// A batch of alerts as a repartition record for task `p`.
+    fn alerts_record(&self, p: i32, b: &Batch) -> Record {
+        Record {
+            kind: Kind::Repartition,
+            topic: self.topo.repartition.clone(),
+            partition: Some(p),
+            key: None,
+            payload: Some(b.body.clone()),
+            headers: vec![
+                (ROLE, ROLE_ALERTS.to_vec()),
+                (SOURCE_TOPIC, b.topic.as_bytes().to_vec()),
+                (SOURCE_PARTITION, b.partition.to_string().into_bytes()),
+                (SOURCE_OFFSET, b.offset.to_string().into_bytes()),
+                (
+                    SOURCE_TIMESTAMP,
+                    b.source
+                        .map(|t| t.millis().to_string().into_bytes())
+                        .unwrap_or_default(),
+                ),
+            ],
+        }
+    }
+
+    /// Lane marker `marker` of this run, for task `p`'s partition.
+    fn marker_record(&self, p: i32, marker: u64) -> Record {
+        Record {
+            kind: Kind::Repartition,
+            topic: self.topo.repartition.clone(),
+            partition: Some(p),
+            key: None,
+            payload: Some(b"[]".to_vec()),
+            headers: vec![
+                (ROLE, ROLE_MARKER.to_vec()),
+                (MARKER, marker_value(self.run, marker)),
+            ],
+        }
+    }
+
+    /// Before a commit: batches still held behind a marker go through the
+    /// topic, each lane's followed by a new marker ([`super::lane`]).
+    pub(super) fn flush_lanes(&mut self) {
+        let markers = &mut self.markers;
+        let flushed: Vec<(i32, Vec<Batch>, u64)> = self
+            .tasks
+            .iter_mut()
+            .filter_map(|(&p, task)| {
+                let (held, marker) = task.lane.at_commit(|| {
+                    *markers += 1;
+                    *markers
+                })?;
+                Some((p, held, marker))
+            })
+            .collect();
+        for (p, held, marker) in flushed {
+            for b in &held {
+                let record = self.alerts_record(p, b);
+                self.out.send(record);
+            }
+            let record = self.marker_record(p, marker);
+            self.out.send(record);
+        }
     }
 }
 

@@ -36,6 +36,13 @@ pub const ROLE_SHIFT: &[u8] = b"shift";
 /// A notification (`engine::DeliveryPart`) for the task that keeps its squad's
 /// storm window.
 pub const ROLE_DELIVERY: &[u8] = b"delivery";
+/// A marker an instance writes to a task's partition of its own: once read
+/// back, everything before it has been decided and the instance decides what
+/// it routes to that task directly ([`super::lane`]). Its payload is an empty
+/// array, so a version that does not know the role feeds it no alert.
+pub const ROLE_MARKER: &[u8] = b"marker";
+/// Header on a marker: its writer's run token and number.
+pub const MARKER: &str = "squadron.marker";
 pub const SOURCE_TOPIC: &str = "squadron.source.topic";
 pub const SOURCE_PARTITION: &str = "squadron.source.partition";
 pub const SOURCE_OFFSET: &str = "squadron.source.offset";

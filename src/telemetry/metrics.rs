@@ -78,8 +78,10 @@ pub struct Metrics {
     pub http_denied: IntCounterVec,
     /// Seconds the pipeline task spent deciding (not waiting): saturation when it nears wall time.
     pub busy: prometheus::Counter,
-    /// Chunks of consumed messages handled on two threads.
+    /// Steps of a chunk of consumed messages done on two threads.
     pub parallel_chunks: IntCounter,
+    /// Batches of alerts routed to their task, by path (`pipeline::route::Path`).
+    pub routed_batches: [IntCounter; 3],
     /// Firing notifications of groups, by squad and whether outside working hours.
     pages: IntCounterVec,
     /// The last completed shift's pages and incidents (groups paged), by squad.
@@ -202,8 +204,16 @@ impl Metrics {
             },
             parallel_chunks: counter(
                 "squadron_pipeline_parallel_chunks_total",
-                "Chunks of consumed messages handled on two threads at once (routing input, deciding tasks' records).",
+                "Steps of a chunk of consumed messages (routing its input, deciding its tasks' work) done on two threads at once.",
             )?,
+            routed_batches: {
+                let c = counter_vec(
+                    "squadron_routed_batches_total",
+                    "Batches of alerts (an input message's alerts for one task) by path: topic (through the repartition topic), direct (decided at once by a task of this instance), held (by a task of this instance until its lane opens; then decided, or sent through the topic at the next commit).",
+                    &["path"],
+                )?;
+                crate::pipeline::RoutePath::ALL.map(|s| c.with_label_values(&[s]))
+            },
             receiver_deliveries: counter_vec(
                 "squadron_receiver_deliveries_total",
                 "Deliveries to receivers (webhook, Slack, PagerDuty) by receiver and result: success, retry, failed (dead-lettered).",
