@@ -155,12 +155,13 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         let cpu = Cpu::now(args.broker_pid).per_alert_since(&cpu_before, alerts);
         let rate = alerts as f64 / elapsed.as_secs_f64();
         eprintln!(
-            "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} chunks handled on two threads; {} changelog records, {} commits)",
+            "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} steps done on two threads; {} changelog records, {} commits; batches routed {})",
             elapsed.as_secs_f64(),
             metrics.busy.get(),
             metrics.parallel_chunks.get(),
             metrics.changelog_records.get(),
             metrics.commits.get(),
+            routed_paths(&metrics),
         );
         eprintln!("bench: {guarantee:?}: {cpu}");
         runs.push((elapsed, rate, metrics, cpu));
@@ -230,6 +231,7 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         "exactly_once_alerts_per_second": eos_rate,
         "ratio_exactly_once_to_at_least_once": eos_rate / rate,
         "cpu_us_per_alert": {"at_least_once": cpu.json(), "exactly_once": eos_cpu.json()},
+        "routed_batches": {"at_least_once": routed_paths(metrics), "exactly_once": routed_paths(&runs[1].2)},
         "baseline_consume_seconds": baseline.as_secs_f64(),
         "baseline_alerts_per_second": baseline_rate,
         "ratio_pipeline_to_baseline": rate / baseline_rate,
@@ -456,6 +458,16 @@ async fn consume_all(brokers: &str, topic: &str, messages: u64) -> anyhow::Resul
     }
     std::hint::black_box(bytes);
     Ok(first.expect("read at least one").elapsed())
+}
+
+/// How many batches of alerts took each path to their task.
+fn routed_paths(m: &Metrics) -> serde_json::Value {
+    crate::pipeline::RoutePath::ALL
+        .iter()
+        .zip(&m.routed_batches)
+        .map(|(path, n)| ((*path).to_owned(), json!(n.get())))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// Runs the pipeline until `alerts` alerts were received; timed from the first.
