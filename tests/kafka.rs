@@ -2406,3 +2406,80 @@ fn bench_measures_both_guarantees_and_deletes_its_topics() {
         || topics_named(&broker, "bench-") == before,
     );
 }
+
+/// An instance decides the alerts it routes to its own tasks without the
+/// repartition topic, but only after what that topic already holds for
+/// them: here its backlog (as a previous owner would leave it) ends with an
+/// alert firing, and the input says the same alert resolved. Decided in the
+/// order they were routed, the alert ends resolved and is never paged as
+/// firing; deciding the input first would open its group as firing.
+#[test]
+fn alerts_routed_to_an_own_task_wait_for_what_the_topic_holds_for_it() {
+    let Some((broker, t, rules)) = setup("lane", "1s") else {
+        return;
+    };
+    let labels = json!({"alertname": "LaneOrder", "service": "checkout", "instance": "x"});
+    let now = std::time::SystemTime::now();
+    let rfc3339 = |ago: u64| {
+        let s = squadron::model::Ts(
+            (now - Duration::from_secs(ago))
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as i64,
+        );
+        s.to_string()
+    };
+    let firing = json!([{"labels": labels, "startsAt": rfc3339(120)}]);
+    let resolved = json!([{"labels": labels, "startsAt": rfc3339(120), "endsAt": rfc3339(5)}]);
+    // The task that owns the alert's group, as the route stage computes it.
+    let ruleset = squadron::rules::load_dir(&rules).unwrap();
+    let bytes = serde_json::to_vec(&firing).unwrap();
+    let decoded = squadron::decode::decode(&bytes).unwrap();
+    let a = decoded.alerts[0].as_ref().unwrap();
+    let topo = squadron::pipeline::topology::Topology {
+        inputs: Vec::new(),
+        repartition: format!("{}-repartition", t.group),
+        changelog: String::new(),
+        sources: String::new(),
+        partitions: 12,
+    };
+    let task = topo.partition_for(ruleset.group_hash(ruleset.owner(&a.labels).squad, &a.labels));
+    // The backlog: many dropped alerts, then the alert firing, all in the task's partition.
+    create(&broker, &[(&topo.repartition, 12)]);
+    let p = producer(&broker);
+    let filler: Vec<Vec<u8>> = (0..3000)
+        .map(|i| {
+            serde_json::to_vec(&json!([alert(json!({"alertname": format!("Filler{i}"), "service": "checkout", "env": "staging"}))]))
+                .unwrap()
+        })
+        .collect();
+    for body in filler.iter().chain([&bytes]) {
+        p.send(
+            BaseRecord::<(), _>::to(&topo.repartition)
+                .payload(body)
+                .partition(task),
+        )
+        .unwrap();
+    }
+    p.flush(Duration::from_secs(10)).unwrap();
+    produce(&broker, &t.input, &[serde_json::to_vec(&resolved).unwrap()]);
+
+    let (child, port) = run_with_http(&broker, &t, &rules, &[]);
+    wait_until(Duration::from_secs(60), "every alert decided", || {
+        metric(port, r#"squadron_stage_alerts_total{stage="decide"}"#)
+            .is_some_and(|n| n >= 3002.0)
+    });
+    // Past group_wait and group_interval: whatever the group would page is out.
+    std::thread::sleep(Duration::from_secs(4));
+    let held = metric(port, r#"squadron_routed_batches_total{path="held"}"#);
+    let notes = read_all(&broker, &t.payments, 1000, Duration::from_secs(3));
+    stop(child);
+    for (_, _, headers, payload) in &notes {
+        let n: Value = serde_json::from_slice(payload).unwrap();
+        assert_ne!(
+            n["status"], "firing",
+            "the alert was decided before the backlog's older firing copy: {headers:?} {n}"
+        );
+    }
+    assert_eq!(held, Some(1.0), "the input's batch waited for the marker");
+}

@@ -138,6 +138,10 @@ impl Lane {
     }
 }
 
+/// A marker's payload: an empty Prometheus batch, so that a version that
+/// does not know the marker role feeds it no alert.
+pub(super) const MARKER_BODY: &[u8] = b"[]";
+
 /// The marker header's value: this run's token and the marker's number.
 pub(super) fn marker_value(run: u64, marker: u64) -> Vec<u8> {
     format!("{run:016x}/{marker}").into_bytes()
@@ -229,6 +233,12 @@ mod tests {
         assert_eq!(lane.marker_read(1), None, "superseded");
         assert_eq!(lane.marker_read(2), Some(vec![batch(2)]));
         assert!(lane.is_open());
+    }
+
+    #[test]
+    fn a_marker_holds_no_alert_for_a_version_that_does_not_know_it() {
+        let decoded = crate::decode::decode(MARKER_BODY).expect("a marker decodes");
+        assert!(decoded.alerts.is_empty());
     }
 
     #[test]

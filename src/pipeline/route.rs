@@ -11,7 +11,7 @@
 //! which keeps the squad's storm window.
 
 use super::Core;
-use super::lane::{Batch, Routing, marker_value};
+use super::lane::{Batch, MARKER_BODY, Routing, marker_value};
 use super::produce::{Kind, Record};
 use super::topology::Topology;
 use super::topology::{
@@ -325,7 +325,7 @@ impl Core {
             topic: self.topo.repartition.clone(),
             partition: Some(p),
             key: None,
-            payload: Some(b"[]".to_vec()),
+            payload: Some(MARKER_BODY.to_vec()),
             headers: vec![
                 (ROLE, ROLE_MARKER.to_vec()),
                 (MARKER, marker_value(self.run, marker)),
