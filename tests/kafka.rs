@@ -2449,8 +2449,10 @@ fn alerts_routed_to_an_own_task_wait_for_what_the_topic_holds_for_it() {
     let p = producer(&broker);
     let filler: Vec<Vec<u8>> = (0..3000)
         .map(|i| {
-            serde_json::to_vec(&json!([alert(json!({"alertname": format!("Filler{i}"), "service": "checkout", "env": "staging"}))]))
-                .unwrap()
+            serde_json::to_vec(&json!([alert(
+                json!({"alertname": format!("Filler{i}"), "service": "checkout", "env": "staging"})
+            )]))
+            .unwrap()
         })
         .collect();
     for body in filler.iter().chain([&bytes]) {
@@ -2466,8 +2468,7 @@ fn alerts_routed_to_an_own_task_wait_for_what_the_topic_holds_for_it() {
 
     let (child, port) = run_with_http(&broker, &t, &rules, &[]);
     wait_until(Duration::from_secs(60), "every alert decided", || {
-        metric(port, r#"squadron_stage_alerts_total{stage="decide"}"#)
-            .is_some_and(|n| n >= 3002.0)
+        metric(port, r#"squadron_stage_alerts_total{stage="decide"}"#).is_some_and(|n| n >= 3002.0)
     });
     // Past group_wait and group_interval: whatever the group would page is out.
     std::thread::sleep(Duration::from_secs(4));
