@@ -157,12 +157,13 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         let cpu = Cpu::now(args.broker_pid).per_alert_since(&cpu_before, alerts);
         let rate = alerts as f64 / elapsed.as_secs_f64();
         eprintln!(
-            "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} steps done on two threads; {} changelog records, {} commits; batches routed {})",
+            "bench: {guarantee:?}: {alerts} alerts through both stages in {:.2}s: {rate:.0} alerts/s (the pipeline task was busy {:.2}s of it; {} steps done on two threads; {} changelog records, {} commits holding the loop {:.2}s; batches routed {})",
             elapsed.as_secs_f64(),
             metrics.busy.get(),
             metrics.parallel_chunks.get(),
             metrics.changelog_records.get(),
             metrics.commits.get(),
+            metrics.commit_seconds.get_sample_sum(),
             routed_paths(&metrics),
         );
         eprintln!("bench: {guarantee:?}: {cpu}");
@@ -234,6 +235,7 @@ async fn run(args: &BenchArgs, id: &str) -> anyhow::Result<i32> {
         "ratio_exactly_once_to_at_least_once": eos_rate / rate,
         "cpu_us_per_alert": {"at_least_once": cpu.json(), "exactly_once": eos_cpu.json()},
         "routed_batches": {"at_least_once": routed_paths(metrics), "exactly_once": routed_paths(&runs[1].2)},
+        "commit_seconds": {"at_least_once": metrics.commit_seconds.get_sample_sum(), "exactly_once": runs[1].2.commit_seconds.get_sample_sum()},
         "baseline_consume_seconds": baseline.as_secs_f64(),
         "baseline_alerts_per_second": baseline_rate,
         "ratio_pipeline_to_baseline": rate / baseline_rate,

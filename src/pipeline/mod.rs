@@ -823,6 +823,19 @@ impl Core {
         consumer: &C,
         mode: CommitMode,
     ) -> anyhow::Result<bool> {
+        let started = std::time::Instant::now();
+        let result = self.commit_now(consumer, mode);
+        self.metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn commit_now<C: Consumer<PipelineContext>>(
+        &mut self,
+        consumer: &C,
+        mode: CommitMode,
+    ) -> anyhow::Result<bool> {
         // Shift notes gathered since the last commit, one record per squad's task: few records,
         // in this commit (this transaction) with the decisions they count.
         self.flush_lanes();

@@ -51,6 +51,9 @@ pub struct Metrics {
     pub stage_alerts: [IntCounter; 2],
     pub consumer_lag: IntGaugeVec,
     pub commits: IntCounter,
+    /// How long a commit held the loop (state changes written, outputs made
+    /// durable, offsets committed; exactly once: the transaction).
+    pub commit_seconds: Histogram,
     /// Input broker timestamp to the message decided (fed to its engine).
     pub processing_latency: Histogram,
     /// A notification made (its group's flush) to it being durable in its topic.
@@ -403,6 +406,19 @@ impl Metrics {
                 "squadron_offset_commits_total",
                 "Offset commits sent to the broker.",
             )?,
+            commit_seconds: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "squadron_pipeline_commit_seconds",
+                        "How long each commit held the pipeline's loop: state changes written, outputs made durable, offsets committed (exactly once: the whole transaction). Deferred commits count too.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                    ]),
+                )?;
+                registry.register(Box::new(h.clone()))?;
+                h
+            },
             processing_latency: {
                 let h = Histogram::with_opts(
                     HistogramOpts::new(
