@@ -513,7 +513,15 @@ impl Output {
                     }
                 }
             }
-            self.producer.commit_transaction(timeout)
+            // commit_transaction flushes by itself, but once in its commit
+            // state that took 100 ms per call here whatever was outstanding
+            // (librdkafka 2.12), holding the loop; flushed first, the commit
+            // itself takes about a millisecond (BENCHMARKS.md).
+            let started = std::time::Instant::now();
+            let _ = self.producer.flush(timeout);
+            let left = timeout.saturating_sub(started.elapsed());
+            self.producer
+                .commit_transaction(left.max(Duration::from_secs(1)))
         })();
         self.in_transaction = false;
         match result {
