@@ -737,8 +737,8 @@ fn a_chunk_handled_on_two_threads_gives_each_alert_one_fate() {
     );
     let notes = read_all(&broker, &t.payments, groups, Duration::from_secs(60));
     let parallel = metric(port, "squadron_pipeline_parallel_chunks_total");
-    let direct = metric(port, r#"squadron_routed_batches_total{path="direct"}"#);
     let held = metric(port, r#"squadron_routed_batches_total{path="held"}"#);
+    let topic = metric(port, r#"squadron_routed_batches_total{path="topic"}"#);
     stop(child);
     let mut per_input: HashMap<(i64, i64), Vec<String>> = HashMap::new();
     for (_, _, _, payload) in &audit {
@@ -778,13 +778,12 @@ fn a_chunk_handled_on_two_threads_gives_each_alert_one_fate() {
         parallel.is_some_and(|n| n > 0.0),
         "some chunks were decided on two threads: {parallel:?}"
     );
-    // One instance owns every task: once each lane's marker came back, its
-    // alerts were decided without the hop through the topic (and the audit
-    // records above still name their input message).
-    assert!(
-        held.is_some_and(|n| n > 0.0) && direct.is_some_and(|n| n > 0.0),
-        "batches held behind the markers, then decided directly: held {held:?}, direct {direct:?}"
-    );
+    // One instance owns every task: no batch was routed to another
+    // instance, and the first ones waited behind their lane's marker. (How
+    // many went direct afterwards depends on how soon the marker came back
+    // behind the prefetched input: here the whole input may be fetched first.)
+    assert_eq!(topic, Some(0.0), "no batch for another instance");
+    assert!(held.is_some_and(|n| n > 0.0), "held {held:?}");
 }
 
 #[test]
@@ -2482,5 +2481,8 @@ fn alerts_routed_to_an_own_task_wait_for_what_the_topic_holds_for_it() {
             "the alert was decided before the backlog's older firing copy: {headers:?} {n}"
         );
     }
-    assert_eq!(held, Some(1.0), "the input's batch waited for the marker");
+    assert!(
+        held.is_some_and(|n| n >= 1.0),
+        "the input's batch waited for the marker: {held:?}"
+    );
 }
