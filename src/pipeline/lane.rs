@@ -65,9 +65,9 @@ pub(super) enum Lane {
 }
 
 impl Lane {
-    /// A batch this instance routed to the lane's task; `next_marker` numbers
-    /// a marker when one must be written.
-    pub fn route(&mut self, batch: Batch, next_marker: impl FnOnce() -> u64) -> Routing {
+    /// A batch this instance routed to the lane's task; `markers` counts the
+    /// markers written (this run's last number), for a new one when needed.
+    pub fn route(&mut self, batch: Batch, markers: &mut u64) -> Routing {
         match self {
             Lane::Open => Routing::Decide(batch),
             Lane::Waiting { held, .. } => {
@@ -75,7 +75,7 @@ impl Lane {
                 Routing::Held
             }
             Lane::Through => {
-                let marker = next_marker();
+                let marker = next(markers);
                 *self = Lane::Waiting {
                     marker,
                     held: vec![batch],
@@ -102,10 +102,10 @@ impl Lane {
 
     /// A commit is about to be made: the held batches, to be produced to the
     /// topic, and the marker to write after them, if any were held.
-    pub fn at_commit(&mut self, next_marker: impl FnOnce() -> u64) -> Option<(Vec<Batch>, u64)> {
+    pub fn at_commit(&mut self, markers: &mut u64) -> Option<(Vec<Batch>, u64)> {
         match self {
             Lane::Waiting { marker, held } if !held.is_empty() => {
-                *marker = next_marker();
+                *marker = next(markers);
                 Some((std::mem::take(held), *marker))
             }
             _ => None,
@@ -136,6 +136,12 @@ impl Lane {
     pub fn is_open(&self) -> bool {
         matches!(self, Lane::Open)
     }
+}
+
+/// The next marker number (numbers start at 1: 0 is never written).
+fn next(markers: &mut u64) -> u64 {
+    *markers += 1;
+    *markers
 }
 
 /// A marker's payload: an empty Prometheus batch, so that a version that
@@ -186,19 +192,11 @@ mod tests {
         }
     }
 
-    fn counter() -> impl FnMut() -> u64 {
-        let mut n = 0;
-        move || {
-            n += 1;
-            n
-        }
-    }
-
     /// The first batch writes a marker; batches wait behind it until it is
     /// read back, then come out in the order routed, and later ones go direct.
     #[test]
     fn batches_wait_behind_the_marker_then_go_direct() {
-        let mut next = counter();
+        let mut next = 0;
         let mut lane = Lane::default();
         assert_eq!(lane.route(batch(1), &mut next), Routing::Mark(1));
         assert_eq!(lane.route(batch(2), &mut next), Routing::Held);
@@ -218,7 +216,7 @@ mod tests {
     /// only that marker opens the lane.
     #[test]
     fn a_commit_sends_the_held_batches_through_and_marks_again() {
-        let mut next = counter();
+        let mut next = 0;
         let mut lane = Lane::default();
         assert_eq!(
             lane.at_commit(&mut next),

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// What the route stage makes of one input message, computed without the
-/// processing state (so on any thread): [`plan`], then [`Core::route`].
+/// processing state (so on any thread): [`plan`], then [`Core::routed`].
 pub(super) struct Routed {
     /// The message's format; `None` when it does not decode at all.
     format: Option<crate::decode::Format>,
@@ -232,15 +232,11 @@ impl Core {
             };
             let Some(task) = self.tasks.get_mut(&p) else {
                 self.metrics.routed_batches[Path::Topic as usize].inc();
-                let record = self.alerts_record(p, &batch);
+                let record = self.alerts_record(p, batch);
                 self.out.send(record);
                 continue;
             };
-            let markers = &mut self.markers;
-            match task.lane.route(batch, || {
-                *markers += 1;
-                *markers
-            }) {
+            match task.lane.route(batch, &mut self.markers) {
                 Routing::Decide(batch) => {
                     self.metrics.routed_batches[Path::Direct as usize].inc();
                     direct.entry(p).or_default().push(batch);
@@ -296,13 +292,13 @@ impl Path {
 
 impl Core {
     /// A batch of alerts as a repartition record for task `p`.
-    fn alerts_record(&self, p: i32, b: &Batch) -> Record {
+    fn alerts_record(&self, p: i32, b: Batch) -> Record {
         Record {
             kind: Kind::Repartition,
             topic: self.topo.repartition.clone(),
             partition: Some(p),
             key: None,
-            payload: Some(b.body.clone()),
+            payload: Some(b.body),
             headers: vec![
                 (ROLE, ROLE_ALERTS.to_vec()),
                 (SOURCE_TOPIC, b.topic.as_bytes().to_vec()),
@@ -341,15 +337,12 @@ impl Core {
             .tasks
             .iter_mut()
             .filter_map(|(&p, task)| {
-                let (held, marker) = task.lane.at_commit(|| {
-                    *markers += 1;
-                    *markers
-                })?;
+                let (held, marker) = task.lane.at_commit(markers)?;
                 Some((p, held, marker))
             })
             .collect();
         for (p, held, marker) in flushed {
-            for b in &held {
+            for b in held {
                 let record = self.alerts_record(p, b);
                 self.out.send(record);
             }
