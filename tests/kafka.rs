@@ -2414,9 +2414,42 @@ fn bench_measures_both_guarantees_and_deletes_its_topics() {
 /// firing; deciding the input first would open its group as firing.
 #[test]
 fn alerts_routed_to_an_own_task_wait_for_what_the_topic_holds_for_it() {
-    let Some((broker, t, rules)) = setup("lane", "1s") else {
+    let Some(run) = lane_order("lane", 1, &[]) else {
         return;
     };
+    assert!(
+        run.held >= 1.0,
+        "the input's batch waited for the marker: {}",
+        run.held
+    );
+}
+
+/// The same backlog, with many input messages for the task and
+/// `max_in_flight` 2: the held batches reach the bound before the marker is
+/// back and go through the topic at once (not at the next commit), still
+/// after the backlog.
+#[test]
+fn held_batches_past_max_in_flight_go_through_the_topic_in_order() {
+    let Some(run) = lane_order("lanebound", 50, &[("SQUADRON_MAX_IN_FLIGHT", "2")]) else {
+        return;
+    };
+    assert!(
+        run.overflows >= 1.0,
+        "50 batches held behind a marker reach a bound of 2: {run:?}"
+    );
+}
+
+#[derive(Debug)]
+struct LaneRun {
+    held: f64,
+    overflows: f64,
+}
+
+/// A repartition backlog (as a previous owner leaves it) of 3,000 records
+/// ending with an alert firing, and `copies` input messages of the same alert
+/// resolved: it must never be paged as firing.
+fn lane_order(name: &str, copies: usize, extra: &[(&'static str, &str)]) -> Option<LaneRun> {
+    let (broker, t, rules) = setup(name, "1s")?;
     let labels = json!({"alertname": "LaneOrder", "service": "checkout", "instance": "x"});
     let now = std::time::SystemTime::now();
     let rfc3339 = |ago: u64| {
@@ -2463,15 +2496,21 @@ fn alerts_routed_to_an_own_task_wait_for_what_the_topic_holds_for_it() {
         .unwrap();
     }
     p.flush(Duration::from_secs(10)).unwrap();
-    produce(&broker, &t.input, &[serde_json::to_vec(&resolved).unwrap()]);
+    produce(
+        &broker,
+        &t.input,
+        &vec![serde_json::to_vec(&resolved).unwrap(); copies],
+    );
 
-    let (child, port) = run_with_http(&broker, &t, &rules, &[]);
+    let (child, port) = run_with_http(&broker, &t, &rules, extra);
+    let all = (3001 + copies) as f64;
     wait_until(Duration::from_secs(60), "every alert decided", || {
-        metric(port, r#"squadron_stage_alerts_total{stage="decide"}"#).is_some_and(|n| n >= 3002.0)
+        metric(port, r#"squadron_stage_alerts_total{stage="decide"}"#).is_some_and(|n| n >= all)
     });
     // Past group_wait and group_interval: whatever the group would page is out.
     std::thread::sleep(Duration::from_secs(4));
-    let held = metric(port, r#"squadron_routed_batches_total{path="held"}"#);
+    let held = metric(port, r#"squadron_routed_batches_total{path="held"}"#).unwrap_or(0.0);
+    let overflows = metric(port, "squadron_pipeline_lane_overflows_total").unwrap_or(-1.0);
     let notes = read_all(&broker, &t.payments, 1000, Duration::from_secs(3));
     stop(child);
     for (_, _, headers, payload) in &notes {
@@ -2481,8 +2520,5 @@ fn alerts_routed_to_an_own_task_wait_for_what_the_topic_holds_for_it() {
             "the alert was decided before the backlog's older firing copy: {headers:?} {n}"
         );
     }
-    assert!(
-        held.is_some_and(|n| n >= 1.0),
-        "the input's batch waited for the marker: {held:?}"
-    );
+    Some(LaneRun { held, overflows })
 }

@@ -124,7 +124,6 @@ impl Lane {
     }
 
     /// Batches held.
-    #[cfg(test)]
     pub fn held(&self) -> usize {
         match self {
             Lane::Waiting { held, .. } => held.len(),

@@ -806,6 +806,19 @@ impl Core {
             }
         }
         self.handle(&inputs, &records);
+        // Held batches wait in memory that the producer's bound does not
+        // count: when a lane's marker is slow to come back (behind a backlog
+        // in its partition), they would pile up until the next commit. At
+        // max_in_flight they go through the topic, where the bound applies.
+        let held: usize = self.tasks.values().map(|t| t.lane.held()).sum();
+        if held as u64 >= self.cfg.pipeline.max_in_flight {
+            self.metrics.lane_overflows.inc();
+            self.flush_lanes();
+            // Its markers are readable once their transaction commits.
+            if self.cfg.pipeline.processing_guarantee == Guarantee::ExactlyOnce {
+                self.commit_soon = true;
+            }
+        }
     }
 
     fn next_deadline(&self) -> Option<crate::model::Ts> {

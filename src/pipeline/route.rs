@@ -329,8 +329,9 @@ impl Core {
         }
     }
 
-    /// Before a commit: batches still held behind a marker go through the
-    /// topic, each lane's followed by a new marker ([`super::lane`]).
+    /// Before a commit, or when too many are held: batches still held behind
+    /// a marker go through the topic, each lane's followed by a new marker
+    /// ([`super::lane`]).
     pub(super) fn flush_lanes(&mut self) {
         let markers = &mut self.markers;
         let flushed: Vec<(i32, Vec<Batch>, u64)> = self

@@ -85,6 +85,9 @@ pub struct Metrics {
     pub parallel_chunks: IntCounter,
     /// Batches of alerts routed to their task, by path (`pipeline::route::Path`).
     pub routed_batches: [IntCounter; 3],
+    /// Times the batches held in lanes reached `max_in_flight` and were sent
+    /// through the topic before the next commit.
+    pub lane_overflows: IntCounter,
     /// Firing notifications of groups, by squad and whether outside working hours.
     pages: IntCounterVec,
     /// The last completed shift's pages and incidents (groups paged), by squad.
@@ -217,6 +220,10 @@ impl Metrics {
                 )?;
                 crate::pipeline::RoutePath::ALL.map(|s| c.with_label_values(&[s]))
             },
+            lane_overflows: counter(
+                "squadron_pipeline_lane_overflows_total",
+                "Times the batches held in lanes (waiting for their marker) reached pipeline.max_in_flight and went through the repartition topic at once instead of at the next commit.",
+            )?,
             receiver_deliveries: counter_vec(
                 "squadron_receiver_deliveries_total",
                 "Deliveries to receivers (webhook, Slack, PagerDuty) by receiver and result: success, retry, failed (dead-lettered).",
