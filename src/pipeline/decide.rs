@@ -103,6 +103,7 @@ impl Core {
                 let records = by_task.remove(p).unwrap_or_default();
                 let direct = direct.remove(p).unwrap_or_default();
                 (!records.is_empty() || !direct.is_empty()).then(|| Job {
+                    partition: *p,
                     task,
                     records,
                     direct,
@@ -163,6 +164,8 @@ fn half(sizes: impl Iterator<Item = usize>, total: usize) -> usize {
 /// One task's work of a chunk: its consumed records in the order consumed,
 /// then the batches routed to it directly.
 struct Job<'t, 'r, 'm> {
+    /// The task's repartition partition.
+    partition: i32,
     task: &'t mut Task,
     records: Vec<&'r BorrowedMessage<'m>>,
     direct: Vec<Batch>,
@@ -215,8 +218,13 @@ impl Job<'_, '_, '_> {
             source: b.source,
             marker: None,
         };
-        let (alerts, latency) =
-            decide.payload(&mut self.task.engine, -1, &meta, &b.body, &mut self.outputs);
+        let (alerts, latency) = decide.payload(
+            &mut self.task.engine,
+            self.partition,
+            &meta,
+            &b.body,
+            &mut self.outputs,
+        );
         self.alerts += alerts;
         self.latencies.extend(latency);
     }
@@ -279,7 +287,7 @@ impl Decide {
     /// The engine decides one record's payload (and fires the timers due
     /// before and at once after it) into `out`. Returns the alerts it fed and,
     /// for alerts, the time since their input was produced (seconds).
-    /// `partition` names the record's partition in logs (-1: a direct batch).
+    /// `partition` names the task's partition in logs.
     fn payload(
         &self,
         engine: &mut Engine,
