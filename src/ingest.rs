@@ -174,24 +174,51 @@ impl Ledger {
     /// Counts the outputs of one engine call. `engine` names the squads.
     pub fn record(&mut self, engine: &Engine, out: &Outputs) {
         let rules = engine.rules();
-        // One buffer for the causes' names: most fates have one, and most are counted before.
-        let mut cause_name = String::new();
+        // Counted here first, then added once per kind and squad: the maps
+        // are keyed by name, and a call's fates mostly share a few squads.
+        let mut kinds = [0u64; FateKind::ALL.len()];
+        let mut squads: Vec<(usize, u64)> = Vec::new();
+        let mut causes: Vec<(FateKind, &str, u64)> = Vec::new();
         for f in &out.fates {
-            *self.fates.entry(f.fate.kind()).or_default() += 1;
+            let kind = f.fate.kind();
+            kinds[kind as usize] += 1;
             if let Some(cause) = f.fate.cause() {
-                cause_name.clear();
-                cause_name.push_str(f.fate.kind().as_str());
-                cause_name.push('/');
-                cause_name.push_str(cause);
-                match self.causes.get_mut(cause_name.as_str()) {
-                    Some(n) => *n += 1,
-                    None => {
-                        self.causes.insert(cause_name.clone(), 1);
-                    }
+                match causes
+                    .iter_mut()
+                    .find(|(k, c, _)| *k == kind && *c == cause)
+                {
+                    Some((_, _, n)) => *n += 1,
+                    None => causes.push((kind, cause, 1)),
                 }
             }
-            if let Some(sq) = rules.squads.get(f.squad as usize) {
-                self.squad(&sq.name).alerts += 1;
+            let sid = f.squad as usize;
+            if sid < rules.squads.len() {
+                match squads.iter_mut().find(|(s, _)| *s == sid) {
+                    Some((_, n)) => *n += 1,
+                    None => squads.push((sid, 1)),
+                }
+            }
+        }
+        for (kind, n) in FateKind::ALL.iter().zip(kinds) {
+            if n > 0 {
+                *self.fates.entry(*kind).or_default() += n;
+            }
+        }
+        for (sid, n) in squads {
+            self.squad(&rules.squads[sid].name).alerts += n;
+        }
+        // One buffer for the causes' names: most are counted before.
+        let mut cause_name = String::new();
+        for (kind, cause, n) in causes {
+            cause_name.clear();
+            cause_name.push_str(kind.as_str());
+            cause_name.push('/');
+            cause_name.push_str(cause);
+            match self.causes.get_mut(cause_name.as_str()) {
+                Some(c) => *c += n,
+                None => {
+                    self.causes.insert(cause_name.clone(), n);
+                }
             }
         }
         for n in &out.notifications {

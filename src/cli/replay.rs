@@ -57,6 +57,9 @@ pub fn replay(args: &ReplayArgs) -> anyhow::Result<i32> {
             Ok(())
         },
     )?;
+    // The process ends after this command: freeing the engine's state entry
+    // by entry would only cost time (the OS takes it back at once).
+    std::mem::forget(engine);
     if let Some(mut w) = notif_out {
         w.flush()?;
     }

@@ -82,7 +82,17 @@ pub enum FateKind {
     Digested,
 }
 
+// `FateKind::ALL[k as usize] == k`, checked when compiling.
+const _: () = {
+    let mut i = 0;
+    while i < FateKind::ALL.len() {
+        assert!(FateKind::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 impl FateKind {
+    /// Every kind, in declaration order (`kind as usize` indexes it).
     pub const ALL: [FateKind; 10] = [
         FateKind::Notified,
         FateKind::Deduplicated,
