@@ -1,10 +1,11 @@
 //! squadron: alert noise reduction between monitoring systems and the squads
 //! that own the services. See README.md for use and ARCHITECTURE.md for the map.
-// Four audited exceptions: `cli::run::raise_open_file_limit`,
+// Five audited exceptions: `cli::run::raise_open_file_limit`,
 // `pipeline::polled::wakeup` (librdkafka's queue wakeups, for an idle producer
 // that never polls on a clock), `pipeline::memory::release_free_memory`
-// (glibc's malloc_trim) and `cli::open_recording` (a recording mapped into
-// memory, read only).
+// (glibc's malloc_trim), `cli::open_recording` (a recording mapped into
+// memory, read only) and `decode::fast::simd::specials` (a call to SSE2
+// code, which every x86_64 CPU runs).
 #![deny(unsafe_code)]
 
 pub mod cli;
