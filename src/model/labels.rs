@@ -75,18 +75,56 @@ impl<'de> Deserialize<'de> for Fingerprint {
 pub struct AlertKey(pub u128);
 
 impl AlertKey {
-    /// `scratch` is reused between calls to avoid an allocation per alert.
+    /// The XXH3-128 of each name and value followed by the separator byte.
+    /// `scratch` is reused between calls to avoid an allocation per alert;
+    /// it only grows. Names and values are short: each is copied with one or
+    /// two fixed-size moves (overlapping for lengths between sizes) instead
+    /// of a call to `memcpy`, which made 72% of a replay's `memcpy` calls.
     pub fn of(labels: &impl Labels, scratch: &mut Vec<u8>) -> AlertKey {
-        scratch.clear();
+        let len: usize = (0..labels.len())
+            .map(|i| labels.pair(i))
+            .map(|(n, v)| n.len() + v.len() + 2)
+            .sum();
+        if scratch.len() < len {
+            scratch.resize(len, 0);
+        }
+        let mut at = 0;
         for i in 0..labels.len() {
             let (n, v) = labels.pair(i);
-            scratch.extend_from_slice(n.as_bytes());
-            scratch.push(SEPARATOR);
-            scratch.extend_from_slice(v.as_bytes());
-            scratch.push(SEPARATOR);
+            for part in [n, v] {
+                at = put(scratch, at, part.as_bytes());
+                scratch[at] = SEPARATOR;
+                at += 1;
+            }
         }
-        AlertKey(xxhash_rust::xxh3::xxh3_128(scratch))
+        AlertKey(xxhash_rust::xxh3::xxh3_128(&scratch[..len]))
     }
+}
+
+/// Copies `s` to `buf` at `at`, returns where it ends. `buf` holds it.
+#[inline(always)]
+fn put(buf: &mut [u8], at: usize, s: &[u8]) -> usize {
+    let n = s.len();
+    let end = at + n;
+    let to = &mut buf[at..end];
+    match n {
+        0 => {}
+        1..=3 => {
+            to[0] = s[0];
+            to[n / 2] = s[n / 2];
+            to[n - 1] = s[n - 1];
+        }
+        4..=7 => {
+            to[..4].copy_from_slice(&s[..4]);
+            to[n - 4..].copy_from_slice(&s[n - 4..]);
+        }
+        8..=16 => {
+            to[..8].copy_from_slice(&s[..8]);
+            to[n - 8..].copy_from_slice(&s[n - 8..]);
+        }
+        _ => to.copy_from_slice(s),
+    }
+    end
 }
 
 impl fmt::Display for AlertKey {
@@ -326,6 +364,35 @@ impl<'de> Deserialize<'de> for LabelSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The key is the XXH3-128 of names and values each followed by 0xff,
+    /// whatever their lengths and whatever an earlier, longer call left in
+    /// the scratch buffer (a changed key would orphan durable state).
+    #[test]
+    fn alert_keys_hash_names_and_values_with_separators() {
+        let text: String = (0..64).map(|i| (b'a' + (i % 26) as u8) as char).collect();
+        let mut scratch = Vec::new();
+        for round in 0..3 {
+            for n in 0..40 {
+                let pairs: Vec<(Cow<str>, Cow<str>)> = (0..(n % 5))
+                    .map(|i| {
+                        let name = &text[i..i + 1 + (n + i) % 20];
+                        let value = &text[..(n * 7 + i + round) % 64];
+                        (Cow::Borrowed(name), Cow::Borrowed(value))
+                    })
+                    .collect();
+                let mut naive = Vec::new();
+                for (name, value) in &pairs {
+                    for part in [name, value] {
+                        naive.extend_from_slice(part.as_bytes());
+                        naive.push(0xff);
+                    }
+                }
+                let want = AlertKey(xxhash_rust::xxh3::xxh3_128(&naive));
+                assert_eq!(AlertKey::of(&pairs, &mut scratch), want, "{pairs:?}");
+            }
+        }
+    }
 
     #[derive(Deserialize)]
     struct Vector {
